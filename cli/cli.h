@@ -1,0 +1,25 @@
+/* The command-line tool's shared helpers. Only the CLI prints and exits; the library returns. */
+#ifndef CNN_CLI_H
+#define CNN_CLI_H
+
+#include "cnn.h"
+
+/* Exit statuses: 0 success, 1 a check that failed (gradcheck) or an internal failure, 2 bad input. */
+enum { EXIT_BAD_INPUT = 2 };
+
+/* Prints "cnn CMD: <message of the library's last error>" and returns the exit status for it. */
+int cli_report(const char *cmd, cnn_status st);
+
+/* Prints "cnn CMD: <formatted message>" to stderr. */
+#if defined(__GNUC__)
+__attribute__((format(printf, 2, 3)))
+#endif
+void cli_error(const char *cmd, const char *fmt, ...);
+
+/* Parses an unsigned decimal integer; returns 0 on a malformed value. */
+int cli_parse_u64(const char *s, unsigned long long *out);
+
+int cmd_grad(int argc, char **argv);
+int cmd_gradcheck(int argc, char **argv);
+
+#endif

@@ -1,0 +1,207 @@
+/* cnn grad: one forward and one backward pass, with every tensor written to a safetensors file.
+ *
+ * With no --loss, the input file holds grad_output = dL/doutput, so L = Σ output·grad_output, as
+ * the notes take ∂L/∂O as given. With --loss, it holds target and the loss starts the backward.
+ */
+#include "cli.h"
+#include "core/error.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static const char grad_usage[] =
+    "usage: cnn grad --model NET.cnn (--weights W.safetensors | --init SEED | both)\n"
+    "                --input IN.safetensors --out OUT.safetensors [--loss cross_entropy|mse]\n"
+    "\n"
+    "IN holds 'input' [N,C,H,W] float32, and either 'grad_output' (dL/doutput, the output's shape;\n"
+    "no --loss) or 'target' (--loss cross_entropy: int64 class indices [N]; --loss mse: float32\n"
+    "with the output's shape). OUT gets 'output', 'grad_input', '<param>.grad' for every parameter,\n"
+    "and 'loss' with --loss. A parameter missing from W is an error unless --init SEED draws it\n"
+    "(PyTorch's default initialisation: uniform(-1/sqrt(fan_in), 1/sqrt(fan_in))).\n"
+    "\n"
+    "example:\n"
+    "  cnn grad --model models/lenet5.cnn --init 1 --input in.safetensors --out grads.safetensors \\\n"
+    "           --loss cross_entropy\n";
+
+typedef struct grad_args {
+    const char *model, *weights, *input, *out, *loss;
+    int have_seed;
+    unsigned long long seed;
+} grad_args;
+
+static int parse_args(int argc, char **argv, grad_args *a) {
+    memset(a, 0, sizeof *a);
+    for (int i = 1; i < argc; i++) {
+        const char *k = argv[i];
+        if (!strcmp(k, "--help") || !strcmp(k, "-h")) {
+            fputs(grad_usage, stdout);
+            return 0;
+        }
+        if (i + 1 >= argc) {
+            cli_error("grad", "option %s needs a value\n\n%s", k, grad_usage);
+            return EXIT_BAD_INPUT;
+        }
+        const char *v = argv[++i];
+        if (!strcmp(k, "--model")) a->model = v;
+        else if (!strcmp(k, "--weights")) a->weights = v;
+        else if (!strcmp(k, "--input")) a->input = v;
+        else if (!strcmp(k, "--out")) a->out = v;
+        else if (!strcmp(k, "--loss")) a->loss = v;
+        else if (!strcmp(k, "--init")) {
+            if (!cli_parse_u64(v, &a->seed)) {
+                cli_error("grad", "--init %s: expected a non-negative integer seed", v);
+                return EXIT_BAD_INPUT;
+            }
+            a->have_seed = 1;
+        } else {
+            cli_error("grad", "unknown option '%s'\n\n%s", k, grad_usage);
+            return EXIT_BAD_INPUT;
+        }
+    }
+    if (!a->model || !a->input || !a->out || (!a->weights && !a->have_seed)) {
+        cli_error("grad", "--model, --input, --out and one of --weights or --init are required\n\n%s", grad_usage);
+        return EXIT_BAD_INPUT;
+    }
+    if (a->loss && strcmp(a->loss, "cross_entropy") && strcmp(a->loss, "mse")) {
+        cli_error("grad", "--loss %s: expected cross_entropy or mse", a->loss);
+        return EXIT_BAD_INPUT;
+    }
+    return -1;
+}
+
+/* The output's shape as PyTorch gives it: [N, C] when flat, else [N, C, H, W]. */
+static int output_shape(const cnn_net *net, int n, int64_t *shape) {
+    int chw[3];
+    cnn_net_output_shape(net, chw);
+    shape[0] = n, shape[1] = chw[0], shape[2] = chw[1], shape[3] = chw[2];
+    return cnn_net_output_is_flat(net) ? 2 : 4;
+}
+
+static int check_finite(const char *what, const cnn_tensor *t) {
+    const int64_t count = cnn_tensor_numel(t);
+    for (int64_t i = 0; i < count; i++) {
+        const double v = t->dtype == CNN_F64 ? ((const double *)t->data)[i] : ((const float *)t->data)[i];
+        if (!isfinite(v)) {
+            cli_error("grad", "%s: tensor '%s' holds %s at element %lld", what, t->name, isnan(v) ? "NaN" : "Inf",
+                      (long long)i);
+            return 0;
+        }
+    }
+    return 1;
+}
+
+int cmd_grad(int argc, char **argv) {
+    grad_args a;
+    int rc = parse_args(argc, argv, &a);
+    if (rc >= 0) return rc;
+
+    cnn_net *net = NULL;
+    cnn_st *wst = NULL, *ist = NULL;
+    cnn_tensor *outs = NULL;
+    char *names = NULL;
+    float *dy = NULL;
+    cnn_status st;
+    rc = EXIT_BAD_INPUT;
+
+    if ((st = cnn_net_load(a.model, &net))) goto fail;
+    if (a.have_seed && (st = cnn_net_init(net, a.seed))) goto fail;
+    if (a.weights) {
+        if ((st = cnn_st_load(a.weights, &wst))) goto fail;
+        if ((st = cnn_net_load_weights(net, wst, a.have_seed))) {
+            cnn_error_prefix(a.weights);
+            goto fail;
+        }
+    }
+    if ((st = cnn_st_load(a.input, &ist))) goto fail;
+
+    int chw[3];
+    cnn_net_input_shape(net, chw);
+    const int64_t in_shape[4] = {-1, chw[0], chw[1], chw[2]};
+    const cnn_tensor *x;
+    if ((st = cnn_st_require(ist, a.input, "input", CNN_F32, 4, in_shape, &x))) goto fail;
+    if (x->shape[0] < 1 || x->shape[0] > (1 << 20)) {
+        cli_error("grad", "%s: tensor 'input' has batch size %lld; it must be 1 to 1048576", a.input,
+                  (long long)x->shape[0]);
+        goto done;
+    }
+    if (!check_finite(a.input, x)) goto done;
+    const int n = (int)x->shape[0];
+    int64_t oshape[4];
+    const int ondim = output_shape(net, n, oshape);
+    int64_t ocount = 1;
+    for (int d = 0; d < ondim; d++) ocount *= oshape[d];
+
+    if ((st = cnn_net_reserve(net, n))) goto fail;
+    if ((st = cnn_net_forward(net, x->data, n))) goto fail;
+    const float *y = cnn_net_output(net);
+
+    float loss = 0.0f;
+    dy = malloc((size_t)ocount * sizeof *dy);
+    if (!dy) {
+        cli_error("grad", "out of memory");
+        rc = 1;
+        goto done;
+    }
+    if (!a.loss) {
+        const cnn_tensor *g;
+        if ((st = cnn_st_require(ist, a.input, "grad_output", CNN_F32, ondim, oshape, &g))) goto fail;
+        if (!check_finite(a.input, g)) goto done;
+        memcpy(dy, g->data, (size_t)ocount * sizeof *dy);
+    } else if (!strcmp(a.loss, "cross_entropy")) {
+        if (ondim != 2) {
+            cli_error("grad", "--loss cross_entropy needs a flat output [N, classes], but this model's output is "
+                              "[%lld, %lld, %lld, %lld]; end it with flatten or linear",
+                      (long long)oshape[0], (long long)oshape[1], (long long)oshape[2], (long long)oshape[3]);
+            goto done;
+        }
+        const int64_t tshape[1] = {n};
+        const cnn_tensor *t;
+        if ((st = cnn_st_require(ist, a.input, "target", CNN_I64, 1, tshape, &t))) goto fail;
+        if ((st = cnn_loss_cross_entropy(y, t->data, n, (int)oshape[1], &loss, dy))) goto fail;
+    } else {
+        const cnn_tensor *t;
+        if ((st = cnn_st_require(ist, a.input, "target", CNN_F32, ondim, oshape, &t))) goto fail;
+        if (!check_finite(a.input, t)) goto done;
+        if ((st = cnn_loss_mse(y, t->data, ocount, &loss, dy))) goto fail;
+    }
+    cnn_net_zero_grad(net);
+    if ((st = cnn_net_backward(net, dy))) goto fail;
+
+    /* output, grad_input, every <param>.grad, and loss. */
+    const int np = cnn_net_param_count(net);
+    const int count = 2 + np + (a.loss ? 1 : 0);
+    outs = calloc((size_t)count, sizeof *outs);
+    names = calloc((size_t)np + 1, 32);
+    if (!outs || !names) {
+        cli_error("grad", "out of memory");
+        rc = 1;
+        goto done;
+    }
+    outs[0] = (cnn_tensor){.name = "output", .dtype = CNN_F32, .ndim = ondim, .data = (void *)y};
+    memcpy(outs[0].shape, oshape, sizeof oshape);
+    outs[1] = (cnn_tensor){.name = "grad_input", .dtype = CNN_F32, .ndim = 4, .data = (void *)cnn_net_grad_input(net)};
+    outs[1].shape[0] = n, outs[1].shape[1] = chw[0], outs[1].shape[2] = chw[1], outs[1].shape[3] = chw[2];
+    for (int i = 0; i < np; i++) {
+        const cnn_param p = cnn_net_param(net, i);
+        snprintf(names + (size_t)i * 32, 32, "%s.grad", p.name);
+        outs[2 + i] = (cnn_tensor){.name = names + (size_t)i * 32, .dtype = CNN_F32, .ndim = p.ndim, .data = p.grad};
+        memcpy(outs[2 + i].shape, p.shape, sizeof p.shape);
+    }
+    if (a.loss) outs[2 + np] = (cnn_tensor){.name = "loss", .dtype = CNN_F32, .ndim = 0, .data = &loss};
+    if ((st = cnn_st_save(a.out, outs, count, NULL, 0))) goto fail;
+    rc = 0;
+    goto done;
+
+fail:
+    rc = cli_report("grad", st);
+done:
+    free(outs);
+    free(names);
+    free(dy);
+    cnn_st_free(wst);
+    cnn_st_free(ist);
+    cnn_net_free(net);
+    return rc;
+}

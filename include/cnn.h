@@ -1,0 +1,320 @@
+/* cnn.h - convolutional neural networks in C, with backpropagation you can read.
+ *
+ * The whole public API is in this one header. A working example:
+ *
+ *     #include "cnn.h"
+ *     #include <stdio.h>
+ *
+ *     int main(void) {
+ *         cnn_net *net = NULL;
+ *         if (cnn_net_load("models/lenet5.cnn", &net) != CNN_OK ||
+ *             cnn_net_init(net, 42) != CNN_OK ||
+ *             cnn_net_reserve(net, 8) != CNN_OK) {
+ *             fprintf(stderr, "%s\n", cnn_last_error());
+ *             cnn_net_free(net);
+ *             return 2;
+ *         }
+ *         static float x[8 * 1 * 28 * 28];            // NCHW input, batch 8
+ *         int64_t target[8] = {0, 1, 2, 3, 4, 5, 6, 7};
+ *         static float dlogits[8 * 10];
+ *         float loss;
+ *         cnn_net_zero_grad(net);
+ *         cnn_net_forward(net, x, 8);
+ *         cnn_loss_cross_entropy(cnn_net_output(net), target, 8, 10, &loss, dlogits);
+ *         cnn_net_backward(net, dlogits);              // fills every <param>.grad
+ *         printf("loss %.4f\n", loss);
+ *         cnn_net_free(net);
+ *         return 0;
+ *     }
+ *
+ * Conventions
+ * - Tensors are float32, NCHW, row-major. A per-sample shape is (C, H, W); the batch size N comes with
+ *   each call.
+ * - d<x> always means dL/d<x>. Parameter gradients accumulate (+=) until cnn_net_zero_grad, as in PyTorch.
+ * - Every function that can fail returns a cnn_status. On failure the calling thread's message,
+ *   cnn_last_error(), names the layer (by its line in the model file), the tensor and the shapes.
+ *   The library never prints and never exits.
+ * - Objects that a function creates are freed by the matching _free function, which accepts NULL.
+ * - Forward and backward never allocate: parameters, gradients, activations and workspaces live in
+ *   arenas allocated by cnn_net_parse (parameters) and cnn_net_reserve (batch-sized buffers).
+ */
+#ifndef CNN_H
+#define CNN_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* ---------------------------------------------------------------------------------------------
+ * Status codes and errors
+ * ------------------------------------------------------------------------------------------- */
+
+typedef enum cnn_status {
+    CNN_OK = 0,
+    CNN_ERR_ARG,       /* a NULL or out-of-range argument passed by the caller */
+    CNN_ERR_PARSE,     /* a model file that does not parse: unknown layer, unknown option, bad value */
+    CNN_ERR_SHAPE,     /* shapes that do not fit: a layer's output would be empty, a tensor of the wrong shape */
+    CNN_ERR_IO,        /* a file that cannot be opened, read or written */
+    CNN_ERR_FORMAT,    /* a malformed file: truncated, bad header, offsets past the end */
+    CNN_ERR_DTYPE,     /* a tensor of the wrong or an unknown dtype */
+    CNN_ERR_MISSING,   /* a tensor that a caller asked for is not there */
+    CNN_ERR_NOMEM,     /* an allocation failed, or a size overflowed */
+    CNN_ERR_NONFINITE  /* NaN or Inf where a finite number is needed */
+} cnn_status;
+
+/* The message of the last failure on this thread ("" if none). The string belongs to the library and
+ * stays valid until the next failing call on the same thread. */
+const char *cnn_last_error(void);
+
+/* A fixed English name for a status code, such as "parse error". Never NULL. */
+const char *cnn_status_name(cnn_status s);
+
+/* ---------------------------------------------------------------------------------------------
+ * Tensors and safetensors files
+ * ------------------------------------------------------------------------------------------- */
+
+typedef enum cnn_dtype {
+    CNN_F32 = 0,
+    CNN_F64,
+    CNN_I64,
+    CNN_I32,
+    CNN_U8,
+    CNN_F16,  /* read only as raw bytes: cnn_tensor_to_f32 rejects it */
+    CNN_BF16, /* read only as raw bytes */
+    CNN_I16,
+    CNN_I8,
+    CNN_BOOL
+} cnn_dtype;
+
+#define CNN_MAX_DIMS 8
+
+/* A view of an n-dimensional array. The tensor does not own `data`: whoever made it does. */
+typedef struct cnn_tensor {
+    const char *name;                  /* the tensor's key in its file, or NULL */
+    cnn_dtype dtype;
+    int ndim;                          /* 0 (a scalar) .. CNN_MAX_DIMS */
+    int64_t shape[CNN_MAX_DIMS];
+    void *data;                        /* numel * cnn_dtype_size(dtype) bytes, little-endian */
+} cnn_tensor;
+
+/* Bytes per element of a dtype (1, 2, 4 or 8); 0 for an invalid value. */
+size_t cnn_dtype_size(cnn_dtype t);
+/* The safetensors name of a dtype ("F32", "I64", ...), or NULL for an invalid value. */
+const char *cnn_dtype_name(cnn_dtype t);
+/* The number of elements: the product of the shape (1 for a scalar). */
+int64_t cnn_tensor_numel(const cnn_tensor *t);
+
+/* A safetensors file held in memory. */
+typedef struct cnn_st cnn_st;
+
+/* Reads and validates a whole safetensors file: an 8-byte little-endian header length N, N bytes of
+ * JSON, then the data buffer. Validation: N ≤ 100 MB and within the file, the JSON is an object of
+ * {"dtype", "shape", "data_offsets"} entries plus an optional "__metadata__" of string values, every
+ * dtype is known, no shape product overflows, end − begin equals numel × dtype size, offsets lie
+ * inside the data buffer and tensors do not overlap.
+ * On success *out owns a copy of the file; free it with cnn_st_free.
+ * Errors: CNN_ERR_ARG (NULL), CNN_ERR_IO (open/read), CNN_ERR_FORMAT (any malformation, the message
+ * names the tensor), CNN_ERR_DTYPE (unknown dtype), CNN_ERR_NOMEM. */
+cnn_status cnn_st_load(const char *path, cnn_st **out);
+
+/* As cnn_st_load, from `len` bytes at `buf` (copied; the caller keeps `buf`). */
+cnn_status cnn_st_parse(const void *buf, size_t len, cnn_st **out);
+
+void cnn_st_free(cnn_st *st);
+
+/* The number of tensors, and the i-th in file order (0 ≤ i < count). The returned tensor and its
+ * name and data belong to `st`. Data is aligned for its dtype. */
+int cnn_st_count(const cnn_st *st);
+const cnn_tensor *cnn_st_tensor(const cnn_st *st, int i);
+
+/* The tensor named `name`, or NULL (no error is set). */
+const cnn_tensor *cnn_st_find(const cnn_st *st, const char *name);
+
+/* The value of `key` in __metadata__, or NULL. The string belongs to `st`. */
+const char *cnn_st_metadata(const cnn_st *st, const char *key);
+
+/* Looks up `name` and checks it: dtype must be `dtype`, and when ndim ≥ 0 the shape must equal
+ * shape[0..ndim-1] (a shape entry of -1 matches any size). On success *out is the tensor.
+ * Errors: CNN_ERR_MISSING ("tensor 'x' is missing from FILE"), CNN_ERR_DTYPE, CNN_ERR_SHAPE, each
+ * naming the tensor, the expected and the actual shape. `what` names the file in the message. */
+cnn_status cnn_st_require(const cnn_st *st, const char *what, const char *name, cnn_dtype dtype,
+                          int ndim, const int64_t *shape, const cnn_tensor **out);
+
+/* Writes `n` tensors and `n_meta` metadata pairs (meta[2i] = key, meta[2i+1] = value) as a
+ * safetensors file, in the layout of the safetensors project: tensors sorted by dtype alignment then
+ * name, header padded with spaces to a multiple of 8. The file is written to PATH.tmp, flushed and
+ * renamed over PATH, so a crash never leaves half a file.
+ * Errors: CNN_ERR_ARG (NULL, duplicate name, bad dtype), CNN_ERR_IO, CNN_ERR_NOMEM. */
+cnn_status cnn_st_save(const char *path, const cnn_tensor *tensors, int n, const char *const *meta,
+                       int n_meta);
+
+/* ---------------------------------------------------------------------------------------------
+ * Networks
+ *
+ * A model file has one layer per line, mirroring torch.nn.Sequential:
+ *
+ *     input 1 28 28                        # C H W of one sample
+ *     conv2d out_channels=6 kernel_size=5 padding=2
+ *     relu
+ *     maxpool2d kernel_size=2
+ *     flatten
+ *     linear out_features=10
+ *
+ * Layers and options (defaults are PyTorch's; a pair "3,5" means (height, width)):
+ *     conv2d     out_channels= kernel_size= stride=1 padding=0 dilation=1 groups=1 bias=true
+ *     maxpool2d  kernel_size= stride=kernel_size padding=0 ceil_mode=false
+ *     avgpool2d  kernel_size= stride=kernel_size padding=0 ceil_mode=false count_include_pad=true
+ *     relu, sigmoid, tanh, flatten
+ *     leakyrelu  negative_slope=0.01
+ *     linear     out_features= bias=true
+ * '#' starts a comment; blank lines are ignored. Layers are numbered from 0, not counting `input`,
+ * and parameters are named "<i>.weight" and "<i>.bias" with PyTorch's layouts: conv2d weight
+ * [out, in/groups, kh, kw], linear weight [out, in].
+ * ------------------------------------------------------------------------------------------- */
+
+typedef struct cnn_net cnn_net;
+
+typedef enum cnn_layer_kind {
+    CNN_LAYER_CONV2D = 0,
+    CNN_LAYER_MAXPOOL2D,
+    CNN_LAYER_AVGPOOL2D,
+    CNN_LAYER_RELU,
+    CNN_LAYER_LEAKYRELU,
+    CNN_LAYER_SIGMOID,
+    CNN_LAYER_TANH,
+    CNN_LAYER_FLATTEN,
+    CNN_LAYER_LINEAR,
+    CNN_LAYER_KIND_COUNT
+} cnn_layer_kind;
+
+/* Parses model text and builds the net: infers every shape, checks that each layer fits, and
+ * allocates the parameter and gradient arenas (parameters are zero until cnn_net_init or
+ * cnn_net_load_weights). `text` is NUL-terminated.
+ * Errors: CNN_ERR_PARSE ("line 3: conv2d: unknown option 'kernal_size'"), CNN_ERR_SHAPE ("line 5:
+ * maxpool2d: input 16x2x2 is smaller than kernel 3x3"), CNN_ERR_NOMEM. On error *out is NULL. */
+cnn_status cnn_net_parse(const char *text, cnn_net **out);
+
+/* Reads a model file and parses it as cnn_net_parse does; messages start with the path. */
+cnn_status cnn_net_load(const char *path, cnn_net **out);
+
+void cnn_net_free(cnn_net *net);
+
+/* The per-sample input and output shapes (C, H, W); a flat output has H = W = 1. */
+void cnn_net_input_shape(const cnn_net *net, int chw[3]);
+void cnn_net_output_shape(const cnn_net *net, int chw[3]);
+/* Nonzero when the output is flat, [N, C] (after a flatten or linear), rather than [N, C, H, W]. */
+int cnn_net_output_is_flat(const cnn_net *net);
+
+/* The number of layers (not counting `input`), and facts about layer i (0 ≤ i < count). */
+int cnn_net_layer_count(const cnn_net *net);
+cnn_layer_kind cnn_net_layer_kind(const cnn_net *net, int i);
+const char *cnn_layer_kind_name(cnn_layer_kind kind);     /* "conv2d", ...; NULL if invalid */
+void cnn_net_layer_shapes(const cnn_net *net, int i, int in_chw[3], int out_chw[3]);
+int cnn_net_layer_line(const cnn_net *net, int i);           /* its line in the model text */
+
+/* Parameters. The float arrays belong to the net; they stay valid until cnn_net_free. */
+typedef struct cnn_param {
+    const char *name;             /* "0.weight" */
+    int layer;                    /* the layer's index */
+    int ndim;
+    int64_t shape[4];
+    int64_t numel;
+    float *data;
+    float *grad;                  /* same layout as data */
+} cnn_param;
+
+int cnn_net_param_count(const cnn_net *net);
+/* The i-th parameter, in state_dict order (0 ≤ i < count). */
+cnn_param cnn_net_param(const cnn_net *net, int i);
+/* The parameter named `name`, or a cnn_param with data == NULL. */
+cnn_param cnn_net_param_by_name(const cnn_net *net, const char *name);
+
+/* Seeded initialisation, PyTorch's default in distribution: weights and biases uniform in
+ * (−1/√fan_in, 1/√fan_in) (kaiming-uniform with a = √5). Errors: CNN_ERR_ARG for a NULL net. */
+cnn_status cnn_net_init(cnn_net *net, uint64_t seed);
+
+/* Copies every parameter from `st` by its state_dict name. Tensors may be F32 or F64 (F64 is
+ * rounded). When `allow_missing` is nonzero, parameters absent from `st` keep their values.
+ * Errors: CNN_ERR_MISSING ("weights: tensor '3.weight' is missing"), CNN_ERR_SHAPE (names the
+ * tensor and both shapes), CNN_ERR_DTYPE, CNN_ERR_NONFINITE (a NaN or Inf in a parameter). */
+cnn_status cnn_net_load_weights(cnn_net *net, const cnn_st *st, int allow_missing);
+
+/* Writes every parameter under its state_dict name (and, when `with_grads` is nonzero, each
+ * gradient as "<param>.grad") to a safetensors file. Errors: as cnn_st_save. */
+cnn_status cnn_net_save_weights(const cnn_net *net, const char *path, int with_grads);
+
+/* Allocates the batch-sized arenas (activations, their gradients, workspaces) for batches of up to
+ * max_batch samples. Call it before forward; calling it again with a smaller or equal size does
+ * nothing. Errors: CNN_ERR_ARG (max_batch < 1), CNN_ERR_NOMEM. */
+cnn_status cnn_net_reserve(cnn_net *net, int max_batch);
+
+/* Which implementation the layers run: the plain loops that follow the notes, computed in double
+ * precision (CNN_PATH_REFERENCE), or the fast kernels (CNN_PATH_FAST, the default). The reference
+ * path needs double-precision arenas, allocated here or by cnn_net_reserve.
+ * Errors: CNN_ERR_ARG (NULL net or unknown path), CNN_ERR_NOMEM. */
+typedef enum cnn_path { CNN_PATH_FAST = 0, CNN_PATH_REFERENCE = 1 } cnn_path;
+cnn_status cnn_net_set_path(cnn_net *net, cnn_path path);
+
+/* Forward pass of n samples, x of shape [n, C, H, W]. The net keeps a pointer to x: it must stay
+ * unchanged until the matching backward. Errors: CNN_ERR_ARG (NULL, n < 1 or n above the reserved
+ * batch). The output is at cnn_net_output(net), [n, out C, out H, out W], owned by the net. */
+cnn_status cnn_net_forward(cnn_net *net, const float *x, int n);
+const float *cnn_net_output(const cnn_net *net);
+
+/* Backward pass for the last forward: dy is dL/doutput with the output's shape. Accumulates every
+ * parameter's gradient and writes dL/dinput to cnn_net_grad_input(net), [n, C, H, W], owned by
+ * the net. Errors: CNN_ERR_ARG (NULL, or no forward before). */
+cnn_status cnn_net_backward(cnn_net *net, const float *dy);
+const float *cnn_net_grad_input(const cnn_net *net);
+
+/* The output of layer i after the last forward ([n] + its out shape), owned by the net. */
+const float *cnn_net_layer_output(const cnn_net *net, int i);
+
+/* Sets every parameter gradient to zero. */
+void cnn_net_zero_grad(cnn_net *net);
+
+/* ---------------------------------------------------------------------------------------------
+ * Losses. Both average as PyTorch's reduction='mean' does, and accumulate in double.
+ * ------------------------------------------------------------------------------------------- */
+
+/* Softmax cross-entropy of logits [n, classes] against class indices target[n], averaged over the
+ * batch, computed stably with log-sum-exp. *loss = mean(logsumexp(x) − x[target]); when dx is not
+ * NULL, dx = (softmax(x) − onehot(target)) / n. Errors: CNN_ERR_ARG (NULL, n or classes < 1, a
+ * target outside 0..classes-1: the message names the sample and the value). */
+cnn_status cnn_loss_cross_entropy(const float *logits, const int64_t *target, int n, int classes,
+                                  float *loss, float *dx);
+
+/* Mean squared error over `count` elements: *loss = mean((y − t)²); when dy is not NULL,
+ * dy = 2(y − t)/count. Errors: CNN_ERR_ARG. */
+cnn_status cnn_loss_mse(const float *y, const float *t, int64_t count, float *loss, float *dy);
+
+/* ---------------------------------------------------------------------------------------------
+ * Gradient check: every layer of a net, in double precision, by central differences.
+ * ------------------------------------------------------------------------------------------- */
+
+typedef struct cnn_gradcheck_row {
+    int layer;                    /* layer index */
+    char tensor[32];              /* "input", "weight", "bias" */
+    int64_t checked;              /* elements checked (all, or a seeded sample of large tensors) */
+    double max_rel_err;           /* worst |analytic − numeric| / max(1, |analytic|, |numeric|) */
+    double fast_rel_err;          /* fast float path against the reference: relative L2 error */
+} cnn_gradcheck_row;
+
+/* For each layer of `net` (whose parameters are used as they are; their gradients are overwritten,
+ * so call cnn_net_zero_grad before training again) and a batch of `n` random inputs
+ * drawn from `seed`, computes L = Σ y·dy for a random dy, the analytic gradients of the reference
+ * path, and central differences (step 1e-6) of the reference forward, all in double. At most
+ * `max_checks` elements of each tensor are perturbed (a seeded sample; 0 means all). It also runs
+ * the fast path on the same data. Fills up to `cap` rows and sets *n_rows to the number of rows.
+ * Errors: CNN_ERR_ARG, CNN_ERR_NOMEM. */
+cnn_status cnn_gradcheck(cnn_net *net, int n, uint64_t seed, int64_t max_checks,
+                         cnn_gradcheck_row *rows, int cap, int *n_rows);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* CNN_H */

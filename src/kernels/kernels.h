@@ -1,0 +1,23 @@
+/* Internal: the fast kernels shared by the layers. All float32, row-major, no allocation. */
+#ifndef CNN_KERNELS_H
+#define CNN_KERNELS_H
+
+/* C[M,N] = beta·C + op(A)·op(B), where op(A) is A [M,K] (ta = 0) or Aᵀ with A stored [K,M]
+ * (ta = 1), and op(B) is B [K,N] (tb = 0) or Bᵀ with B stored [N,K] (tb = 1). beta is 0 or 1. */
+void gemm(int ta, int tb, int M, int N, int K, const float *A, const float *B, float beta, float *C);
+
+/* The im2col geometry of a convolution over one image of c channels. */
+typedef struct im2col_geom {
+    int c, h, w;          /* input */
+    int kh, kw, sh, sw, ph, pw, dh, dw;
+    int oh, ow;           /* output */
+} im2col_geom;
+
+/* col[(ci·kh + r)·kw + t][i·ow + j] = x[ci][i·sh + r·dh − ph][j·sw + t·dw − pw], or 0 in the padding.
+ * col is [c·kh·kw, oh·ow]. */
+void im2col(const im2col_geom *g, const float *x, float *col);
+
+/* The adjoint of im2col: x[ci][...] += col[...] for every cell that im2col read. x is not cleared. */
+void col2im(const im2col_geom *g, const float *col, float *x);
+
+#endif

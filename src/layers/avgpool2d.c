@@ -1,0 +1,112 @@
+/* avgpool2d: the mean of each kh×kw window.
+ *
+ * For the window of output i along one dimension, hs = i·s − p and he = min(hs + k, H + p): the
+ * window clipped to the padded input (this matters with ceil_mode). With count_include_pad the
+ * divisor is the window's size before clipping to the real input, (he − hs)·(we − ws); without it,
+ * the number of real cells in the window. Padded cells are zeros.
+ *   Forward:  y[i,j] = Σ_{cells of window} x / divisor(i,j)
+ *   Backward (notes 001 and 004): the gradient is spread evenly, each real cell of the window gets
+ *   dy[i,j] / divisor(i,j), so the sum of the gradient is kept (up to the padded cells' share).
+ */
+#include "layers/layer.h"
+
+#include <string.h>
+
+/* The window of output (i, j) clipped to the real input, and its divisor. */
+static int window(const layer *l, int i, int j, int *h0, int *h1, int *w0, int *w1) {
+    const pool_opts *o = &l->o.pool;
+    int hs = i * o->sh - o->ph, ws = j * o->sw - o->pw;
+    int he = hs + o->kh < l->h + o->ph ? hs + o->kh : l->h + o->ph;
+    int we = ws + o->kw < l->w + o->pw ? ws + o->kw : l->w + o->pw;
+    const int padded_size = (he - hs) * (we - ws);
+    hs = hs < 0 ? 0 : hs;
+    ws = ws < 0 ? 0 : ws;
+    he = he < l->h ? he : l->h;
+    we = we < l->w ? we : l->w;
+    *h0 = hs, *h1 = he, *w0 = ws, *w1 = we;
+    return o->count_include_pad ? padded_size : (he - hs) * (we - ws);
+}
+
+/* ---- reference path ------------------------------------------------------------------------ */
+
+static void avgpool2d_forward_ref(const layer *l, int n, const double *x, const double *const *p, double *y) {
+    (void)p;
+    for (int s = 0; s < n * l->c; s++) {
+        const double *xc = x + (size_t)s * l->h * l->w;
+        for (int i = 0; i < l->oh; i++)
+            for (int j = 0; j < l->ow; j++) {
+                int h0, h1, w0, w1;
+                const int div = window(l, i, j, &h0, &h1, &w0, &w1);
+                double acc = 0.0;
+                for (int h = h0; h < h1; h++)
+                    for (int w = w0; w < w1; w++) acc += xc[h * l->w + w];
+                y[((size_t)s * l->oh + i) * l->ow + j] = acc / div;
+            }
+    }
+}
+
+/* Upsample: every real cell of window (i, j) receives dy[i,j] / divisor. */
+static void avgpool2d_backward_ref(const layer *l, int n, const double *x, const double *const *p,
+                                   const double *y, const double *dy, double *dx, double *const *dp) {
+    (void)x, (void)p, (void)y, (void)dp;
+    memset(dx, 0, (size_t)n * l->c * l->h * l->w * sizeof *dx);
+    for (int s = 0; s < n * l->c; s++) {
+        double *dxc = dx + (size_t)s * l->h * l->w;
+        for (int i = 0; i < l->oh; i++)
+            for (int j = 0; j < l->ow; j++) {
+                int h0, h1, w0, w1;
+                const int div = window(l, i, j, &h0, &h1, &w0, &w1);
+                const double g = dy[((size_t)s * l->oh + i) * l->ow + j] / div;
+                for (int h = h0; h < h1; h++)
+                    for (int w = w0; w < w1; w++) dxc[h * l->w + w] += g;
+            }
+    }
+}
+
+/* ---- fast path ----------------------------------------------------------------------------- */
+
+static void avgpool2d_forward(const layer *l, int n, const float *x, float *y, float *ws_) {
+    (void)ws_;
+    for (int s = 0; s < n * l->c; s++) {
+        const float *xc = x + (size_t)s * l->h * l->w;
+        float *yc = y + (size_t)s * l->oh * l->ow;
+        for (int i = 0; i < l->oh; i++)
+            for (int j = 0; j < l->ow; j++) {
+                int h0, h1, w0, w1;
+                const int div = window(l, i, j, &h0, &h1, &w0, &w1);
+                float acc = 0.0f;
+                for (int h = h0; h < h1; h++)
+                    for (int w = w0; w < w1; w++) acc += xc[h * l->w + w];
+                yc[i * l->ow + j] = acc / (float)div;
+            }
+    }
+}
+
+static void avgpool2d_backward(const layer *l, int n, const float *x, const float *y, const float *dy,
+                               float *dx, float *ws_) {
+    (void)x, (void)y, (void)ws_;
+    memset(dx, 0, (size_t)n * l->c * l->h * l->w * sizeof *dx);
+    for (int s = 0; s < n * l->c; s++) {
+        float *dxc = dx + (size_t)s * l->h * l->w;
+        const float *dyc = dy + (size_t)s * l->oh * l->ow;
+        for (int i = 0; i < l->oh; i++)
+            for (int j = 0; j < l->ow; j++) {
+                int h0, h1, w0, w1;
+                const int div = window(l, i, j, &h0, &h1, &w0, &w1);
+                const float g = dyc[i * l->ow + j] / (float)div;
+                for (int h = h0; h < h1; h++)
+                    for (int w = w0; w < w1; w++) dxc[h * l->w + w] += g;
+            }
+    }
+}
+
+const layer_ops avgpool2d_ops = {
+    .name = "avgpool2d",
+    .defaults = pool_defaults,
+    .option = pool_option,
+    .setup = pool_setup,
+    .forward = avgpool2d_forward,
+    .backward = avgpool2d_backward,
+    .forward_ref = avgpool2d_forward_ref,
+    .backward_ref = avgpool2d_backward_ref,
+};

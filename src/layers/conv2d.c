@@ -1,0 +1,287 @@
+/* conv2d: a 2-D convolution (PyTorch's cross-correlation) with stride, zero padding, dilation,
+ * groups and an optional bias shared by each output channel.
+ *
+ * Forward (note 002, eq. 1-4, generalised):
+ *   y[n,k,i,j] = b[k] + Σ_{c∈group(k), r, t} w[k,c,r,t] · xp[n,c, i·sh + r·dh, j·sw + t·dw]
+ * where xp is x with ph rows and pw columns of zeros on each side, and group(k) is the slice of
+ * C/groups input channels that output channel k reads.
+ *
+ * Backward. Note 002 derives the single-kernel, stride-1 case: dX is the full convolution of dY
+ * with the kernel rotated 180°, dW is the valid correlation of X with dY, db is the sum of dY.
+ * It leaves two headings empty; here they are.
+ *
+ * Several kernels (有多个卷积核时的梯度计算). With K kernels over C channels, every output channel k
+ * reads every input channel c of its group through its own slice w[k,c]. By the chain rule
+ * (note 000), a cell x[c,·,·] receives the sum, over every k that reads it, of what it would receive
+ * from that kernel alone:
+ *   dX[c] = Σ_k  fullconv(dY[k], rot180(w[k,c]))
+ *   dW[k,c] = validcorr(Xp[c], dY[k])          (each slice sees only its own dY[k] and X[c])
+ *   db[k] = Σ_{n,i,j} dY[n,k,i,j]              (one bias per output channel, shared by all positions;
+ *                                              note 003's per-position bias is not what PyTorch does)
+ * and over a batch, dW and db add the contributions of every sample. With groups, the sum over k
+ * runs only over the kernels of c's group.
+ *
+ * Stride s ≠ 1 (步长不为1时的梯度计算). With stride s, output cell i reads input rows i·s + r·d. Put
+ * s − 1 zeros between neighbouring elements of dY: U[i·s] = dY[i], U elsewhere 0. Then
+ *   y[i] = Σ_r w[r] xp[i·s + r·d]  ⇒  dXp[h] = Σ_{i,r: i·s + r·d = h} dY[i] w[r] = Σ_r U[h − r·d] w[r],
+ * which is the stride-1 formula applied to U: pad U with d·(kh − 1) zeros on each side and
+ * correlate it with rot180(w) (taps d apart), dXp[h] = Σ_r' Upad[h + r'·d] · w[kh − 1 − r'].
+ * Rows of xp that no window reaches (when (H + 2p − d(k−1) − 1) is not a multiple of s) get 0.
+ * Finally dX is dXp without its padding: dX[h] = dXp[h + p]. Likewise
+ *   dW[r] = Σ_i dY[i] xp[i·s + r·d] = Σ_h U[h] xp[h + r·d],
+ * the valid correlation of xp with the zero-inserted U: stride in the forward pass becomes
+ * dilation of dY in the weight gradient.
+ *
+ * The reference path below computes exactly these formulas with plain loops in double; the fast
+ * path is im2col + GEMM in float, and the tests hold it to the reference.
+ */
+#include "layers/layer.h"
+#include "core/error.h"
+#include "kernels/kernels.h"
+
+#include <string.h>
+
+static void conv2d_defaults(layer *l) {
+    conv2d_opts *o = &l->o.conv;
+    o->sh = o->sw = o->dh = o->dw = o->groups = o->bias = 1;
+}
+
+static cnn_status conv2d_option(layer *l, const char *key, const char *value) {
+    conv2d_opts *o = &l->o.conv;
+    if (!strcmp(key, "out_channels")) return opt_int(l, key, value, 1, &o->out_channels);
+    if (!strcmp(key, "kernel_size")) return opt_pair(l, key, value, 1, &o->kh, &o->kw);
+    if (!strcmp(key, "stride")) return opt_pair(l, key, value, 1, &o->sh, &o->sw);
+    if (!strcmp(key, "padding")) return opt_pair(l, key, value, 0, &o->ph, &o->pw);
+    if (!strcmp(key, "dilation")) return opt_pair(l, key, value, 1, &o->dh, &o->dw);
+    if (!strcmp(key, "groups")) return opt_int(l, key, value, 1, &o->groups);
+    if (!strcmp(key, "bias")) return opt_bool(l, key, value, &o->bias);
+    return opt_unknown(l, key);
+}
+
+static cnn_status conv2d_setup(layer *l) {
+    conv2d_opts *o = &l->o.conv;
+    if (o->out_channels == 0) return cnn_fail(CNN_ERR_PARSE, "line %d: conv2d: out_channels= is required", l->line);
+    if (o->kh == 0) return cnn_fail(CNN_ERR_PARSE, "line %d: conv2d: kernel_size= is required", l->line);
+    if (l->in_flat)
+        return cnn_fail(CNN_ERR_SHAPE, "line %d: conv2d: input [%d] is flat (after flatten or linear); conv2d needs C H W",
+                        l->line, l->c);
+    if (l->c % o->groups || o->out_channels % o->groups)
+        return cnn_fail(CNN_ERR_SHAPE,
+                        "line %d: conv2d: groups=%d must divide both in_channels (%d) and out_channels (%d)",
+                        l->line, o->groups, l->c, o->out_channels);
+    const long eh = (long)l->h + 2L * o->ph - (long)o->dh * (o->kh - 1) - 1;
+    const long ew = (long)l->w + 2L * o->pw - (long)o->dw * (o->kw - 1) - 1;
+    if (eh < 0 || ew < 0)
+        return cnn_fail(CNN_ERR_SHAPE,
+                        "line %d: conv2d: input %dx%dx%d padded to %ldx%ld is smaller than the "
+                        "dilated kernel %dx%d",
+                        l->line, l->c, l->h, l->w, (long)l->h + 2L * o->ph, (long)l->w + 2L * o->pw,
+                        o->dh * (o->kh - 1) + 1, o->dw * (o->kw - 1) + 1);
+    l->oc = o->out_channels;
+    l->oh = (int)(eh / o->sh + 1);
+    l->ow = (int)(ew / o->sw + 1);
+    l->nparams = o->bias ? 2 : 1;
+    l->pndim[0] = 4;
+    l->pshape[0][0] = o->out_channels;
+    l->pshape[0][1] = l->c / o->groups;
+    l->pshape[0][2] = o->kh;
+    l->pshape[0][3] = o->kw;
+    l->pndim[1] = 1;
+    l->pshape[1][0] = o->out_channels;
+    return CNN_OK;
+}
+
+static int64_t conv2d_fan_in(const layer *l) {
+    return (int64_t)(l->c / l->o.conv.groups) * l->o.conv.kh * l->o.conv.kw;
+}
+
+/* ---- reference path: the notes' loops, in double ------------------------------------------- */
+
+/* xp[n,c,hp,wp]: the input seen through its zero padding. */
+static double xpad(const layer *l, const double *x, int n, int c, int hp, int wp) {
+    const int h = hp - l->o.conv.ph, w = wp - l->o.conv.pw;
+    if (h < 0 || h >= l->h || w < 0 || w >= l->w) return 0.0;
+    return x[(((size_t)n * l->c + c) * l->h + h) * l->w + w];
+}
+
+/* U[n,k,a,b]: dY with stride − 1 zeros inserted between its elements. */
+static double dy_dilated(const layer *l, const double *dy, int n, int k, int a, int b) {
+    const conv2d_opts *o = &l->o.conv;
+    if (a < 0 || b < 0 || a % o->sh || b % o->sw) return 0.0;
+    a /= o->sh;
+    b /= o->sw;
+    if (a >= l->oh || b >= l->ow) return 0.0;
+    return dy[(((size_t)n * l->oc + k) * l->oh + a) * l->ow + b];
+}
+
+static void conv2d_forward_ref(const layer *l, int n, const double *x, const double *const *p, double *y) {
+    const conv2d_opts *o = &l->o.conv;
+    const int cg = l->c / o->groups, kg = l->oc / o->groups;
+    const double *w = p[0];
+    for (int s = 0; s < n; s++)
+        for (int k = 0; k < l->oc; k++) {
+            const int c0 = (k / kg) * cg;
+            for (int i = 0; i < l->oh; i++)
+                for (int j = 0; j < l->ow; j++) {
+                    double acc = o->bias ? p[1][k] : 0.0;
+                    for (int c = 0; c < cg; c++)
+                        for (int r = 0; r < o->kh; r++)
+                            for (int t = 0; t < o->kw; t++)
+                                acc += w[(((size_t)k * cg + c) * o->kh + r) * o->kw + t] *
+                                       xpad(l, x, s, c0 + c, i * o->sh + r * o->dh, j * o->sw + t * o->dw);
+                    y[(((size_t)s * l->oc + k) * l->oh + i) * l->ow + j] = acc;
+                }
+        }
+}
+
+static void conv2d_backward_ref(const layer *l, int n, const double *x, const double *const *p,
+                                const double *y, const double *dy, double *dx, double *const *dp) {
+    (void)y;
+    const conv2d_opts *o = &l->o.conv;
+    const int cg = l->c / o->groups, kg = l->oc / o->groups;
+    const double *w = p[0];
+    const int uh = (l->oh - 1) * o->sh + 1, uw = (l->ow - 1) * o->sw + 1;   /* size of U */
+    const int fh = o->dh * (o->kh - 1), fw = o->dw * (o->kw - 1);         /* full-conv padding */
+
+    /* db[k] = Σ dY[n,k,i,j] */
+    if (o->bias)
+        for (int s = 0; s < n; s++)
+            for (int k = 0; k < l->oc; k++)
+                for (int i = 0; i < l->oh * l->ow; i++)
+                    dp[1][k] += dy[((size_t)s * l->oc + k) * l->oh * l->ow + i];
+
+    /* dW[k,c,r,t] = Σ_n Σ_{a,b} U[n,k,a,b] · xp[n,c, a + r·dh, b + t·dw]  (valid correlation) */
+    for (int k = 0; k < l->oc; k++) {
+        const int c0 = (k / kg) * cg;
+        for (int c = 0; c < cg; c++)
+            for (int r = 0; r < o->kh; r++)
+                for (int t = 0; t < o->kw; t++) {
+                    double acc = 0.0;
+                    for (int s = 0; s < n; s++)
+                        for (int a = 0; a < uh; a++)
+                            for (int b = 0; b < uw; b++)
+                                acc += dy_dilated(l, dy, s, k, a, b) *
+                                       xpad(l, x, s, c0 + c, a + r * o->dh, b + t * o->dw);
+                    dp[0][(((size_t)k * cg + c) * o->kh + r) * o->kw + t] += acc;
+                }
+    }
+
+    /* dX[n,c,h,w] = dXp[h + ph, w + pw], where
+     * dXp[hp,wp] = Σ_{k∈group(c)} Σ_{r',t'} Upad[hp + r'·dh, wp + t'·dw] · rot180(w[k,c])[r',t']
+     * and Upad is U with fh, fw zeros around it: Upad[a,b] = U[a − fh, b − fw]. */
+    for (int s = 0; s < n; s++)
+        for (int c = 0; c < l->c; c++) {
+            const int g = c / cg, cl = c % cg;
+            for (int h = 0; h < l->h; h++)
+                for (int wd = 0; wd < l->w; wd++) {
+                    const int hp = h + o->ph, wp = wd + o->pw;
+                    double acc = 0.0;
+                    for (int k = g * kg; k < (g + 1) * kg; k++)
+                        for (int rr = 0; rr < o->kh; rr++)
+                            for (int tt = 0; tt < o->kw; tt++) {
+                                const double wrot =   /* rot180(w)[rr,tt] = w[kh−1−rr, kw−1−tt] */
+                                    w[(((size_t)k * cg + cl) * o->kh + (o->kh - 1 - rr)) * o->kw +
+                                      (o->kw - 1 - tt)];
+                                const int a = hp + rr * o->dh - fh, b = wp + tt * o->dw - fw;
+                                if (a >= uh || b >= uw) continue;
+                                acc += dy_dilated(l, dy, s, k, a, b) * wrot;
+                            }
+                    dx[(((size_t)s * l->c + c) * l->h + h) * l->w + wd] = acc;
+                }
+        }
+}
+
+/* ---- fast path: im2col + GEMM in float ---------------------------------------------------- */
+
+static im2col_geom conv2d_geom(const layer *l) {
+    const conv2d_opts *o = &l->o.conv;
+    im2col_geom g = {l->c / o->groups, l->h, l->w, o->kh, o->kw, o->sh, o->sw,
+                     o->ph, o->pw, o->dh, o->dw, l->oh, l->ow};
+    return g;
+}
+
+/* A 1×1 kernel with stride 1 and no padding reads x as it is: no im2col needed. */
+static int conv2d_is_pointwise(const layer *l) {
+    const conv2d_opts *o = &l->o.conv;
+    return o->kh == 1 && o->kw == 1 && o->sh == 1 && o->sw == 1 && o->ph == 0 && o->pw == 0;
+}
+
+static size_t conv2d_workspace(const layer *l, int n) {
+    (void)n;
+    const conv2d_opts *o = &l->o.conv;
+    return (size_t)(l->c / o->groups) * o->kh * o->kw * l->oh * l->ow;
+}
+
+/* y_g[Kg, P] = W_g[Kg, Cg·kh·kw] · col_g[Cg·kh·kw, P] + b, per sample and group. */
+static void conv2d_forward(const layer *l, int n, const float *x, float *y, float *ws) {
+    const conv2d_opts *o = &l->o.conv;
+    const im2col_geom g = conv2d_geom(l);
+    const int cg = g.c, kg = l->oc / o->groups, ck = cg * o->kh * o->kw, P = l->oh * l->ow;
+    const size_t xg = (size_t)cg * l->h * l->w;
+    for (int s = 0; s < n; s++)
+        for (int gr = 0; gr < o->groups; gr++) {
+            const float *xs = x + ((size_t)s * o->groups + gr) * xg;
+            float *ys = y + ((size_t)s * l->oc + (size_t)gr * kg) * P;
+            const float *col = xs;
+            if (!conv2d_is_pointwise(l)) {
+                im2col(&g, xs, ws);
+                col = ws;
+            }
+            gemm(0, 0, kg, P, ck, l->param[0] + (size_t)gr * kg * ck, col, 0.0f, ys);
+            if (o->bias)
+                for (int k = 0; k < kg; k++) {
+                    const float b = l->param[1][gr * kg + k];
+                    for (int i = 0; i < P; i++) ys[(size_t)k * P + i] += b;
+                }
+        }
+}
+
+/* db += Σ dy;  dW_g += dy_g · col_gᵀ;  dcol = W_gᵀ · dy_g, then col2im into dx. */
+static void conv2d_backward(const layer *l, int n, const float *x, const float *y, const float *dy,
+                            float *dx, float *ws) {
+    (void)y;
+    const conv2d_opts *o = &l->o.conv;
+    const im2col_geom g = conv2d_geom(l);
+    const int cg = g.c, kg = l->oc / o->groups, ck = cg * o->kh * o->kw, P = l->oh * l->ow;
+    const size_t xg = (size_t)cg * l->h * l->w;
+    const int pointwise = conv2d_is_pointwise(l);
+    if (o->bias)
+        for (int s = 0; s < n; s++)
+            for (int k = 0; k < l->oc; k++) {
+                const float *d = dy + ((size_t)s * l->oc + k) * P;
+                float acc = 0.0f;
+                for (int i = 0; i < P; i++) acc += d[i];
+                l->grad[1][k] += acc;
+            }
+    for (int s = 0; s < n; s++)
+        for (int gr = 0; gr < o->groups; gr++) {
+            const float *xs = x + ((size_t)s * o->groups + gr) * xg;
+            const float *dys = dy + ((size_t)s * l->oc + (size_t)gr * kg) * P;
+            float *dxs = dx + ((size_t)s * o->groups + gr) * xg;
+            const float *wg = l->param[0] + (size_t)gr * kg * ck;
+            float *dwg = l->grad[0] + (size_t)gr * kg * ck;
+            if (pointwise) {
+                gemm(0, 1, kg, ck, P, dys, xs, 1.0f, dwg);
+                gemm(1, 0, ck, P, kg, wg, dys, 0.0f, dxs);
+                continue;
+            }
+            im2col(&g, xs, ws);
+            gemm(0, 1, kg, ck, P, dys, ws, 1.0f, dwg);
+            gemm(1, 0, ck, P, kg, wg, dys, 0.0f, ws);
+            memset(dxs, 0, xg * sizeof *dxs);
+            col2im(&g, ws, dxs);
+        }
+}
+
+const layer_ops conv2d_ops = {
+    .name = "conv2d",
+    .defaults = conv2d_defaults,
+    .option = conv2d_option,
+    .setup = conv2d_setup,
+    .fan_in = conv2d_fan_in,
+    .workspace = conv2d_workspace,
+    .forward = conv2d_forward,
+    .backward = conv2d_backward,
+    .forward_ref = conv2d_forward_ref,
+    .backward_ref = conv2d_backward_ref,
+};

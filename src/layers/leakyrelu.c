@@ -1,0 +1,52 @@
+/* leakyrelu: y = x for x > 0, else a·x.  Backward: dx = dy for x > 0, else a·dy (so at 0 it is a),
+ * as PyTorch does. a = negative_slope, 0.01 by default. */
+#include "layers/layer.h"
+
+#include <string.h>
+
+static void leakyrelu_defaults(layer *l) { l->o.negative_slope = 0.01; }
+
+static cnn_status leakyrelu_option(layer *l, const char *key, const char *value) {
+    if (!strcmp(key, "negative_slope")) return opt_double(l, key, value, &l->o.negative_slope);
+    return opt_unknown(l, key);
+}
+
+static void leakyrelu_forward_ref(const layer *l, int n, const double *x, const double *const *p, double *y) {
+    (void)p;
+    const double a = l->o.negative_slope;
+    const size_t count = (size_t)n * l->c * l->h * l->w;
+    for (size_t i = 0; i < count; i++) y[i] = x[i] > 0.0 ? x[i] : a * x[i];
+}
+
+static void leakyrelu_backward_ref(const layer *l, int n, const double *x, const double *const *p,
+                                   const double *y, const double *dy, double *dx, double *const *dp) {
+    (void)p, (void)y, (void)dp;
+    const double a = l->o.negative_slope;
+    const size_t count = (size_t)n * l->c * l->h * l->w;
+    for (size_t i = 0; i < count; i++) dx[i] = x[i] > 0.0 ? dy[i] : a * dy[i];
+}
+
+static void leakyrelu_forward(const layer *l, int n, const float *x, float *y, float *ws) {
+    (void)ws;
+    const float a = (float)l->o.negative_slope;
+    const size_t count = (size_t)n * l->c * l->h * l->w;
+    for (size_t i = 0; i < count; i++) y[i] = x[i] > 0.0f ? x[i] : a * x[i];
+}
+
+static void leakyrelu_backward(const layer *l, int n, const float *x, const float *y, const float *dy,
+                               float *dx, float *ws) {
+    (void)y, (void)ws;
+    const float a = (float)l->o.negative_slope;
+    const size_t count = (size_t)n * l->c * l->h * l->w;
+    for (size_t i = 0; i < count; i++) dx[i] = x[i] > 0.0f ? dy[i] : a * dy[i];
+}
+
+const layer_ops leakyrelu_ops = {
+    .name = "leakyrelu",
+    .defaults = leakyrelu_defaults,
+    .option = leakyrelu_option,
+    .forward = leakyrelu_forward,
+    .backward = leakyrelu_backward,
+    .forward_ref = leakyrelu_forward_ref,
+    .backward_ref = leakyrelu_backward_ref,
+};

@@ -1,0 +1,14 @@
+/* Internal: the losses in double, for the gradient checks. Same formulas as cnn_loss_*. */
+#ifndef CNN_LOSS_H
+#define CNN_LOSS_H
+
+#include <stdint.h>
+
+/* mean_n (logsumexp(x[n]) − x[n, target[n]]); dx (if not NULL) = (softmax(x) − onehot)/n.
+ * Targets must already be checked to lie in 0..classes-1. */
+double loss_cross_entropy_ref(const double *x, const int64_t *target, int n, int classes, double *dx);
+
+/* mean (y − t)²; dy (if not NULL) = 2(y − t)/count. */
+double loss_mse_ref(const double *y, const double *t, int64_t count, double *dy);
+
+#endif

@@ -1,0 +1,15 @@
+#!/bin/sh
+# Installs the Debian packages that cnn needs and that this machine lacks.
+#   build: jansson (JSON of safetensors headers), cmocka (the test framework)
+set -e
+want="libjansson-dev libcmocka-dev"
+missing=""
+for p in $want; do
+    dpkg -s "$p" >/dev/null 2>&1 || missing="$missing $p"
+done
+[ -z "$missing" ] && exit 0
+echo "installing:$missing" >&2
+SUDO=""
+[ "$(id -u)" -ne 0 ] && SUDO=sudo
+$SUDO apt-get update -qq
+DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq $missing >/dev/null
