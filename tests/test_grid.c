@@ -1,0 +1,227 @@
+/* Central-difference checks of every layer over a grid of options, in double precision, and the
+ * fast path held to the reference path on the same grid. One cmocka test per grid point. */
+#include "testutil.h"
+
+#include "layers/loss.h"
+
+#define MAX_POINTS 1024
+#define NUMERIC_TOL 1e-6     /* reference backward against central differences (double) */
+#define FAST_TOL 1e-5        /* fast float path against the double reference, relative L2 */
+
+static char *models[MAX_POINTS];
+static char *names[MAX_POINTS];
+static int npoints;
+
+static void add_point(int n, const char *fmt, ...) {
+    if (npoints == MAX_POINTS) return;
+    char text[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(text, sizeof text, fmt, ap);
+    va_end(ap);
+    char name[600];
+    const char *layer = strchr(text, '\n') + 1;
+    snprintf(name, sizeof name, "N=%d %.*s", n, (int)strcspn(layer, "\n"), layer);
+    models[npoints] = malloc(strlen(text) + 8);
+    snprintf(models[npoints], strlen(text) + 8, "%d\n%s", n, text);
+    names[npoints] = strdup(name);
+    npoints++;
+}
+
+/* Runs cnn_gradcheck on the model of one grid point and asserts every row. */
+static void test_point(void **state) {
+    const char *spec = *state;
+    const int n = atoi(spec);
+    const char *text = strchr(spec, '\n') + 1;
+    cnn_net *net = NULL;
+    if (cnn_net_parse(text, &net) != CNN_OK) fail_msg("parse: %s\n%s", cnn_last_error(), text);
+    assert_int_equal(cnn_net_init(net, 7), CNN_OK);
+    cnn_gradcheck_row rows[64];
+    int nrows = 0;
+    assert_int_equal(cnn_gradcheck(net, n, 11, 96, rows, 64, &nrows), CNN_OK);
+    assert_true(nrows >= 2 * cnn_net_layer_count(net));
+    for (int i = 0; i < nrows; i++) {
+        const cnn_gradcheck_row *r = &rows[i];
+        if (strcmp(r->tensor, "output")) {
+            assert_true(r->checked > 0);
+            if (!(r->max_rel_err <= NUMERIC_TOL))
+                fail_msg("layer %d %s: central differences differ by %.3e\n%s", r->layer, r->tensor,
+                         r->max_rel_err, text);
+        }
+        if (!(r->fast_rel_err <= FAST_TOL))
+            fail_msg("layer %d %s: fast path differs from the reference by %.3e\n%s", r->layer, r->tensor,
+                     r->fast_rel_err, text);
+    }
+    cnn_net_free(net);
+}
+
+static void build_grid(void) {
+    static const char *kernels[] = {"3", "2,3"};
+    static const char *groups_out[][2] = {{"1", "4"}, {"2", "6"}, {"4", "4"}, {"4", "8"}};  /* groups, out */
+    int k = 0;
+    for (int ki = 0; ki < 2; ki++)
+        for (int s = 1; s <= 3; s++)
+            for (int p = 0; p <= 2; p++)
+                for (int d = 1; d <= 2; d++)
+                    for (int g = 0; g < 4; g++, k++) {
+                        const int n = k % 2 ? 3 : 1;
+                        add_point(n, "input 4 7 8\nconv2d out_channels=%s kernel_size=%s stride=%d padding=%d "
+                                     "dilation=%d groups=%s bias=%s\n",
+                                  groups_out[g][1], kernels[ki], s, p, d, groups_out[g][0],
+                                  (k / 2) % 2 ? "false" : "true");
+                    }
+    /* rectangular stride, padding and dilation pairs */
+    add_point(2, "input 3 9 7\nconv2d out_channels=3 kernel_size=3,2 stride=2,1 padding=2,0 dilation=1,2 groups=3\n");
+    add_point(3, "input 2 6 10\nconv2d out_channels=4 kernel_size=1,4 stride=1,3 padding=0,1 dilation=1,2\n");
+    add_point(1, "input 2 5 5\nconv2d out_channels=3 kernel_size=1\n");   /* pointwise fast path */
+    static const char *pk[] = {"2", "3", "3,2"};
+    for (int avg = 0; avg < 2; avg++)
+        for (int ki = 0; ki < 3; ki++)
+            for (int s = 1; s <= 3; s++)
+                for (int p = 0; p <= 1; p++)
+                    for (int ceil = 0; ceil < 2; ceil++)
+                        for (int cip = 0; cip < (avg ? 2 : 1); cip++, k++) {
+                            const int n = k % 2 ? 3 : 1;
+                            char extra[64] = "";
+                            if (avg) snprintf(extra, sizeof extra, " count_include_pad=%s", cip ? "true" : "false");
+                            add_point(n, "input 3 7 6\n%s kernel_size=%s stride=%d padding=%d ceil_mode=%s%s\n",
+                                      avg ? "avgpool2d" : "maxpool2d", pk[ki], s, p, ceil ? "true" : "false", extra);
+                        }
+    add_point(2, "input 2 5 7\nmaxpool2d kernel_size=3\n");   /* stride defaults to kernel_size */
+    add_point(2, "input 2 5 7\navgpool2d kernel_size=2,3 padding=1,1 ceil_mode=true\n");
+    static const char *acts[] = {"relu", "leakyrelu", "leakyrelu negative_slope=0.3", "sigmoid", "tanh", "flatten"};
+    for (int a = 0; a < 6; a++)
+        for (int n = 1; n <= 3; n += 2) add_point(n, "input 2 3 4\n%s\n", acts[a]);
+    for (int b = 0; b < 2; b++)
+        for (int n = 1; n <= 3; n += 2)
+            add_point(n, "input 3 2 2\nflatten\nlinear out_features=5 bias=%s\n", b ? "true" : "false");
+}
+
+/* Losses: central differences of the double versions, and the float API against them. */
+static void test_cross_entropy(void **state) {
+    (void)state;
+    enum { N = 3, K = 5 };
+    double x[N * K], dx[N * K];
+    float xf[N * K], dxf[N * K], loss;
+    const int64_t t[N] = {0, 4, 2};
+    for (int i = 0; i < N * K; i++) xf[i] = (float)(0.37 * ((i * 7) % 11) - 1.5), x[i] = xf[i];
+    const double l0 = loss_cross_entropy_ref(x, t, N, K, dx);
+    for (int i = 0; i < N * K; i++) {
+        const double v = x[i];
+        x[i] = v + 1e-6;
+        const double lp = loss_cross_entropy_ref(x, t, N, K, NULL);
+        x[i] = v - 1e-6;
+        const double lm = loss_cross_entropy_ref(x, t, N, K, NULL);
+        x[i] = v;
+        assert_true(fabs((lp - lm) / 2e-6 - dx[i]) < 1e-8);
+    }
+    assert_int_equal(cnn_loss_cross_entropy(xf, t, N, K, &loss, dxf), CNN_OK);
+    const double lw[1] = {l0};
+    tu_close("loss", &loss, lw, 1, 1e-6);
+    tu_close("dx", dxf, dx, N * K, 1e-6);
+    /* log-sum-exp keeps huge logits finite: softmax([1000, −1000]) = [1, 0] */
+    const float big[2] = {1000, -1000};
+    const int64_t t1[1] = {1};
+    assert_int_equal(cnn_loss_cross_entropy(big, t1, 1, 2, &loss, dxf), CNN_OK);
+    assert_true(fabs(loss - 2000.0f) < 1e-3f);
+    assert_true(dxf[0] == 1.0f && dxf[1] == -1.0f);
+    const int64_t bad[1] = {2};
+    assert_int_equal(cnn_loss_cross_entropy(big, bad, 1, 2, &loss, dxf), CNN_ERR_ARG);
+    assert_non_null(strstr(cnn_last_error(), "target[0] = 2"));
+}
+
+static void test_mse(void **state) {
+    (void)state;
+    enum { M = 7 };
+    double y[M], t[M], dy[M];
+    float yf[M], tf[M], dyf[M], loss;
+    for (int i = 0; i < M; i++) yf[i] = (float)(0.3 * i - 1), tf[i] = (float)(0.5 - 0.2 * i), y[i] = yf[i], t[i] = tf[i];
+    const double l0 = loss_mse_ref(y, t, M, dy);
+    for (int i = 0; i < M; i++) {
+        const double v = y[i];
+        y[i] = v + 1e-6;
+        const double lp = loss_mse_ref(y, t, M, NULL);
+        y[i] = v - 1e-6;
+        const double lm = loss_mse_ref(y, t, M, NULL);
+        y[i] = v;
+        assert_true(fabs((lp - lm) / 2e-6 - dy[i]) < 1e-8);
+    }
+    assert_int_equal(cnn_loss_mse(yf, tf, M, &loss, dyf), CNN_OK);
+    const double lw[1] = {l0};
+    tu_close("loss", &loss, lw, 1, 1e-6);
+    tu_close("dy", dyf, dy, M, 1e-6);
+}
+
+/* Whole nets: the fast path equals the reference path for output, input gradient and every
+ * parameter gradient. */
+static void whole_net(const char *text, int n) {
+    cnn_net *ref = tu_net(text, n, CNN_PATH_REFERENCE), *fast = tu_net(text, n, CNN_PATH_FAST);
+    cnn_net_init(ref, 3);
+    cnn_net_init(fast, 3);
+    int in[3], out[3];
+    cnn_net_input_shape(ref, in);
+    cnn_net_output_shape(ref, out);
+    const int xi = n * in[0] * in[1] * in[2], yo = n * out[0] * out[1] * out[2];
+    float *x = malloc(xi * sizeof *x), *dy = malloc(yo * sizeof *dy);
+    for (int i = 0; i < xi; i++) x[i] = (float)(((i * 37) % 101) / 50.0 - 1.0);
+    for (int i = 0; i < yo; i++) dy[i] = (float)(((i * 13) % 17) / 8.0 - 1.0);
+    tu_run(ref, x, n, dy);
+    tu_run(fast, x, n, dy);
+    double *want = malloc((xi > yo ? xi : yo) * sizeof *want);
+    for (int i = 0; i < yo; i++) want[i] = cnn_net_output(ref)[i];
+    tu_close("output", cnn_net_output(fast), want, yo, 1e-5);
+    for (int i = 0; i < xi; i++) want[i] = cnn_net_grad_input(ref)[i];
+    tu_close("grad_input", cnn_net_grad_input(fast), want, xi, 1e-5);
+    for (int p = 0; p < cnn_net_param_count(ref); p++) {
+        const cnn_param a = cnn_net_param(ref, p), b = cnn_net_param(fast, p);
+        double *g = malloc(a.numel * sizeof *g);
+        for (int64_t i = 0; i < a.numel; i++) g[i] = a.grad[i];
+        tu_close(a.name, b.grad, g, (int)a.numel, 1e-5);
+        free(g);
+    }
+    free(want), free(x), free(dy);
+    cnn_net_free(ref);
+    cnn_net_free(fast);
+}
+
+static void test_whole_lenet5(void **state) {
+    (void)state;
+    cnn_net *net = NULL;
+    assert_int_equal(cnn_net_load("models/lenet5.cnn", &net), CNN_OK);
+    cnn_net_free(net);
+    FILE *f = fopen("models/lenet5.cnn", "r");
+    assert_non_null(f);
+    char text[4096];
+    const size_t len = fread(text, 1, sizeof text - 1, f);
+    fclose(f);
+    text[len] = '\0';
+    whole_net(text, 3);
+}
+
+static void test_whole_mixed(void **state) {
+    (void)state;
+    whole_net("input 3 11 9\nconv2d out_channels=6 kernel_size=3,2 stride=2 padding=1 dilation=1,2 groups=3\n"
+              "leakyrelu\navgpool2d kernel_size=2 stride=1 padding=1 ceil_mode=true count_include_pad=false\n"
+              "tanh\nconv2d out_channels=4 kernel_size=2 bias=false\nsigmoid\nmaxpool2d kernel_size=3 stride=2 "
+              "padding=1 ceil_mode=true\nflatten\nlinear out_features=7\nrelu\nlinear out_features=3 bias=false\n", 2);
+}
+
+int main(void) {
+    build_grid();
+    const struct CMUnitTest fixed[] = {
+        cmocka_unit_test(test_cross_entropy), cmocka_unit_test(test_mse),
+        cmocka_unit_test(test_whole_lenet5), cmocka_unit_test(test_whole_mixed),
+    };
+    const int nfixed = (int)(sizeof fixed / sizeof fixed[0]);
+    struct CMUnitTest *tests = calloc((size_t)(npoints + nfixed), sizeof *tests);
+    for (int i = 0; i < nfixed; i++) tests[i] = fixed[i];
+    for (int i = 0; i < npoints; i++) {
+        tests[nfixed + i].name = names[i];
+        tests[nfixed + i].test_func = test_point;
+        tests[nfixed + i].initial_state = models[i];
+    }
+    const int rc = _cmocka_run_group_tests("grid", tests, (size_t)(npoints + nfixed), NULL, NULL);
+    for (int i = 0; i < npoints; i++) free(models[i]), free(names[i]);
+    free(tests);
+    return rc;
+}
