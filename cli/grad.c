@@ -92,6 +92,23 @@ static int check_finite(const char *what, const cnn_tensor *t) {
     return 1;
 }
 
+/* One line per tensor written: name, shape and L2 norm (and the loss itself). */
+static void print_summary(const char *path, const cnn_tensor *t, int count) {
+    printf("wrote %s\n", path);
+    for (int i = 0; i < count; i++) {
+        char shape[96];
+        int at = snprintf(shape, sizeof shape, "[");
+        for (int d = 0; d < t[i].ndim && at < (int)sizeof shape; d++)
+            at += snprintf(shape + at, sizeof shape - (size_t)at, d ? ", %lld" : "%lld", (long long)t[i].shape[d]);
+        if (at < (int)sizeof shape) snprintf(shape + at, sizeof shape - (size_t)at, "]");
+        const float *v = t[i].data;
+        double norm = 0.0;
+        for (int64_t k = 0; k < cnn_tensor_numel(&t[i]); k++) norm += (double)v[k] * v[k];
+        if (t[i].ndim == 0) printf("  %-16s %-16s value %.6g\n", t[i].name, shape, (double)v[0]);
+        else printf("  %-16s %-16s norm  %.6g\n", t[i].name, shape, sqrt(norm));
+    }
+}
+
 int cmd_grad(int argc, char **argv) {
     grad_args a;
     int rc = parse_args(argc, argv, &a);
@@ -191,6 +208,7 @@ int cmd_grad(int argc, char **argv) {
     }
     if (a.loss) outs[2 + np] = (cnn_tensor){.name = "loss", .dtype = CNN_F32, .ndim = 0, .data = &loss};
     if ((st = cnn_st_save(a.out, outs, count, NULL, 0))) goto fail;
+    print_summary(a.out, outs, count);
     rc = 0;
     goto done;
 
