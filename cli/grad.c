@@ -16,7 +16,7 @@ static const char grad_usage[] =
     "                --input IN.safetensors --out OUT.safetensors [--loss cross_entropy|mse]\n"
     "\n"
     "IN holds 'input' [N,C,H,W] float32, and either 'grad_output' (dL/doutput, the output's shape;\n"
-    "no --loss) or 'target' (--loss cross_entropy: int64 class indices [N]; --loss mse: float32\n"
+    "no --loss) or 'target' (--loss cross_entropy: int64 or int32 class indices [N]; --loss mse: float32\n"
     "with the output's shape). OUT gets 'output', 'grad_input', '<param>.grad' for every parameter,\n"
     "and 'loss' with --loss. A parameter missing from W is an error unless --init SEED draws it\n"
     "(PyTorch's default initialisation: uniform(-1/sqrt(fan_in), 1/sqrt(fan_in))).\n"
@@ -119,6 +119,7 @@ int cmd_grad(int argc, char **argv) {
     cnn_tensor *outs = NULL;
     char *names = NULL;
     float *dy = NULL;
+    int64_t *labels = NULL;
     cnn_status st;
     rc = EXIT_BAD_INPUT;
 
@@ -174,9 +175,17 @@ int cmd_grad(int argc, char **argv) {
             goto done;
         }
         const int64_t tshape[1] = {n};
-        const cnn_tensor *t;
-        if ((st = cnn_st_require(ist, a.input, "target", CNN_I64, 1, tshape, &t))) goto fail;
-        if ((st = cnn_loss_cross_entropy(y, t->data, n, (int)oshape[1], &loss, dy))) goto fail;
+        const cnn_tensor *t = cnn_st_find(ist, "target");
+        const int i32 = t && t->dtype == CNN_I32;      /* labels may be int32 as well as int64 */
+        if ((st = cnn_st_require(ist, a.input, "target", i32 ? CNN_I32 : CNN_I64, 1, tshape, &t))) goto fail;
+        labels = malloc((size_t)n * sizeof *labels);
+        if (!labels) {
+            cli_error("grad", "out of memory");
+            rc = 1;
+            goto done;
+        }
+        for (int i = 0; i < n; i++) labels[i] = i32 ? ((const int32_t *)t->data)[i] : ((const int64_t *)t->data)[i];
+        if ((st = cnn_loss_cross_entropy(y, labels, n, (int)oshape[1], &loss, dy))) goto fail;
     } else {
         const cnn_tensor *t;
         if ((st = cnn_st_require(ist, a.input, "target", CNN_F32, ondim, oshape, &t))) goto fail;
@@ -218,6 +227,7 @@ done:
     free(outs);
     free(names);
     free(dy);
+    free(labels);
     cnn_st_free(wst);
     cnn_st_free(ist);
     cnn_net_free(net);

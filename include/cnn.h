@@ -104,7 +104,8 @@ typedef struct cnn_tensor {
 size_t cnn_dtype_size(cnn_dtype t);
 /* The safetensors name of a dtype ("F32", "I64", ...), or NULL for an invalid value. */
 const char *cnn_dtype_name(cnn_dtype t);
-/* The number of elements: the product of the shape (1 for a scalar). */
+/* The number of elements: the product of the shape (1 for a scalar); −1 for NULL, an ndim outside
+ * 0..CNN_MAX_DIMS, a negative dimension or a product that overflows. */
 int64_t cnn_tensor_numel(const cnn_tensor *t);
 
 /* A safetensors file held in memory. */
@@ -114,8 +115,9 @@ typedef struct cnn_st cnn_st;
  * JSON, then the data buffer. Validation: N ≤ 100 MB and within the file, the JSON is an object of
  * {"dtype", "shape", "data_offsets"} entries plus an optional "__metadata__" of string values, every
  * dtype is known, no shape product overflows, end − begin equals numel × dtype size, offsets lie
- * inside the data buffer and tensors do not overlap.
- * On success *out owns a copy of the file; free it with cnn_st_free.
+ * inside the data buffer, tensors do not overlap and together cover it. Names and metadata are
+ * UTF-8. Dtypes the library does not read (U16, U32, U64, F8_*) are rejected with CNN_ERR_DTYPE.
+ * On success *out owns a copy of the file; free it with cnn_st_free. On error *out is NULL.
  * Errors: CNN_ERR_ARG (NULL), CNN_ERR_IO (open/read), CNN_ERR_FORMAT (any malformation, the message
  * names the tensor), CNN_ERR_DTYPE (unknown dtype), CNN_ERR_NOMEM. */
 cnn_status cnn_st_load(const char *path, cnn_st **out);
@@ -138,14 +140,17 @@ const char *cnn_st_metadata(const cnn_st *st, const char *key);
 
 /* Looks up `name` and checks it: dtype must be `dtype`, and when ndim ≥ 0 the shape must equal
  * shape[0..ndim-1] (a shape entry of -1 matches any size). On success *out is the tensor.
- * Errors: CNN_ERR_MISSING ("tensor 'x' is missing from FILE"), CNN_ERR_DTYPE, CNN_ERR_SHAPE, each
- * naming the tensor, the expected and the actual shape. `what` names the file in the message. */
+ * `out` may be NULL to check only. Errors: CNN_ERR_MISSING ("in.safetensors: tensor 'input' is
+ * missing (F32 [?, 1, 28, 28] is needed)"), CNN_ERR_DTYPE, CNN_ERR_SHAPE, each naming the tensor,
+ * the expected and the actual dtype and shape ('?' stands for −1); CNN_ERR_ARG for a shape entry
+ * below −1. `what` starts the message (the file's name or role). */
 cnn_status cnn_st_require(const cnn_st *st, const char *what, const char *name, cnn_dtype dtype,
                           int ndim, const int64_t *shape, const cnn_tensor **out);
 
 /* Writes `n` tensors and `n_meta` metadata pairs (meta[2i] = key, meta[2i+1] = value) as a
- * safetensors file, in the layout of the safetensors project: tensors sorted by dtype alignment then
- * name, header padded with spaces to a multiple of 8. The file is written to PATH.tmp, flushed and
+ * safetensors file, in the layout of the safetensors project: tensors sorted by dtype in the order
+ * I64, F64, F32, I32, BF16, F16, I16, I8, U8, BOOL, then by name; header padded with spaces to a
+ * multiple of 8. Names and metadata must be UTF-8; "__metadata__" is reserved. The file is written to PATH.tmp, flushed and
  * renamed over PATH, so a crash never leaves half a file.
  * Errors: CNN_ERR_ARG (NULL, duplicate name, bad dtype), CNN_ERR_IO, CNN_ERR_NOMEM. */
 cnn_status cnn_st_save(const char *path, const cnn_tensor *tensors, int n, const char *const *meta,

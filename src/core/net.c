@@ -54,6 +54,13 @@ static cnn_status parse_input_line(int line, char **tok, int n, int chw[3]) {
     return CNN_OK;
 }
 
+static void shape_str(char *buf, size_t cap, int ndim, const int64_t *shape) {
+    size_t at = (size_t)snprintf(buf, cap, "[");
+    for (int d = 0; d < ndim && at < cap; d++)
+        at += (size_t)snprintf(buf + at, cap - at, d ? ", %lld" : "%lld", (long long)shape[d]);
+    if (at < cap) snprintf(buf + at, cap - at, "]");
+}
+
 /* Parses one layer line whose input shape is (c, h, w) into *l. */
 static cnn_status parse_layer_line(int line, char **tok, int n, int c, int h, int w, int flat, layer *l) {
     memset(l, 0, sizeof *l);
@@ -91,11 +98,18 @@ static cnn_status parse_layer_line(int line, char **tok, int n, int c, int h, in
                         l->ow);
     for (int p = 0; p < l->nparams; p++) {
         int64_t numel = 1;
-        for (int d = 0; d < l->pndim[p]; d++) numel *= l->pshape[p][d];
-        if (numel > MAX_ELEMS)
-            return cnn_fail(CNN_ERR_SHAPE, "line %d: %s: parameter of %lld elements is too large", line, ops->name,
-                            (long long)numel);
+        for (int d = 0; d < l->pndim[p] && numel <= MAX_ELEMS; d++) numel *= l->pshape[p][d];
+        if (numel > MAX_ELEMS) { /* each factor is ≤ 2^20, so the product stopped before overflowing */
+            char shape[96];
+            shape_str(shape, sizeof shape, l->pndim[p], l->pshape[p]);
+            return cnn_fail(CNN_ERR_SHAPE, "line %d: %s: %s of shape %s is too large (over 2^28 elements)", line,
+                            ops->name, p ? "bias" : "weight", shape);
+        }
     }
+    /* Parameters and outputs are bounded now, so the workspace size cannot overflow. */
+    if (ops->workspace && ops->workspace(l, 1) > (size_t)MAX_ELEMS)
+        return cnn_fail(CNN_ERR_SHAPE, "line %d: %s: the im2col workspace of %zu floats per sample is too large",
+                        line, ops->name, ops->workspace(l, 1));
     return CNN_OK;
 }
 
@@ -319,12 +333,6 @@ cnn_status cnn_net_init(cnn_net *net, uint64_t seed) {
     return CNN_OK;
 }
 
-static void shape_str(char *buf, size_t cap, int ndim, const int64_t *shape) {
-    size_t at = (size_t)snprintf(buf, cap, "[");
-    for (int d = 0; d < ndim && at < cap; d++)
-        at += (size_t)snprintf(buf + at, cap - at, d ? ", %lld" : "%lld", (long long)shape[d]);
-    if (at < cap) snprintf(buf + at, cap - at, "]");
-}
 
 /* Is `name` of the form "<digits>.<word>", the form of a parameter's name? */
 static int looks_like_param(const char *name) {

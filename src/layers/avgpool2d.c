@@ -13,18 +13,18 @@
 #include <string.h>
 
 /* The window of output (i, j) clipped to the real input, and its divisor. */
-static int window(const layer *l, int i, int j, int *h0, int *h1, int *w0, int *w1) {
+static double window(const layer *l, int i, int j, int *h0, int *h1, int *w0, int *w1) {
     const pool_opts *o = &l->o.pool;
     int hs = i * o->sh - o->ph, ws = j * o->sw - o->pw;
     int he = hs + o->kh < l->h + o->ph ? hs + o->kh : l->h + o->ph;
     int we = ws + o->kw < l->w + o->pw ? ws + o->kw : l->w + o->pw;
-    const int padded_size = (he - hs) * (we - ws);
+    const double padded_size = (double)(he - hs) * (we - ws);   /* may exceed INT_MAX */
     hs = hs < 0 ? 0 : hs;
     ws = ws < 0 ? 0 : ws;
     he = he < l->h ? he : l->h;
     we = we < l->w ? we : l->w;
     *h0 = hs, *h1 = he, *w0 = ws, *w1 = we;
-    return o->count_include_pad ? padded_size : (he - hs) * (we - ws);
+    return o->count_include_pad ? padded_size : (double)(he - hs) * (we - ws);
 }
 
 /* ---- reference path ------------------------------------------------------------------------ */
@@ -36,7 +36,7 @@ static void avgpool2d_forward_ref(const layer *l, int n, const double *x, const 
         for (int i = 0; i < l->oh; i++)
             for (int j = 0; j < l->ow; j++) {
                 int h0, h1, w0, w1;
-                const int div = window(l, i, j, &h0, &h1, &w0, &w1);
+                const double div = window(l, i, j, &h0, &h1, &w0, &w1);
                 double acc = 0.0;
                 for (int h = h0; h < h1; h++)
                     for (int w = w0; w < w1; w++) acc += xc[h * l->w + w];
@@ -55,7 +55,7 @@ static void avgpool2d_backward_ref(const layer *l, int n, const double *x, const
         for (int i = 0; i < l->oh; i++)
             for (int j = 0; j < l->ow; j++) {
                 int h0, h1, w0, w1;
-                const int div = window(l, i, j, &h0, &h1, &w0, &w1);
+                const double div = window(l, i, j, &h0, &h1, &w0, &w1);
                 const double g = dy[((size_t)s * l->oh + i) * l->ow + j] / div;
                 for (int h = h0; h < h1; h++)
                     for (int w = w0; w < w1; w++) dxc[h * l->w + w] += g;
@@ -73,11 +73,11 @@ static void avgpool2d_forward(const layer *l, int n, const float *x, float *y, f
         for (int i = 0; i < l->oh; i++)
             for (int j = 0; j < l->ow; j++) {
                 int h0, h1, w0, w1;
-                const int div = window(l, i, j, &h0, &h1, &w0, &w1);
+                const double div = window(l, i, j, &h0, &h1, &w0, &w1);
                 float acc = 0.0f;
                 for (int h = h0; h < h1; h++)
                     for (int w = w0; w < w1; w++) acc += xc[h * l->w + w];
-                yc[i * l->ow + j] = acc / (float)div;
+                yc[i * l->ow + j] = (float)(acc / div);
             }
     }
 }
@@ -92,8 +92,8 @@ static void avgpool2d_backward(const layer *l, int n, const float *x, const floa
         for (int i = 0; i < l->oh; i++)
             for (int j = 0; j < l->ow; j++) {
                 int h0, h1, w0, w1;
-                const int div = window(l, i, j, &h0, &h1, &w0, &w1);
-                const float g = dyc[i * l->ow + j] / (float)div;
+                const double div = window(l, i, j, &h0, &h1, &w0, &w1);
+                const float g = (float)(dyc[i * l->ow + j] / div);
                 for (int h = h0; h < h1; h++)
                     for (int w = w0; w < w1; w++) dxc[h * l->w + w] += g;
             }

@@ -69,14 +69,14 @@ static cnn_status conv2d_setup(layer *l) {
         return cnn_fail(CNN_ERR_SHAPE,
                         "line %d: conv2d: groups=%d must divide both in_channels (%d) and out_channels (%d)",
                         l->line, o->groups, l->c, o->out_channels);
-    const long eh = (long)l->h + 2L * o->ph - (long)o->dh * (o->kh - 1) - 1;
-    const long ew = (long)l->w + 2L * o->pw - (long)o->dw * (o->kw - 1) - 1;
+    const long long kh = (long long)o->dh * (o->kh - 1) + 1, kw = (long long)o->dw * (o->kw - 1) + 1;
+    const long long eh = (long long)l->h + 2LL * o->ph - kh, ew = (long long)l->w + 2LL * o->pw - kw;
     if (eh < 0 || ew < 0)
         return cnn_fail(CNN_ERR_SHAPE,
-                        "line %d: conv2d: input %dx%dx%d padded to %ldx%ld is smaller than the "
-                        "dilated kernel %dx%d",
-                        l->line, l->c, l->h, l->w, (long)l->h + 2L * o->ph, (long)l->w + 2L * o->pw,
-                        o->dh * (o->kh - 1) + 1, o->dw * (o->kw - 1) + 1);
+                        "line %d: conv2d: input %dx%dx%d padded to %lldx%lld is smaller than the "
+                        "dilated kernel %lldx%lld",
+                        l->line, l->c, l->h, l->w, (long long)l->h + 2LL * o->ph, (long long)l->w + 2LL * o->pw,
+                        kh, kw);
     l->oc = o->out_channels;
     l->oh = (int)(eh / o->sh + 1);
     l->ow = (int)(ew / o->sw + 1);

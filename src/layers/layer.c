@@ -102,10 +102,10 @@ cnn_status pool_option(layer *l, const char *key, const char *value) {
 }
 
 int pool_out_size(int in, int k, int s, int p, int ceil_mode) {
-    const int span = in + 2 * p - k;
-    int out = (ceil_mode ? (span + s - 1) / s : span / s) + 1;
-    if (ceil_mode && (out - 1) * s >= in + p) out--;
-    return out;
+    const long long span = (long long)in + 2LL * p - k;
+    long long out = (ceil_mode ? (span + s - 1) / s : span / s) + 1;
+    if (ceil_mode && (out - 1) * s >= (long long)in + p) out--;
+    return (int)out;
 }
 
 cnn_status pool_setup(layer *l) {
