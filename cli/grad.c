@@ -177,6 +177,11 @@ int cmd_grad(int argc, char **argv) {
         const int64_t tshape[1] = {n};
         const cnn_tensor *t = cnn_st_find(ist, "target");
         const int i32 = t && t->dtype == CNN_I32;      /* labels may be int32 as well as int64 */
+        if (t && !i32 && t->dtype != CNN_I64) {
+            cli_error("grad", "%s: tensor 'target' is %s, but class indices must be I64 or I32", a.input,
+                      cnn_dtype_name(t->dtype));
+            goto done;
+        }
         if ((st = cnn_st_require(ist, a.input, "target", i32 ? CNN_I32 : CNN_I64, 1, tshape, &t))) goto fail;
         labels = malloc((size_t)n * sizeof *labels);
         if (!labels) {

@@ -79,6 +79,10 @@ static cnn_status check_layer(cnn_net *net, int li, int n, uint64_t *rng, int64_
         for (int d = 0; d < l->pndim[k]; d++) pn[k] *= (size_t)l->pshape[k][d];
     }
     const size_t ws = c.ops->workspace ? c.ops->workspace(l, n) : 0;
+    if (c.in + c.out + pn[0] + pn[1] > ((size_t)1 << 26))
+        return cnn_fail(CNN_ERR_SHAPE, "gradcheck: layer %d (%s, line %d) is too large to check (%zu elements; "
+                        "the limit is 2^26): check a smaller model or batch", li, c.ops->name, l->line,
+                        c.in + c.out + pn[0] + pn[1]);
     const size_t doubles = 2 * c.in + 2 * c.out + 2 * (pn[0] + pn[1]);
     const size_t floats = 2 * c.in + 2 * c.out + ws + 1;
     double *dbuf = calloc(doubles, sizeof *dbuf);

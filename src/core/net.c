@@ -5,6 +5,7 @@
 #include "core/rng.h"
 
 #include <ctype.h>
+#include <errno.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -12,6 +13,7 @@
 
 #define MAX_LAYERS 4096
 #define MAX_ELEMS ((int64_t)1 << 28)   /* per-sample activation and per-parameter element limit */
+#define MAX_TOTAL ((int64_t)1 << 30)   /* all parameters, and all activations of one sample */
 
 /* ---- parsing ------------------------------------------------------------------------------- */
 
@@ -172,6 +174,7 @@ cnn_status cnn_net_parse(const char *text, cnn_net **out) {
     }
     cnn_status st = CNN_OK;
     int have_input = 0, c = 0, h = 0, w = 0, flat = 0, lineno = 0;
+    int64_t params = 0, acts = 0;
     for (char *line = copy, *next; line && !st; line = next) {
         lineno++;
         next = strchr(line, '\n');
@@ -179,7 +182,7 @@ cnn_status cnn_net_parse(const char *text, cnn_net **out) {
         char *tok[64];
         const int n = tokenize(line, tok, 64);
         if (n < 0) {
-            st = cnn_fail(CNN_ERR_PARSE, "line %d: too many options", lineno);
+            st = cnn_fail(CNN_ERR_PARSE, "line %d: %s: too many options (at most 63)", lineno, line);
             break;
         }
         if (n == 0) continue;
@@ -213,10 +216,20 @@ cnn_status cnn_net_parse(const char *text, cnn_net **out) {
         }
         layer *l = &net->layers[net->nlayers];
         st = parse_layer_line(lineno, tok, n, c, h, w, flat, l);
-        if (!st) {
-            net->nlayers++;
-            c = l->oc, h = l->oh, w = l->ow, flat = l->flat;
+        if (st) break;
+        net->nlayers++;
+        c = l->oc, h = l->oh, w = l->ow, flat = l->flat;
+        /* Each tensor is bounded by parse_layer_line; bound the sums too, before any allocation. */
+        acts += (int64_t)c * h * w;
+        for (int p = 0; p < l->nparams; p++) {
+            int64_t numel = 1;
+            for (int d = 0; d < l->pndim[p]; d++) numel *= l->pshape[p][d];
+            params += numel;
         }
+        if (params > MAX_TOTAL || acts > MAX_TOTAL)
+            st = cnn_fail(CNN_ERR_SHAPE, "line %d: %s: the model is too large: its %s would total %lld elements, over 2^30", lineno,
+                          tok[0], params > MAX_TOTAL ? "parameters" : "activations per sample",
+                          (long long)(params > MAX_TOTAL ? params : acts));
     }
     free(copy);
     if (!st && !have_input) st = cnn_fail(CNN_ERR_PARSE, "the model has no 'input C H W' line");
@@ -234,7 +247,7 @@ cnn_status cnn_net_load(const char *path, cnn_net **out) {
     if (!out || !path) return cnn_fail(CNN_ERR_ARG, "cnn_net_load: NULL argument");
     *out = NULL;
     FILE *f = fopen(path, "rb");
-    if (!f) return cnn_fail(CNN_ERR_IO, "%s: cannot open", path);
+    if (!f) return cnn_fail(CNN_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
     enum { LIMIT = 1 << 20 };
     char *text = malloc(LIMIT + 1);
     if (!text) {
