@@ -14,7 +14,7 @@ OPT     := -O2 -g
 endif
 
 CFLAGS  := -std=c11 $(OPT) -Wall -Wextra -fPIC -MMD -MP -D_POSIX_C_SOURCE=200809L -Iinclude -Isrc $(SANFLAGS) $(EXTRA_CFLAGS)
-LDLIBS  := -ljansson -lm
+LDLIBS  := -ljansson -lz -lstb -lcairo -lm
 LDFLAGS := $(SANFLAGS)
 
 LIB_SRC  := $(wildcard src/*/*.c)

@@ -297,6 +297,116 @@ cnn_status cnn_loss_cross_entropy(const float *logits, const int64_t *target, in
 cnn_status cnn_loss_mse(const float *y, const float *t, int64_t count, float *loss, float *dy);
 
 /* ---------------------------------------------------------------------------------------------
+ * Data sets
+ * ------------------------------------------------------------------------------------------- */
+
+/* One split of a data set: n samples of shape (c, h, w) with integer class labels. */
+typedef struct cnn_dataset {
+    int64_t n;
+    int c, h, w;
+    float *x;                     /* [n, c, h, w], owned: scaled to [0,1] and normalised, or as given */
+    int64_t *y;                   /* [n] labels in 0..num_classes-1, owned */
+} cnn_dataset;
+
+/* A data set with its training and (optional) test split. */
+typedef struct cnn_data {
+    char name[32];                /* "mnist", "fashion-mnist", "cifar10", "idx", "safetensors" */
+    cnn_dataset train, test;      /* test.n == 0 when the source has no test split */
+    int num_classes;              /* 1 + the largest label, or the data set's known count */
+    const char *const *class_names; /* num_classes names for the known data sets, else NULL */
+    float mean[3], std[3];        /* the normalisation applied (std 1, mean 0 when none) */
+} cnn_data;
+
+/* Opens a data source and reads it whole:
+ *   "mnist", "fashion-mnist"  the IDX files under data_dir/mnist or data_dir/fashion-mnist
+ *                             (train-images-idx3-ubyte, ... , raw or .gz);
+ *   a directory of IDX files  (train-images*, train-labels*, t10k-images*, t10k-labels*, raw or .gz);
+ *   a CIFAR-10 directory      (data_batch_*.bin and test_batch.bin, records of 1 + 3072 bytes);
+ *   a .safetensors file       holding input [N,C,H,W] F32 and target [N] I64 (or I32), with
+ *                             optional test_input and test_target: used as they are, unscaled.
+ * Images are scaled to [0,1] and normalised with the data set's mean and std (MNIST 0.1307/0.3081,
+ * Fashion-MNIST 0.2860/0.3530, CIFAR-10 per channel; other IDX data: their own mean and std).
+ * data_dir may be NULL for "data". On error *out is zeroed. Errors: CNN_ERR_IO (missing files:
+ * the message says how to get them), CNN_ERR_FORMAT (bad magic, truncated, counts that disagree),
+ * CNN_ERR_DTYPE, CNN_ERR_SHAPE, CNN_ERR_NOMEM. */
+cnn_status cnn_data_open(const char *source, const char *data_dir, cnn_data *out);
+void cnn_data_free(cnn_data *d);
+
+/* Reads one IDX file (raw, or gzip when the name ends in .gz) of unsigned bytes. On success *data
+ * (owned by the caller, free()) holds the bytes and dims[0..*ndim-1] the dimensions. Errors:
+ * CNN_ERR_IO, CNN_ERR_FORMAT (bad magic, a type other than 0x08, too many dims, a file shorter or
+ * longer than its dimensions say; checked before allocating), CNN_ERR_NOMEM. */
+cnn_status cnn_idx_read(const char *path, uint8_t **data, int *ndim, int64_t dims[4]);
+
+/* Facts about a known data set ("mnist", "fashion-mnist", "cifar10"): its shape, normalisation and
+ * class names (static strings). Returns 0 for an unknown name. Any output may be NULL. */
+int cnn_data_known(const char *name, int chw[3], float mean[3], float std[3], int *num_classes,
+                   const char *const **class_names);
+
+/* ---------------------------------------------------------------------------------------------
+ * Images
+ * ------------------------------------------------------------------------------------------- */
+
+/* Decodes a PNG, JPEG, PGM/PPM or BMP image (with stb_image), converts it to c channels (1: the
+ * luminance 0.299R + 0.587G + 0.114B; 3: RGB, grey replicated), resizes it to h×w by bilinear
+ * interpolation, and writes it scaled to [0,1] to out[c·h·w] (CHW, caller-owned).
+ * Errors: CNN_ERR_IO (cannot open), CNN_ERR_FORMAT (does not decode: the message gives the
+ * decoder's reason; or is larger than 16384×16384), CNN_ERR_ARG (c not 1 or 3, h or w < 1). */
+cnn_status cnn_image_load(const char *path, int c, int h, int w, float *out);
+/* As cnn_image_load, from `len` bytes of an encoded image in memory. */
+cnn_status cnn_image_decode(const void *buf, size_t len, int c, int h, int w, float *out);
+
+/* ---------------------------------------------------------------------------------------------
+ * Optimizers and learning-rate schedules, with torch.optim's formulas
+ * ------------------------------------------------------------------------------------------- */
+
+typedef enum cnn_optim_kind { CNN_OPTIM_SGD = 0, CNN_OPTIM_ADAM, CNN_OPTIM_ADAMW } cnn_optim_kind;
+
+typedef struct cnn_optim_config {
+    cnn_optim_kind kind;
+    double lr;
+    double momentum;              /* SGD; 0 = none */
+    double dampening;             /* SGD; 0 */
+    int nesterov;                 /* SGD; needs momentum > 0 and dampening 0 */
+    double weight_decay;          /* SGD and Adam: g += wd·p; AdamW: p *= 1 − lr·wd */
+    double beta1, beta2, eps;     /* Adam, AdamW: 0.9, 0.999, 1e-8 */
+} cnn_optim_config;
+
+/* torch.optim's defaults for `kind` with learning rate lr (weight_decay 0, or 0.01 for AdamW). */
+cnn_optim_config cnn_optim_defaults(cnn_optim_kind kind, double lr);
+
+typedef struct cnn_optim cnn_optim;
+
+/* Creates an optimizer over every parameter of `net`, with its state buffers allocated once.
+ * Errors: CNN_ERR_ARG (a bad setting: negative lr, nesterov without momentum, betas outside
+ * [0,1)), CNN_ERR_NOMEM. */
+cnn_status cnn_optim_create(cnn_net *net, const cnn_optim_config *cfg, cnn_optim **out);
+void cnn_optim_free(cnn_optim *opt);
+
+/* One update of every parameter from its gradient, with learning rate lr (the schedule's value
+ * for this epoch). Never allocates. */
+void cnn_optim_step(cnn_optim *opt, double lr);
+
+/* The number of steps taken (Adam's t). */
+int64_t cnn_optim_step_count(const cnn_optim *opt);
+
+/* The optimizer's state as tensors named "optim.<param>.<buffer>" (momentum_buffer for SGD;
+ * exp_avg and exp_avg_sq for Adam and AdamW), F32, each with its parameter's shape. Fills up to
+ * `cap` tensors of `t` and returns how many there are in all; the tensors' names and data belong
+ * to the optimizer. */
+int cnn_optim_state(const cnn_optim *opt, cnn_tensor *t, int cap);
+
+/* Restores state saved by cnn_optim_state (and the step count). Errors: CNN_ERR_MISSING,
+ * CNN_ERR_SHAPE, CNN_ERR_DTYPE, each naming the tensor. */
+cnn_status cnn_optim_load_state(cnn_optim *opt, const cnn_st *st, int64_t steps);
+
+typedef enum cnn_schedule { CNN_SCHEDULE_CONSTANT = 0, CNN_SCHEDULE_STEP, CNN_SCHEDULE_COSINE } cnn_schedule;
+
+/* The learning rate for (0-based) epoch e of `epochs`: constant; StepLR, base·gamma^floor(e /
+ * step_size); CosineAnnealingLR with T_max = epochs, eta_min 0, base·(1 + cos(π·e/epochs))/2. */
+double cnn_schedule_lr(cnn_schedule s, double base, int epoch, int epochs, int step_size, double gamma);
+
+/* ---------------------------------------------------------------------------------------------
  * Gradient check: every layer of a net, in double precision, by central differences.
  * ------------------------------------------------------------------------------------------- */
 

@@ -1,8 +1,9 @@
 #!/bin/sh
 # Installs the Debian packages that cnn needs and that this machine lacks.
-#   build: jansson (JSON of safetensors headers), cmocka (the test framework)
+#   jansson: the JSON of safetensors headers; zlib: gzipped IDX files; stb: image decoding;
+#   cairo: the training-curve plots (PNG and SVG); cmocka: the test framework
 set -e
-want="libjansson-dev libcmocka-dev"
+want="libjansson-dev zlib1g-dev libstb-dev libcairo2-dev libcmocka-dev"
 missing=""
 for p in $want; do
     dpkg -s "$p" >/dev/null 2>&1 || missing="$missing $p"
