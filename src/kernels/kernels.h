@@ -6,6 +6,9 @@
  * (ta = 1), and op(B) is B [K,N] (tb = 0) or Bᵀ with B stored [N,K] (tb = 1). beta is 0 or 1. */
 void gemm(int ta, int tb, int M, int N, int K, const float *A, const float *B, float beta, float *C);
 
+/* The micro-kernel gemm runs on this CPU: "avx512", "avx2" or "c". */
+const char *gemm_kernel_name(void);
+
 /* The im2col geometry of a convolution over one image of c channels. */
 typedef struct im2col_geom {
     int c, h, w;          /* input */
