@@ -377,7 +377,8 @@ cnn_optim_config cnn_optim_defaults(cnn_optim_kind kind, double lr);
 
 typedef struct cnn_optim cnn_optim;
 
-/* Creates an optimizer over every parameter of `net`, with its state buffers allocated once.
+/* Creates an optimizer over every parameter of `net`, with its state buffers allocated once. It
+ * keeps a pointer to the net: free the optimizer before the net.
  * Errors: CNN_ERR_ARG (a bad setting: negative lr, nesterov without momentum, betas outside
  * [0,1)), CNN_ERR_NOMEM. */
 cnn_status cnn_optim_create(cnn_net *net, const cnn_optim_config *cfg, cnn_optim **out);
@@ -396,14 +397,18 @@ int64_t cnn_optim_step_count(const cnn_optim *opt);
  * to the optimizer. */
 int cnn_optim_state(const cnn_optim *opt, cnn_tensor *t, int cap);
 
-/* Restores state saved by cnn_optim_state (and the step count). Errors: CNN_ERR_MISSING,
- * CNN_ERR_SHAPE, CNN_ERR_DTYPE, each naming the tensor. */
+/* Restores state saved by cnn_optim_state (F32, or F64 rounded) and the step count; with steps 0
+ * nothing is read and the state is zero, as torch keeps no buffers before the first step. Every
+ * tensor is checked before anything changes. Errors: CNN_ERR_MISSING, CNN_ERR_SHAPE, CNN_ERR_DTYPE,
+ * CNN_ERR_NONFINITE, each naming the tensor; CNN_ERR_ARG for negative steps. */
 cnn_status cnn_optim_load_state(cnn_optim *opt, const cnn_st *st, int64_t steps);
 
 typedef enum cnn_schedule { CNN_SCHEDULE_CONSTANT = 0, CNN_SCHEDULE_STEP, CNN_SCHEDULE_COSINE } cnn_schedule;
 
 /* The learning rate for (0-based) epoch e of `epochs`: constant; StepLR, base·gamma^floor(e /
- * step_size); CosineAnnealingLR with T_max = epochs, eta_min 0, base·(1 + cos(π·e/epochs))/2. */
+ * step_size) (multiplied once per boundary, as torch does); CosineAnnealingLR with T_max = epochs,
+ * eta_min 0, base·(1 + cos(π·e/epochs))/2. NaN for arguments that make no schedule (e < 0,
+ * step_size < 1, cosine with epochs < 1). */
 double cnn_schedule_lr(cnn_schedule s, double base, int epoch, int epochs, int step_size, double gamma);
 
 /* ---------------------------------------------------------------------------------------------

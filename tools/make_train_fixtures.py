@@ -1,0 +1,333 @@
+#!/usr/bin/python3
+"""Generates the training fixtures in tests/train_fixtures/<name>/: five steps of torch.optim.
+
+Run it from anywhere with Debian's Python and PyTorch:
+
+    /usr/bin/python3 tools/make_train_fixtures.py            # (re)writes every case
+    /usr/bin/python3 tools/make_train_fixtures.py --check    # recomputes every case from its files
+
+Each case trains a small net for one epoch of five batches of four samples, in file order (no shuffling),
+with nn.CrossEntropyLoss (reduction='mean') and a torch.optim optimizer built with foreach=False (the
+single-tensor implementation), and writes:
+
+    model.cnn              the model text (include/cnn.h describes the format)
+    data.safetensors       `input` F32 [20, 1, 8, 8] and `target` I64 [20], classes 0..4
+    init.safetensors       the initial parameters, F32, under their state_dict names
+    args                   one line: the options of `cnn train` for this case, for example
+                           "--optimizer sgd --lr 0.05 --momentum 0.9 --batch 4 --epochs 1 --no-shuffle"
+    expected.safetensors   after the five steps, computed from exactly the F32 values above:
+                             <param>                 F64, the parameters of the float64 run
+                             f32.<param>             F32, the parameters of the float32 run
+                             optim.<param>.<buffer>  F64, the optimizer's state of the float64 run
+                                                     (momentum_buffer; exp_avg and exp_avg_sq)
+                             loss                    F64 [5], each step's loss in the float64 run
+                           with __metadata__ steps = "5".
+
+The args line is parsed back here to build the optimizer, so that it is the one description of each case.
+A seed is kept only if the float64 run is well conditioned for a float32 implementation at every step: no
+ReLU input within MARGIN of 0 and no max-pooling window whose two largest values are within MARGIN of each
+other (relative to the largest magnitude; exact ties of ReLU zeros are allowed, their gradient is zero), and
+torch's float32 run agrees with the float64 run to a relative L2 error of F32_TOL in every tensor.
+
+`--check` rebuilds each net from model.cnn with its own small parser, reads init, data and args, and verifies
+that PyTorch reproduces expected.safetensors.
+"""
+import argparse
+import os
+import shutil
+import sys
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from safetensors_file import load_file, save_file  # noqa: E402
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+OUT_DIR = os.path.join(ROOT, "tests", "train_fixtures")
+SEED = 20240612
+BATCH = 4
+STEPS = 5
+CLASSES = 5
+MARGIN = 1e-5
+F32_TOL = 2e-6
+MAX_TOTAL_BYTES = 200 * 1024
+
+MODEL = """input 1 8 8
+conv2d out_channels=4 kernel_size=3 padding=1
+relu
+maxpool2d kernel_size=2
+flatten
+linear out_features=5
+"""
+
+COMMON = "--batch %d --epochs 1 --no-shuffle" % BATCH
+CASES = [
+    ("sgd", "--optimizer sgd --lr 0.1"),
+    ("sgd_momentum", "--optimizer sgd --lr 0.05 --momentum 0.9"),
+    ("sgd_nesterov_wd", "--optimizer sgd --lr 0.05 --momentum 0.9 --nesterov --weight-decay 0.01"),
+    ("adam", "--optimizer adam --lr 0.01"),
+    ("adam_wd", "--optimizer adam --lr 0.01 --weight-decay 0.01"),
+    ("adamw", "--optimizer adamw --lr 0.01 --weight-decay 0.05"),
+]
+BUFFERS = {"sgd": ["momentum_buffer"], "adam": ["exp_avg", "exp_avg_sq"], "adamw": ["exp_avg", "exp_avg_sq"]}
+
+
+# ------------------------------------------------------------------------------------------------
+# The args line and the model text
+# ------------------------------------------------------------------------------------------------
+
+def parse_args_line(line):
+    """The options of `cnn train` that the fixtures use, with torch.optim's defaults."""
+    words = line.split()
+    a = dict(optimizer=None, lr=None, momentum=0.0, nesterov=False, weight_decay=None, batch=None,
+             epochs=None, shuffle=True)
+    i = 0
+    while i < len(words):
+        w = words[i]
+        if w == "--nesterov":
+            a["nesterov"] = True
+        elif w == "--no-shuffle":
+            a["shuffle"] = False
+        elif w in ("--optimizer", "--lr", "--momentum", "--weight-decay", "--batch", "--epochs"):
+            v = words[i + 1]
+            i += 1
+            key = w[2:].replace("-", "_")
+            a[key] = v if key == "optimizer" else int(v) if key in ("batch", "epochs") else float(v)
+        else:
+            raise ValueError("unknown option %r in %r" % (w, line))
+        i += 1
+    assert a["optimizer"] in BUFFERS and a["lr"] is not None and a["batch"] and a["epochs"], line
+    if a["weight_decay"] is None:
+        a["weight_decay"] = 0.01 if a["optimizer"] == "adamw" else 0.0
+    return a
+
+
+def make_optimizer(params, a):
+    if a["optimizer"] == "sgd":
+        return torch.optim.SGD(params, lr=a["lr"], momentum=a["momentum"], nesterov=a["nesterov"],
+                               weight_decay=a["weight_decay"], foreach=False)
+    cls = torch.optim.Adam if a["optimizer"] == "adam" else torch.optim.AdamW
+    return cls(params, lr=a["lr"], weight_decay=a["weight_decay"], foreach=False)
+
+
+def parse_model(text):
+    """The subset of the model format that the fixtures use."""
+    shape, mods, probe = None, [], None
+    for raw in text.splitlines():
+        line = raw.split("#", 1)[0].strip()
+        if not line:
+            continue
+        words = line.split()
+        if shape is None:
+            assert words[0] == "input" and len(words) == 4, raw
+            shape = tuple(int(w) for w in words[1:])
+            probe = torch.zeros(1, *shape)
+            continue
+        kind, opts = words[0], dict(w.split("=", 1) for w in words[1:])
+        if kind == "conv2d":
+            m = nn.Conv2d(probe.shape[1], int(opts.pop("out_channels")), int(opts.pop("kernel_size")),
+                          padding=int(opts.pop("padding", "0")))
+        elif kind == "maxpool2d":
+            m = nn.MaxPool2d(int(opts.pop("kernel_size")))
+        elif kind == "relu":
+            m = nn.ReLU()
+        elif kind == "flatten":
+            m = nn.Flatten()
+        elif kind == "linear":
+            m = nn.Linear(probe.shape[1], int(opts.pop("out_features")))
+        else:
+            raise ValueError("unknown layer " + kind)
+        assert not opts, "unused options %r in %r" % (opts, raw)
+        with torch.no_grad():
+            probe = m(probe)
+        mods.append(m)
+    return shape, nn.Sequential(*mods)
+
+
+# ------------------------------------------------------------------------------------------------
+# Training
+# ------------------------------------------------------------------------------------------------
+
+class Conditioning:
+    """Forward hooks that record near-kinks (ReLU) and near-ties (2x2 max pooling, stride 2)."""
+
+    def __init__(self, seq):
+        self.problems = []
+        for m in seq:
+            if isinstance(m, nn.ReLU):
+                m.register_forward_hook(self.relu)
+            elif isinstance(m, nn.MaxPool2d):
+                m.register_forward_hook(self.pool)
+
+    def relu(self, mod, inp, out):
+        v = inp[0].detach()
+        near = (v != 0) & (v.abs() < MARGIN * v.abs().max().item())
+        if near.any():
+            self.problems.append("ReLU input within margin of 0")
+
+    def pool(self, mod, inp, out):
+        v = inp[0].detach()
+        k = mod.kernel_size
+        win = v.unfold(2, k, k).unfold(3, k, k).reshape(*out.shape, k * k)
+        top = win.topk(2, dim=-1).values
+        t1, t2 = top[..., 0], top[..., 1]
+        tie = t1 == t2
+        near = ((~tie) & ((t1 - t2) < MARGIN * v.abs().max().item())) | (tie & (t1 != 0))
+        if near.any():
+            self.problems.append("max-pool window with a near tie")
+
+
+def train(init, x, y, a, dtype, watch=False):
+    """Five steps in `dtype` from the F32 `init`; returns (params, optimizer state, losses, problems)."""
+    _, net = parse_model(MODEL)
+    net = net.to(dtype)
+    with torch.no_grad():
+        for k, p in net.named_parameters():
+            p.copy_(init[k].to(dtype))
+    cond = Conditioning(net) if watch else None
+    opt = make_optimizer(net.parameters(), a)
+    losses = []
+    n = x.shape[0]
+    for step in range(n // a["batch"] * a["epochs"]):
+        b = (step * a["batch"]) % n
+        xb, yb = x[b:b + a["batch"]].to(dtype), y[b:b + a["batch"]]
+        opt.zero_grad(set_to_none=True)
+        loss = F.cross_entropy(net(xb), yb, reduction="mean")
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    params = {k: p.detach().clone() for k, p in net.named_parameters()}
+    state = {}
+    names = dict((id(p), k) for k, p in net.named_parameters())
+    for group in opt.param_groups:
+        for p in group["params"]:
+            for buf in BUFFERS[a["optimizer"]] if (a["optimizer"] != "sgd" or a["momentum"]) else []:
+                state["optim.%s.%s" % (names[id(p)], buf)] = opt.state[p][buf].detach().clone()
+    return params, state, torch.tensor(losses, dtype=torch.float64), cond.problems if cond else []
+
+
+def rel_l2(a, b):
+    a, b = a.double(), b.double()
+    return ((a - b).norm() / max(b.norm().item(), 1e-12)).item()
+
+
+def make_case(name, args_line, seed):
+    a = parse_args_line(args_line)
+    for attempt in range(1000):
+        torch.manual_seed(seed + attempt)
+        shape, seq = parse_model(MODEL)
+        n = BATCH * STEPS
+        x = torch.randn(n, *shape)
+        y = torch.randint(0, CLASSES, (n,), dtype=torch.int64)
+        init = {k: v.detach().clone().float() for k, v in seq.state_dict().items()}
+        p64, s64, loss64, problems = train(init, x, y, a, torch.float64, watch=True)
+        if problems:
+            continue
+        p32, s32, _, _ = train(init, x, y, a, torch.float32)
+        errs = [rel_l2(p32[k], p64[k]) for k in p64] + [rel_l2(s32[k], s64[k]) for k in s64]
+        if max(errs) > F32_TOL:
+            continue
+        exp = dict(p64)
+        exp.update({"f32." + k: v for k, v in p32.items()})
+        exp.update(s64)
+        exp["loss"] = loss64
+        return dict(seed=seed + attempt, x=x, y=y, init=init, exp=exp, f32_err=max(errs))
+    raise RuntimeError("no well-conditioned seed for " + name)
+
+
+def write_case(d, c, args_line):
+    os.makedirs(d)
+    with open(os.path.join(d, "model.cnn"), "w") as f:
+        f.write("# generated by tools/make_train_fixtures.py (seed %d); do not edit\n" % c["seed"] + MODEL)
+    with open(os.path.join(d, "args"), "w") as f:
+        f.write(args_line + "\n")
+    save_file({"input": c["x"], "target": c["y"]}, os.path.join(d, "data.safetensors"))
+    save_file(c["init"], os.path.join(d, "init.safetensors"))
+    save_file(c["exp"], os.path.join(d, "expected.safetensors"), metadata={"steps": str(STEPS)})
+
+
+def generate():
+    torch.set_num_threads(1)
+    os.makedirs(OUT_DIR, exist_ok=True)
+    for name in os.listdir(OUT_DIR):
+        if os.path.isdir(os.path.join(OUT_DIR, name)):
+            shutil.rmtree(os.path.join(OUT_DIR, name))
+    total = 0
+    results = {}
+    for i, (name, opts) in enumerate(CASES):
+        args_line = opts + " " + COMMON
+        c = make_case(name, args_line, SEED + 1000 * i)
+        results[name] = c
+        d = os.path.join(OUT_DIR, name)
+        write_case(d, c, args_line)
+        size = sum(os.path.getsize(os.path.join(d, f)) for f in os.listdir(d))
+        total += size
+        print("%-16s seed %d  %6d bytes  float32 vs float64 %.2e  loss %s" % (
+            name, c["seed"], size, c["f32_err"], " ".join("%.4f" % v for v in c["exp"]["loss"].tolist())))
+    print("%d cases, %d bytes in all" % (len(CASES), total))
+    if total > MAX_TOTAL_BYTES:
+        sys.exit("the fixtures are over %d bytes" % MAX_TOTAL_BYTES)
+    check_weight_decay_matters()
+
+
+def check_weight_decay_matters():
+    """adam_wd must differ from the same run without weight decay by far more than the tolerance."""
+    d = os.path.join(OUT_DIR, "adam_wd")
+    with open(os.path.join(d, "args")) as f:
+        a = parse_args_line(f.read())
+    a["weight_decay"] = 0.0
+    init, data = load_file(os.path.join(d, "init.safetensors")), load_file(os.path.join(d, "data.safetensors"))
+    exp = load_file(os.path.join(d, "expected.safetensors"))
+    p, _, _, _ = train(init, data["input"], data["target"], a, torch.float64)
+    diff = min(rel_l2(p[k], exp[k]) for k in p)
+    print("adam_wd against no weight decay: smallest relative difference %.2e" % diff)
+    assert diff > 1e-3, diff
+
+
+def check():
+    torch.set_num_threads(1)
+    names = sorted(n for n in os.listdir(OUT_DIR) if os.path.isdir(os.path.join(OUT_DIR, n)))
+    assert sorted(names) == sorted(n for n, _ in CASES), names
+    worst = 0.0
+    for name in names:
+        d = os.path.join(OUT_DIR, name)
+        with open(os.path.join(d, "model.cnn")) as f:
+            shape, seq = parse_model(f.read())
+        with open(os.path.join(d, "args")) as f:
+            a = parse_args_line(f.read())
+        init = load_file(os.path.join(d, "init.safetensors"))
+        data = load_file(os.path.join(d, "data.safetensors"))
+        exp = load_file(os.path.join(d, "expected.safetensors"))
+        assert sorted(init) == sorted(seq.state_dict()), (name, sorted(init))
+        assert all(v.dtype == torch.float32 for v in init.values()), name
+        x, y = data["input"], data["target"]
+        assert x.dtype == torch.float32 and tuple(x.shape[1:]) == shape and y.dtype == torch.int64, name
+        assert x.shape[0] == y.shape[0] == a["batch"] * STEPS, name
+        p64, s64, loss64, _ = train(init, x, y, a, torch.float64)
+        p32, _, _, _ = train(init, x, y, a, torch.float32)
+        got = dict(p64)
+        got.update({"f32." + k: v for k, v in p32.items()})
+        got.update(s64)
+        got["loss"] = loss64
+        assert sorted(got) == sorted(exp), (name, sorted(got), sorted(exp))
+        for k, v in exp.items():
+            assert v.dtype == got[k].dtype and v.shape == got[k].shape, (name, k)
+            err = rel_l2(got[k], v)
+            worst = max(worst, err)
+            assert err < (1e-6 if k.startswith("f32.") else 1e-12), (name, k, err)
+    print("%d cases reproduce expected.safetensors (worst relative L2 error %.3g)" % (len(names), worst))
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--check", action="store_true", help="verify the existing fixtures instead")
+    if ap.parse_args().check:
+        check()
+    else:
+        generate()
+
+
+if __name__ == "__main__":
+    main()
