@@ -1,0 +1,280 @@
+/* Images: decode (stb_image, plus a small reader for ASCII PGM/PPM), convert channels, resize
+ * bilinearly and scale to [0,1], CHW.
+ *
+ * The pipeline for one image:
+ *   1. check the magic bytes (PNG, JPEG, BMP, binary P5/P6 or ASCII P2/P3 netpbm) and the declared
+ *      size from the header alone (stbi_info_from_memory), rejecting more than 16384×16384 before
+ *      any pixel memory is allocated;
+ *   2. decode to 8-bit samples (stb_image; 16-bit sources are reduced by stb) or, for P2/P3, to the
+ *      file's own integer samples with their maxval;
+ *   3. resize with bilinear interpolation, sampling the source converted to c channels on the fly.
+ *
+ * Channel conversion (alpha is ignored, not composited):
+ *   grey = (299 R + 587 G + 114 B) / (1000 · maxval)   computed on integers, so grey pixels stored
+ *                                                      as RGB give exactly v / maxval;
+ *   RGB from grey replicates the grey value.
+ *
+ * Resizing follows PyTorch's F.interpolate(mode="bilinear", align_corners=False, antialias=False)
+ * (and OpenCV's INTER_LINEAR): output pixel i samples the source at
+ *   s = max(0, (i + 0.5) · in/out − 0.5),  i0 = floor(s),  i1 = min(i0 + 1, in − 1),  λ = s − i0,
+ *   v = v[i0] + λ · (v[i1] − v[i0])   (separably, along x then y).
+ * There is no antialiasing filter when shrinking (PIL's resize has one), so strong downscaling
+ * skips pixels; at the image's own size every pixel is copied exactly. */
+#include "core/error.h"
+
+#include <errno.h>
+#include <limits.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <stb/stb_image.h>
+
+#define IMAGE_MAX_SIDE 16384
+#define IMAGE_MAX_FILE (64 << 20)
+
+/* Decoded samples: h rows of w pixels of n interleaved channels, u8 or u16, 0..maxval. */
+typedef struct pixels {
+    int w, h, n;
+    int maxval;
+    const uint8_t *u8;
+    const uint16_t *u16;
+} pixels;
+
+static int sample_at(const pixels *p, size_t i) { return p->u8 ? p->u8[i] : p->u16[i]; }
+
+/* Channel ch (0..c-1) of pixel (x, y) converted to c channels, in [0,1]. */
+static float channel_value(const pixels *p, int x, int y, int c, int ch) {
+    const size_t at = ((size_t)y * (size_t)p->w + (size_t)x) * (size_t)p->n;
+    if (p->n < 3) return (float)(sample_at(p, at) / (double)p->maxval);      /* grey (+ alpha) */
+    if (c == 3) return (float)(sample_at(p, at + (size_t)ch) / (double)p->maxval);
+    const long lum = 299L * sample_at(p, at) + 587L * sample_at(p, at + 1) + 114L * sample_at(p, at + 2);
+    return (float)((double)lum / (1000.0 * p->maxval));
+}
+
+/* One axis of the resize: for each output index, the two source indices and the weight of the second. */
+typedef struct axis_tap {
+    int i0, i1;
+    float lambda;
+} axis_tap;
+
+static void axis_taps(axis_tap *t, int in, int out) {
+    const double scale = (double)in / out;
+    for (int i = 0; i < out; i++) {
+        double s = ((double)i + 0.5) * scale - 0.5;
+        if (s < 0.0) s = 0.0;
+        int i0 = (int)s;
+        if (i0 > in - 1) i0 = in - 1;
+        t[i].i0 = i0;
+        t[i].i1 = i0 < in - 1 ? i0 + 1 : i0;
+        t[i].lambda = (float)(s - i0);
+    }
+}
+
+/* out[c, h, w] = bilinear resize of p converted to c channels. */
+static cnn_status resize_bilinear(const pixels *p, int c, int h, int w, float *out) {
+    axis_tap *tx = malloc((size_t)w * sizeof *tx), *ty = malloc((size_t)h * sizeof *ty);
+    if (!tx || !ty) {
+        free(tx);
+        free(ty);
+        return cnn_fail(CNN_ERR_NOMEM, "image: out of memory for a %dx%d resize", w, h);
+    }
+    axis_taps(tx, p->w, w);
+    axis_taps(ty, p->h, h);
+    for (int ch = 0; ch < c; ch++)
+        for (int y = 0; y < h; y++) {
+            float *row = out + ((size_t)ch * (size_t)h + (size_t)y) * (size_t)w;
+            const axis_tap *ry = &ty[y];
+            for (int x = 0; x < w; x++) {
+                const axis_tap *rx = &tx[x];
+                const float a = channel_value(p, rx->i0, ry->i0, c, ch), b = channel_value(p, rx->i1, ry->i0, c, ch);
+                const float d = channel_value(p, rx->i0, ry->i1, c, ch), e = channel_value(p, rx->i1, ry->i1, c, ch);
+                const float top = a + rx->lambda * (b - a), bottom = d + rx->lambda * (e - d);
+                row[x] = top + ry->lambda * (bottom - top);
+            }
+        }
+    free(tx);
+    free(ty);
+    return CNN_OK;
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * ASCII netpbm, P2 (grey) and P3 (RGB), which stb_image does not read
+ * ------------------------------------------------------------------------------------------- */
+
+/* Reads the next unsigned decimal number, skipping whitespace and '#' comments. Returns 1, or 0
+ * at the end of the buffer or on a character that is not a digit (*bad = 1). */
+static int pnm_number(const uint8_t *s, size_t len, size_t *at, long *v, int *bad) {
+    size_t i = *at;
+    for (;;) {
+        while (i < len && (s[i] == ' ' || s[i] == '\t' || s[i] == '\n' || s[i] == '\r' || s[i] == '\v' || s[i] == '\f'))
+            i++;
+        if (i < len && s[i] == '#') {
+            while (i < len && s[i] != '\n') i++;
+            continue;
+        }
+        break;
+    }
+    if (i >= len) return 0;
+    if (s[i] < '0' || s[i] > '9') {
+        *bad = 1;
+        return 0;
+    }
+    long x = 0;
+    while (i < len && s[i] >= '0' && s[i] <= '9') {
+        if (x <= 1000000) x = x * 10 + (s[i] - '0'); /* anything larger is out of range anyway */
+        i++;
+    }
+    *at = i;
+    *v = x;
+    return 1;
+}
+
+static cnn_status decode_ascii_pnm(const char *name, const uint8_t *s, size_t len, int c, int h, int w, float *out) {
+    const int n = s[1] == '2' ? 1 : 3;
+    const char *kind = n == 1 ? "P2 (ASCII PGM)" : "P3 (ASCII PPM)";
+    size_t at = 2;
+    long dims[3];
+    int bad = 0;
+    for (int k = 0; k < 3; k++)
+        if (!pnm_number(s, len, &at, &dims[k], &bad))
+            return cnn_fail(CNN_ERR_FORMAT, "%s: %s header: %s", name, kind,
+                            bad ? "a character that is not a number" : "truncated");
+    if (dims[0] < 1 || dims[1] < 1 || dims[2] < 1 || dims[2] > 65535)
+        return cnn_fail(CNN_ERR_FORMAT, "%s: %s header: width %ld, height %ld, maxval %ld (need width, height >= 1 "
+                        "and maxval 1..65535)", name, kind, dims[0], dims[1], dims[2]);
+    if (dims[0] > IMAGE_MAX_SIDE || dims[1] > IMAGE_MAX_SIDE)
+        return cnn_fail(CNN_ERR_FORMAT, "%s: image is %ldx%ld, too large (the limit is %dx%d)", name, dims[0], dims[1],
+                        IMAGE_MAX_SIDE, IMAGE_MAX_SIDE);
+    const size_t count = (size_t)dims[0] * (size_t)dims[1] * (size_t)n;
+    if (count > (len - at) / 2) /* each value takes a separator and a digit */
+        return cnn_fail(CNN_ERR_FORMAT, "%s: %s: truncated: %ldx%ld needs %zu values, more than %zu bytes hold", name,
+                        kind, dims[0], dims[1], count, len - at);
+    uint16_t *v = malloc(count * sizeof *v);
+    if (!v) return cnn_fail(CNN_ERR_NOMEM, "%s: out of memory for a %ldx%ld image", name, dims[0], dims[1]);
+    for (size_t i = 0; i < count; i++) {
+        long x;
+        if (!pnm_number(s, len, &at, &x, &bad)) {
+            free(v);
+            if (bad) return cnn_fail(CNN_ERR_FORMAT, "%s: %s: value %zu is not a number", name, kind, i);
+            return cnn_fail(CNN_ERR_FORMAT, "%s: %s: truncated after %zu of %zu values", name, kind, i, count);
+        }
+        if (x > dims[2]) {
+            free(v);
+            return cnn_fail(CNN_ERR_FORMAT, "%s: %s: value %zu is %ld, above maxval %ld", name, kind, i, x, dims[2]);
+        }
+        v[i] = (uint16_t)x;
+    }
+    const pixels p = {.w = (int)dims[0], .h = (int)dims[1], .n = n, .maxval = (int)dims[2], .u16 = v};
+    cnn_status st = resize_bilinear(&p, c, h, w, out);
+    free(v);
+    return st;
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * Decoding
+ * ------------------------------------------------------------------------------------------- */
+
+/* The format by its magic bytes, or NULL. */
+static const char *image_format(const uint8_t *s, size_t len) {
+    if (len >= 8 && !memcmp(s, "\x89PNG\r\n\x1a\n", 8)) return "PNG";
+    if (len >= 3 && s[0] == 0xFF && s[1] == 0xD8 && s[2] == 0xFF) return "JPEG";
+    if (len >= 2 && s[0] == 'B' && s[1] == 'M') return "BMP";
+    if (len >= 2 && s[0] == 'P' && (s[1] == '5' || s[1] == '6')) return s[1] == '5' ? "PGM" : "PPM";
+    if (len >= 2 && s[0] == 'P' && (s[1] == '2' || s[1] == '3')) return "ASCII PNM";
+    return NULL;
+}
+
+static uint32_t be32(const uint8_t *b) { return (uint32_t)b[0] << 24 | (uint32_t)b[1] << 16 | (uint32_t)b[2] << 8 | b[3]; }
+static uint32_t le32(const uint8_t *b) { return (uint32_t)b[3] << 24 | (uint32_t)b[2] << 16 | (uint32_t)b[1] << 8 | b[0]; }
+
+/* The size a PNG or BMP header declares, read directly: stbi_info rejects sizes above its own
+ * limit with "unknown image type" (it tries every format in turn), which would hide the reason. */
+static int declared_size(const uint8_t *s, size_t len, const char *format, uint64_t *x, uint64_t *y) {
+    if (!strcmp(format, "PNG") && len >= 24 && !memcmp(s + 12, "IHDR", 4)) {
+        *x = be32(s + 16), *y = be32(s + 20);
+        return 1;
+    }
+    if (!strcmp(format, "BMP") && len >= 26 && le32(s + 14) >= 40) {
+        const int32_t w = (int32_t)le32(s + 18), h = (int32_t)le32(s + 22); /* h < 0: top-down rows */
+        *x = w < 0 ? 0 : (uint64_t)w, *y = h < 0 ? (uint64_t)-(int64_t)h : (uint64_t)h;
+        return 1;
+    }
+    return 0;
+}
+
+static cnn_status decode_named(const char *name, const void *buf, size_t len, int c, int h, int w, float *out) {
+    if (c != 1 && c != 3) return cnn_fail(CNN_ERR_ARG, "%s: %d channels requested; they must be 1 or 3", name, c);
+    if (h < 1 || w < 1) return cnn_fail(CNN_ERR_ARG, "%s: size %dx%d requested; both must be at least 1", name, w, h);
+    if (!out || (!buf && len)) return cnn_fail(CNN_ERR_ARG, "%s: NULL %s", name, out ? "buffer" : "output");
+    if (len == 0) return cnn_fail(CNN_ERR_FORMAT, "%s: empty file, not an image", name);
+    if (len > INT_MAX) return cnn_fail(CNN_ERR_FORMAT, "%s: %zu bytes, too large for the decoder", name, len);
+    const uint8_t *s = buf;
+    const char *format = image_format(s, len);
+    if (!format) return cnn_fail(CNN_ERR_FORMAT, "%s: not a PNG, JPEG, BMP or PGM/PPM image", name);
+    if (!strcmp(format, "ASCII PNM")) return decode_ascii_pnm(name, s, len, c, h, w, out);
+
+    uint64_t dx, dy;
+    if (declared_size(s, len, format, &dx, &dy) && (dx > IMAGE_MAX_SIDE || dy > IMAGE_MAX_SIDE))
+        return cnn_fail(CNN_ERR_FORMAT, "%s: %s image is %llux%llu, too large (the limit is %dx%d)", name, format,
+                        (unsigned long long)dx, (unsigned long long)dy, IMAGE_MAX_SIDE, IMAGE_MAX_SIDE);
+    int x, y, n;
+    if (!stbi_info_from_memory(s, (int)len, &x, &y, &n))
+        return cnn_fail(CNN_ERR_FORMAT, "%s: %s header does not decode: %s", name, format, stbi_failure_reason());
+    if (x < 1 || y < 1 || x > IMAGE_MAX_SIDE || y > IMAGE_MAX_SIDE)
+        return cnn_fail(CNN_ERR_FORMAT, "%s: %s image is %dx%d, too large (the limit is %dx%d)", name, format, x, y,
+                        IMAGE_MAX_SIDE, IMAGE_MAX_SIDE);
+    uint8_t *data = stbi_load_from_memory(s, (int)len, &x, &y, &n, 0);
+    if (!data) return cnn_fail(CNN_ERR_FORMAT, "%s: %s image does not decode: %s", name, format, stbi_failure_reason());
+    const pixels p = {.w = x, .h = y, .n = n, .maxval = 255, .u8 = data};
+    cnn_status st = n >= 1 && n <= 4 ? resize_bilinear(&p, c, h, w, out)
+                                     : cnn_fail(CNN_ERR_FORMAT, "%s: %s image has %d channels", name, format, n);
+    stbi_image_free(data);
+    return st;
+}
+
+cnn_status cnn_image_decode(const void *buf, size_t len, int c, int h, int w, float *out) {
+    return decode_named("image", buf, len, c, h, w, out);
+}
+
+cnn_status cnn_image_load(const char *path, int c, int h, int w, float *out) {
+    if (!path) return cnn_fail(CNN_ERR_ARG, "cnn_image_load: NULL path");
+    if (c != 1 && c != 3) return cnn_fail(CNN_ERR_ARG, "%s: %d channels requested; they must be 1 or 3", path, c);
+    if (h < 1 || w < 1) return cnn_fail(CNN_ERR_ARG, "%s: size %dx%d requested; both must be at least 1", path, w, h);
+    if (!out) return cnn_fail(CNN_ERR_ARG, "%s: NULL output", path);
+    FILE *f = fopen(path, "rb");
+    if (!f) return cnn_fail(CNN_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
+
+    /* Read at most IMAGE_MAX_FILE + 1 bytes, growing the buffer as the file turns out longer. */
+    size_t cap = 1 << 16, len = 0;
+    uint8_t *buf = malloc(cap);
+    cnn_status st = CNN_OK;
+    if (!buf) st = cnn_fail(CNN_ERR_NOMEM, "%s: out of memory", path);
+    while (st == CNN_OK) {
+        if (len == cap) {
+            if (cap > IMAGE_MAX_FILE) {
+                st = cnn_fail(CNN_ERR_FORMAT, "%s: larger than %d MB, too large for an image", path,
+                              IMAGE_MAX_FILE >> 20);
+                break;
+            }
+            const size_t grown = cap * 2 > (size_t)IMAGE_MAX_FILE + 1 ? (size_t)IMAGE_MAX_FILE + 1 : cap * 2;
+            uint8_t *b = realloc(buf, grown);
+            if (!b) {
+                st = cnn_fail(CNN_ERR_NOMEM, "%s: out of memory", path);
+                break;
+            }
+            buf = b, cap = grown;
+        }
+        const size_t k = fread(buf + len, 1, cap - len, f);
+        len += k;
+        if (k == 0) {
+            if (ferror(f)) st = cnn_fail(CNN_ERR_IO, "%s: cannot read: %s", path, strerror(errno));
+            break;
+        }
+    }
+    fclose(f);
+    if (st == CNN_OK) st = decode_named(path, buf, len, c, h, w, out);
+    free(buf);
+    return st;
+}
