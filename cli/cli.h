@@ -19,7 +19,16 @@ void cli_error(const char *cmd, const char *fmt, ...);
 /* Parses an unsigned decimal integer; returns 0 on a malformed value. */
 int cli_parse_u64(const char *s, unsigned long long *out);
 
+/* Loss, accuracy and (when not NULL) the classes×classes confusion matrix (rows: true class) of
+ * the net on a whole split, in batches of `batch` (reserved), with ybuf room for `batch` labels.
+ * Returns 0 if the library failed (its message is in cnn_last_error()). */
+int evaluate(cnn_net *net, const cnn_dataset *d, int batch, int classes, int64_t *ybuf, double *loss, double *acc,
+             int64_t *confusion);
+
 int cmd_grad(int argc, char **argv);
+int cmd_train(int argc, char **argv);
+int cmd_eval(int argc, char **argv);
 int cmd_gradcheck(int argc, char **argv);
+int cmd_predict(int argc, char **argv);
 
 #endif

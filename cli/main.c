@@ -13,6 +13,9 @@ static const char usage[] =
     "commands:\n"
     "  grad       forward and backward through a model; writes the output and every gradient\n"
     "  gradcheck  checks every layer of a model by central differences in double precision\n"
+    "  train      trains a model on MNIST, Fashion-MNIST, IDX, CIFAR-10 or safetensors data\n"
+    "  eval       loss, accuracy and confusion matrix of trained weights on a data set\n"
+    "  predict    classifies images with a trained model: top classes and probabilities\n"
     "\n"
     "Run 'cnn COMMAND --help' for a command's options.\n";
 
@@ -45,6 +48,9 @@ int main(int argc, char **argv) {
     }
     if (!strcmp(argv[1], "grad")) return cmd_grad(argc - 1, argv + 1);
     if (!strcmp(argv[1], "gradcheck")) return cmd_gradcheck(argc - 1, argv + 1);
+    if (!strcmp(argv[1], "train")) return cmd_train(argc - 1, argv + 1);
+    if (!strcmp(argv[1], "eval")) return cmd_eval(argc - 1, argv + 1);
+    if (!strcmp(argv[1], "predict")) return cmd_predict(argc - 1, argv + 1);
     fprintf(stderr, "cnn: unknown command '%s'\n\n%s", argv[1], usage);
     return EXIT_BAD_INPUT;
 }

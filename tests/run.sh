@@ -4,6 +4,7 @@
 build=${1:-build}
 export CNN_BIN="$build/cnn"
 export CMOCKA_MESSAGE_OUTPUT=TAP
+export LSAN_OPTIONS="suppressions=$(pwd)/tests/lsan.supp:print_suppressions=0"
 passed=0
 failed=0
 for t in "$build"/tests/test_*; do

@@ -1,0 +1,567 @@
+/* cnn train: note 001's whole training algorithm, run for real. For each batch: forward, the
+ * output error from the loss, backward layer by layer, the weight gradients, the update. After
+ * each epoch: evaluate on the test split, log, plot, and write a checkpoint atomically.
+ *
+ * Determinism: the order of the samples in epoch e is a shuffle drawn from (seed, e) alone, and
+ * every kernel reduces in a fixed order, so the same seed, data and thread count give the same
+ * weights bit for bit, and a run resumed from a checkpoint continues exactly.
+ */
+#include "checkpoint.h"
+#include "cli.h"
+#include "plot.h"
+#include "core/error.h"
+#include "core/rng.h"
+
+#include <errno.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+static const char train_usage[] =
+    "usage: cnn train --model NET.cnn --data SOURCE [--weights INIT.safetensors | --init SEED]\n"
+    "                 [--epochs E] [--batch B] [--optimizer sgd|adam|adamw] [--lr LR]\n"
+    "                 [--momentum M] [--nesterov] [--weight-decay WD]\n"
+    "                 [--schedule constant|step|cosine] [--step-size S] [--gamma G]\n"
+    "                 [--seed S] [--no-shuffle] [--threads T] [--out CKPT.safetensors]\n"
+    "                 [--resume CKPT.safetensors] [--log run.jsonl] [--plot curves.svg|png]\n"
+    "                 [--data-dir DIR]\n"
+    "\n"
+    "SOURCE is mnist or fashion-mnist (under data/; 'make data' fetches them), a directory of\n"
+    "IDX files (raw or .gz), a CIFAR-10 binary directory, or a .safetensors file with input\n"
+    "[N,C,H,W] float32 and target [N] int64 (and optional test_input, test_target).\n"
+    "Defaults: --epochs 1 --batch 64 --optimizer sgd --lr 0.01 (adam, adamw: 0.001)\n"
+    "--momentum 0 --weight-decay 0 (adamw: 0.01) --schedule constant --step-size 1 --gamma 0.1\n"
+    "--seed 0; the initial weights are PyTorch's default initialisation drawn from --init,\n"
+    "or from --seed. --epochs counts the total, so --resume of a checkpoint saved after\n"
+    "epoch 1 with --epochs 2 runs one more epoch. A checkpoint is written after every epoch.\n"
+    "\n"
+    "example:\n"
+    "  cnn train --model models/lenet5.cnn --data mnist --epochs 3 --optimizer adam --lr 0.001 \\\n"
+    "            --out lenet5.safetensors --plot lenet5.png\n";
+
+/* Every setting of a run; `given` marks those set on the command line, so that --resume takes
+ * the rest from the checkpoint. */
+typedef struct train_cfg {
+    const char *model, *data, *data_dir, *weights, *out, *resume, *log, *plot;
+    unsigned long long init_seed, seed, epochs, batch, threads, step_size;
+    int have_init, shuffle;
+    cnn_optim_config opt;
+    cnn_schedule schedule;
+    double gamma;
+    struct { int epochs, batch, optimizer, lr, momentum, nesterov, wd, schedule, step_size, gamma, seed, shuffle; } given;
+} train_cfg;
+
+static int parse_double(const char *s, double *out) {
+    char *end;
+    errno = 0;
+    *out = strtod(s, &end);
+    return *s && !*end && !errno && isfinite(*out);
+}
+
+static const char *optim_name(cnn_optim_kind k) {
+    return k == CNN_OPTIM_ADAM ? "adam" : k == CNN_OPTIM_ADAMW ? "adamw" : "sgd";
+}
+static const char *schedule_name(cnn_schedule s) {
+    return s == CNN_SCHEDULE_STEP ? "step" : s == CNN_SCHEDULE_COSINE ? "cosine" : "constant";
+}
+
+static int parse_optim(const char *v, cnn_optim_kind *k) {
+    if (!strcmp(v, "sgd")) *k = CNN_OPTIM_SGD;
+    else if (!strcmp(v, "adam")) *k = CNN_OPTIM_ADAM;
+    else if (!strcmp(v, "adamw")) *k = CNN_OPTIM_ADAMW;
+    else return 0;
+    return 1;
+}
+
+static int parse_schedule(const char *v, cnn_schedule *s) {
+    if (!strcmp(v, "constant")) *s = CNN_SCHEDULE_CONSTANT;
+    else if (!strcmp(v, "step")) *s = CNN_SCHEDULE_STEP;
+    else if (!strcmp(v, "cosine")) *s = CNN_SCHEDULE_COSINE;
+    else return 0;
+    return 1;
+}
+
+/* Returns -1 to go on, or an exit status. */
+static int parse_args(int argc, char **argv, train_cfg *c) {
+    memset(c, 0, sizeof *c);
+    c->epochs = 1, c->batch = 64, c->step_size = 1, c->gamma = 0.1, c->shuffle = 1;
+    cnn_optim_kind kind = CNN_OPTIM_SGD;
+    double lr = NAN, momentum = 0, wd = NAN;
+    int nesterov = 0;
+    for (int i = 1; i < argc; i++) {
+        const char *k = argv[i];
+        if (!strcmp(k, "--help") || !strcmp(k, "-h")) {
+            fputs(train_usage, stdout);
+            return 0;
+        }
+        if (!strcmp(k, "--nesterov")) {
+            nesterov = c->given.nesterov = 1;
+            continue;
+        }
+        if (!strcmp(k, "--no-shuffle")) {
+            c->shuffle = 0, c->given.shuffle = 1;
+            continue;
+        }
+        if (i + 1 >= argc) {
+            cli_error("train", "option %s needs a value\n\n%s", k, train_usage);
+            return EXIT_BAD_INPUT;
+        }
+        const char *v = argv[++i];
+        int ok = 1;
+        if (!strcmp(k, "--model")) c->model = v;
+        else if (!strcmp(k, "--data")) c->data = v;
+        else if (!strcmp(k, "--data-dir")) c->data_dir = v;
+        else if (!strcmp(k, "--weights")) c->weights = v;
+        else if (!strcmp(k, "--out")) c->out = v;
+        else if (!strcmp(k, "--resume")) c->resume = v;
+        else if (!strcmp(k, "--log")) c->log = v;
+        else if (!strcmp(k, "--plot")) c->plot = v;
+        else if (!strcmp(k, "--init")) ok = cli_parse_u64(v, &c->init_seed), c->have_init = 1;
+        else if (!strcmp(k, "--seed")) ok = cli_parse_u64(v, &c->seed), c->given.seed = 1;
+        else if (!strcmp(k, "--epochs")) ok = cli_parse_u64(v, &c->epochs) && c->epochs >= 1 && c->epochs <= 100000, c->given.epochs = 1;
+        else if (!strcmp(k, "--batch")) ok = cli_parse_u64(v, &c->batch) && c->batch >= 1 && c->batch <= 65536, c->given.batch = 1;
+        else if (!strcmp(k, "--threads")) ok = cli_parse_u64(v, &c->threads) && c->threads >= 1 && c->threads <= 1024;
+        else if (!strcmp(k, "--step-size")) ok = cli_parse_u64(v, &c->step_size) && c->step_size >= 1, c->given.step_size = 1;
+        else if (!strcmp(k, "--gamma")) ok = parse_double(v, &c->gamma) && c->gamma > 0, c->given.gamma = 1;
+        else if (!strcmp(k, "--optimizer")) ok = parse_optim(v, &kind), c->given.optimizer = 1;
+        else if (!strcmp(k, "--schedule")) ok = parse_schedule(v, &c->schedule), c->given.schedule = 1;
+        else if (!strcmp(k, "--lr")) ok = parse_double(v, &lr) && lr >= 0, c->given.lr = 1;
+        else if (!strcmp(k, "--momentum")) ok = parse_double(v, &momentum) && momentum >= 0, c->given.momentum = 1;
+        else if (!strcmp(k, "--weight-decay")) ok = parse_double(v, &wd) && wd >= 0, c->given.wd = 1;
+        else {
+            cli_error("train", "unknown option '%s'\n\n%s", k, train_usage);
+            return EXIT_BAD_INPUT;
+        }
+        if (!ok) {
+            cli_error("train", "%s %s: invalid value (see cnn train --help)", k, v);
+            return EXIT_BAD_INPUT;
+        }
+    }
+    if (!c->model || !c->data) {
+        cli_error("train", "--model and --data are required\n\n%s", train_usage);
+        return EXIT_BAD_INPUT;
+    }
+    if (c->weights && c->have_init) {
+        cli_error("train", "give --weights or --init, not both");
+        return EXIT_BAD_INPUT;
+    }
+    if (c->resume && (c->weights || c->have_init)) {
+        cli_error("train", "--resume restores the weights; do not give --weights or --init with it");
+        return EXIT_BAD_INPUT;
+    }
+    c->opt = cnn_optim_defaults(kind, isnan(lr) ? (kind == CNN_OPTIM_SGD ? 0.01 : 0.001) : lr);
+    c->opt.momentum = momentum;
+    c->opt.nesterov = nesterov;
+    if (!isnan(wd)) c->opt.weight_decay = wd;
+    if (!c->have_init) c->init_seed = c->seed;
+    return -1;
+}
+
+/* ---- the data ------------------------------------------------------------------------------ */
+
+/* Copies the samples idx[0..n-1] of d into x and y. */
+static void gather(const cnn_dataset *d, const int64_t *idx, int n, float *x, int64_t *y) {
+    const size_t chw = (size_t)d->c * d->h * d->w;
+    for (int i = 0; i < n; i++) {
+        const int64_t s = idx ? idx[i] : i;
+        memcpy(x + (size_t)i * chw, d->x + (size_t)s * chw, chw * sizeof *x);
+        y[i] = d->y[s];
+    }
+}
+
+/* The order of epoch e: the identity, or a Fisher-Yates shuffle drawn from (seed, e). */
+static void epoch_order(int64_t *perm, int64_t n, uint64_t seed, uint64_t epoch, int shuffle) {
+    for (int64_t i = 0; i < n; i++) perm[i] = i;
+    if (!shuffle) return;
+    uint64_t state = seed ^ (0xD1B54A32D192ED03ull * (epoch + 1));
+    for (int64_t i = n - 1; i > 0; i--) {
+        const int64_t j = (int64_t)(rng_next(&state) % (uint64_t)(i + 1));
+        const int64_t t = perm[i];
+        perm[i] = perm[j], perm[j] = t;
+    }
+}
+
+static int argmax(const float *v, int n) {
+    int best = 0;
+    for (int i = 1; i < n; i++)
+        if (v[i] > v[best]) best = i;
+    return best;
+}
+
+int evaluate(cnn_net *net, const cnn_dataset *d, int batch, int classes, int64_t *ybuf, double *loss, double *acc,
+             int64_t *confusion) {
+    double total = 0.0;
+    int64_t correct = 0;
+    for (int64_t at = 0; at < d->n; at += batch) {
+        const int n = (int)(d->n - at < batch ? d->n - at : batch);
+        const size_t chw = (size_t)d->c * d->h * d->w;
+        const float *x = d->x + (size_t)at * chw;
+        for (int i = 0; i < n; i++) ybuf[i] = d->y[at + i];
+        if (cnn_net_forward(net, x, n) != CNN_OK) return 0;
+        const float *y = cnn_net_output(net);
+        float l;
+        if (cnn_loss_cross_entropy(y, ybuf, n, classes, &l, NULL) != CNN_OK) return 0;
+        total += (double)l * n;
+        for (int i = 0; i < n; i++) {
+            const int p = argmax(y + (size_t)i * classes, classes);
+            correct += p == ybuf[i];
+            if (confusion) confusion[ybuf[i] * classes + p]++;
+        }
+    }
+    *loss = d->n ? total / (double)d->n : NAN;
+    *acc = d->n ? (double)correct / (double)d->n : NAN;
+    return 1;
+}
+
+/* ---- the non-finite guard ------------------------------------------------------------------ */
+
+static int64_t first_nonfinite(const float *v, int64_t n) {
+    for (int64_t i = 0; i < n; i++)
+        if (!isfinite(v[i])) return i;
+    return -1;
+}
+
+/* Names the first layer whose output, or else the first parameter whose gradient (in backward
+ * order, the order they were computed), holds a NaN or Inf. */
+static void describe_nonfinite(const cnn_net *net, int n, char *buf, size_t len) {
+    for (int i = 0; i < cnn_net_layer_count(net); i++) {
+        int out[3];
+        cnn_net_layer_shapes(net, i, NULL, out);
+        const float *y = cnn_net_layer_output(net, i);
+        const int64_t k = first_nonfinite(y, (int64_t)n * out[0] * out[1] * out[2]);
+        if (k >= 0) {
+            snprintf(buf, len, "layer %d (%s, line %d): its output holds %s at element %lld", i,
+                     cnn_layer_kind_name(cnn_net_layer_kind(net, i)), cnn_net_layer_line(net, i),
+                     isnan(y[k]) ? "NaN" : "Inf", (long long)k);
+            return;
+        }
+    }
+    for (int i = cnn_net_param_count(net) - 1; i >= 0; i--) {
+        const cnn_param p = cnn_net_param(net, i);
+        const int64_t k = first_nonfinite(p.grad, p.numel);
+        if (k >= 0) {
+            snprintf(buf, len, "layer %d (%s, line %d): the gradient of '%s' holds %s at element %lld", p.layer,
+                     cnn_layer_kind_name(cnn_net_layer_kind(net, p.layer)), cnn_net_layer_line(net, p.layer), p.name,
+                     isnan(p.grad[k]) ? "NaN" : "Inf", (long long)k);
+            return;
+        }
+    }
+    snprintf(buf, len, "the loss (every layer's output is finite)");
+}
+
+static int grads_finite(const cnn_net *net) {
+    for (int i = 0; i < cnn_net_param_count(net); i++) {
+        const cnn_param p = cnn_net_param(net, i);
+        if (first_nonfinite(p.grad, p.numel) >= 0) return 0;
+    }
+    return 1;
+}
+
+/* ---- progress ------------------------------------------------------------------------------ */
+
+static double now(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
+}
+
+static void progress_bar(int epoch, int epochs, int64_t done, int64_t total, double secs, double loss, double acc) {
+    const int width = 24, filled = total ? (int)(width * done / total) : width;
+    char bar[32];
+    for (int i = 0; i < width; i++) bar[i] = i < filled ? '#' : '.';
+    bar[width] = '\0';
+    const double ips = secs > 0 ? (double)done / secs : 0.0;
+    const double eta = ips > 0 ? (double)(total - done) / ips : 0.0;
+    fprintf(stderr, "\r\033[Kepoch %d/%d [%s] %lld/%lld  %.0f img/s  ETA %d:%02d  loss %.4f  acc %.2f%%", epoch,
+            epochs, bar, (long long)done, (long long)total, ips, (int)eta / 60, (int)eta % 60, loss, 100 * acc);
+    fflush(stderr);
+}
+
+/* ---- resume -------------------------------------------------------------------------------- */
+
+static int meta_u64(const cnn_st *st, const char *key, unsigned long long *out) {
+    const char *v = cnn_st_metadata(st, key);
+    return v && cli_parse_u64(v, out);
+}
+
+static int meta_double(const cnn_st *st, const char *key, double *out) {
+    const char *v = cnn_st_metadata(st, key);
+    return v && parse_double(v, out);
+}
+
+/* Reads the progress and the settings not given on the command line from a checkpoint. */
+static int restore_settings(const cnn_st *st, const char *path, train_cfg *c, unsigned long long *epoch,
+                            unsigned long long *step) {
+    const char *fmt = cnn_st_metadata(st, "format");
+    if (!fmt || strcmp(fmt, "cnn-checkpoint-1")) {
+        cli_error("train", "%s: not a cnn training checkpoint (no __metadata__ format=cnn-checkpoint-1)", path);
+        return 0;
+    }
+    unsigned long long u;
+    double d;
+    int ok = meta_u64(st, "epoch", epoch) && meta_u64(st, "step", step);
+    const char *v;
+    if (!c->given.optimizer && (v = cnn_st_metadata(st, "optimizer"))) {
+        cnn_optim_kind k;
+        ok = ok && parse_optim(v, &k);
+        const cnn_optim_config def = cnn_optim_defaults(k, c->opt.lr);
+        c->opt.kind = k, c->opt.beta1 = def.beta1, c->opt.beta2 = def.beta2, c->opt.eps = def.eps;
+    }
+    if (!c->given.lr && meta_double(st, "lr", &d)) c->opt.lr = d;
+    if (!c->given.momentum && meta_double(st, "momentum", &d)) c->opt.momentum = d;
+    if (!c->given.nesterov && meta_u64(st, "nesterov", &u)) c->opt.nesterov = (int)u;
+    if (!c->given.wd && meta_double(st, "weight_decay", &d)) c->opt.weight_decay = d;
+    if (!c->given.batch && meta_u64(st, "batch", &u)) c->batch = u;
+    if (!c->given.seed && meta_u64(st, "seed", &u)) c->seed = u;
+    if (!c->given.shuffle && meta_u64(st, "shuffle", &u)) c->shuffle = (int)u;
+    if (!c->given.schedule && (v = cnn_st_metadata(st, "schedule"))) ok = ok && parse_schedule(v, &c->schedule);
+    if (!c->given.step_size && meta_u64(st, "step_size", &u)) c->step_size = u;
+    if (!c->given.gamma && meta_double(st, "gamma", &d)) c->gamma = d;
+    if (!c->given.epochs && meta_u64(st, "epochs", &u)) c->epochs = u;
+    if (!ok) cli_error("train", "%s: the checkpoint's __metadata__ is incomplete or malformed", path);
+    return ok;
+}
+
+static char *read_text(const char *path) {
+    FILE *f = fopen(path, "rb");
+    if (!f) return NULL;
+    char *text = malloc((1 << 20) + 1);
+    const size_t n = text ? fread(text, 1, 1 << 20, f) : 0;
+    fclose(f);
+    if (text) text[n] = '\0';
+    return text;
+}
+
+/* ---- the command --------------------------------------------------------------------------- */
+
+int cmd_train(int argc, char **argv) {
+    train_cfg c;
+    int rc = parse_args(argc, argv, &c);
+    if (rc >= 0) return rc;
+    rc = EXIT_BAD_INPUT;
+
+    cnn_net *net = NULL;
+    cnn_st *wst = NULL;
+    cnn_optim *opt = NULL;
+    cnn_data data;
+    memset(&data, 0, sizeof data);
+    float *xb = NULL, *dy = NULL;
+    int64_t *yb = NULL, *perm = NULL;
+    double *curves = NULL;
+    char *model_text = NULL;
+    FILE *log = NULL;
+    cnn_status st;
+    unsigned long long start_epoch = 0, step = 0;
+
+    if ((st = cnn_net_load(c.model, &net))) goto fail;
+    model_text = read_text(c.model);
+    if (!model_text) {
+        cli_error("train", "%s: cannot read", c.model);
+        goto done;
+    }
+    int in[3], out[3];
+    cnn_net_input_shape(net, in);
+    cnn_net_output_shape(net, out);
+    if (!cnn_net_output_is_flat(net)) {
+        cli_error("train", "%s: the output is %dx%dx%d; training with cross-entropy needs a flat output of "
+                           "class scores (end the model with flatten or linear)", c.model, out[0], out[1], out[2]);
+        goto done;
+    }
+    const int classes = out[0];
+
+    if (c.resume) {
+        if ((st = cnn_st_load(c.resume, &wst))) goto fail;
+        const char *saved = cnn_st_metadata(wst, "model");
+        if (saved && strcmp(saved, model_text)) {
+            cli_error("train", "%s: this checkpoint was trained for a different model than %s", c.resume, c.model);
+            goto done;
+        }
+        if (!restore_settings(wst, c.resume, &c, &start_epoch, &step)) goto done;
+        if ((st = cnn_net_load_weights(net, wst, 0))) {
+            cnn_error_prefix(c.resume);
+            goto fail;
+        }
+    } else if (c.weights) {
+        if ((st = cnn_st_load(c.weights, &wst))) goto fail;
+        const char *saved = cnn_st_metadata(wst, "model");
+        if (saved && strcmp(saved, model_text)) {
+            cli_error("train", "%s: these weights were trained for a different model than %s", c.weights, c.model);
+            goto done;
+        }
+        if ((st = cnn_net_load_weights(net, wst, 0))) {
+            cnn_error_prefix(c.weights);
+            goto fail;
+        }
+    } else if ((st = cnn_net_init(net, c.init_seed))) {
+        goto fail;
+    }
+
+    if ((st = cnn_data_open(c.data, c.data_dir, &data))) goto fail;
+    if (data.train.c != in[0] || data.train.h != in[1] || data.train.w != in[2]) {
+        cli_error("train", "%s: samples are %dx%dx%d, but %s takes %dx%dx%d", c.data, data.train.c, data.train.h,
+                  data.train.w, c.model, in[0], in[1], in[2]);
+        goto done;
+    }
+    if (data.num_classes > classes) {
+        cli_error("train", "%s: label %d is out of range for the model's %d outputs", c.data, data.num_classes - 1,
+                  classes);
+        goto done;
+    }
+    if (data.train.n < 1) {
+        cli_error("train", "%s: the training split is empty", c.data);
+        goto done;
+    }
+    if ((st = cnn_optim_create(net, &c.opt, &opt))) goto fail;
+    if (c.resume && (st = cnn_optim_load_state(opt, wst, (int64_t)step))) {
+        cnn_error_prefix(c.resume);
+        goto fail;
+    }
+    cnn_st_free(wst);
+    wst = NULL;
+    if (start_epoch >= c.epochs) {
+        cli_error("train", "%s already holds %llu epoch(s); ask for more with --epochs", c.resume, start_epoch);
+        goto done;
+    }
+
+    const int batch = (int)c.batch;
+    const size_t chw = (size_t)in[0] * in[1] * in[2];
+    if ((st = cnn_net_reserve(net, batch))) goto fail;
+    xb = malloc((size_t)batch * chw * sizeof *xb);
+    yb = malloc((size_t)batch * sizeof *yb);
+    dy = malloc((size_t)batch * classes * sizeof *dy);
+    perm = malloc((size_t)data.train.n * sizeof *perm);
+    curves = calloc(4 * c.epochs, sizeof *curves);
+    if (!xb || !yb || !dy || !perm || !curves) {
+        cli_error("train", "out of memory");
+        rc = 1;
+        goto done;
+    }
+    if (c.log && !(log = fopen(c.log, c.resume ? "a" : "w"))) {
+        cli_error("train", "%s: cannot open the log: %s", c.log, strerror(errno));
+        goto done;
+    }
+    const int tty = isatty(fileno(stderr));
+    const int64_t steps_per_epoch = (data.train.n + batch - 1) / batch;
+    fprintf(stderr, "training %s on %s (%lld train, %lld test), %s lr %g, batch %d, epochs %llu..%llu\n", c.model,
+            data.name, (long long)data.train.n, (long long)data.test.n, optim_name(c.opt.kind), c.opt.lr, batch,
+            start_epoch + 1, c.epochs);
+
+    for (unsigned long long e = start_epoch; e < c.epochs; e++) {
+        const double lr = cnn_schedule_lr(c.schedule, c.opt.lr, (int)e, (int)c.epochs, (int)c.step_size, c.gamma);
+        epoch_order(perm, data.train.n, c.seed, e, c.shuffle);
+        const double t0 = now();
+        double last_draw = 0, loss_sum = 0;
+        int64_t correct = 0, seen = 0;
+        for (int64_t b = 0; b < steps_per_epoch; b++) {
+            const int64_t at = b * batch;
+            const int n = (int)(data.train.n - at < batch ? data.train.n - at : batch);
+            gather(&data.train, perm + at, n, xb, yb);
+            cnn_net_zero_grad(net);
+            float loss;
+            cnn_net_forward(net, xb, n);
+            const float *y = cnn_net_output(net);
+            cnn_loss_cross_entropy(y, yb, n, classes, &loss, dy);
+            for (int i = 0; i < n; i++) correct += argmax(y + (size_t)i * classes, classes) == yb[i];
+            cnn_net_backward(net, dy);
+            if (!isfinite(loss) || !grads_finite(net)) {
+                char what[256];
+                describe_nonfinite(net, n, what, sizeof what);
+                if (tty) fputc('\n', stderr);
+                cli_error("train", "step %llu (epoch %llu): the loss is %g; first non-finite: %s. Stopped; the "
+                                   "last good checkpoint%s%s is kept. Try a lower --lr.",
+                          step + 1, e + 1, (double)loss, what, c.out ? " " : "", c.out ? c.out : "");
+                rc = 1;
+                goto done;
+            }
+            cnn_optim_step(opt, lr);
+            step++;
+            loss_sum += (double)loss * n;
+            seen += n;
+            if (tty && (now() - last_draw > 0.1 || b == steps_per_epoch - 1)) {
+                last_draw = now();
+                progress_bar((int)e + 1, (int)c.epochs, seen, data.train.n, last_draw - t0, loss_sum / seen,
+                             (double)correct / seen);
+            }
+        }
+        const double secs = now() - t0;
+        const double train_loss = loss_sum / seen, train_acc = (double)correct / seen;
+        double test_loss = NAN, test_acc = NAN;
+        if (data.test.n && !evaluate(net, &data.test, batch, classes, yb, &test_loss, &test_acc, NULL)) {
+            cli_error("train", "evaluation failed: %s", cnn_last_error());
+            rc = 1;
+            goto done;
+        }
+        if (tty) fputc('\n', stderr);
+        fprintf(stderr, "epoch %llu/%llu  train loss %.4f acc %.2f%%  test loss %.4f acc %.2f%%  %.1fs %.0f img/s\n",
+                e + 1, c.epochs, train_loss, 100 * train_acc, test_loss, 100 * test_acc, secs, (double)seen / secs);
+        double *tl = curves, *vl = curves + c.epochs, *ta = curves + 2 * c.epochs, *va = curves + 3 * c.epochs;
+        tl[e] = train_loss, vl[e] = test_loss, ta[e] = train_acc, va[e] = test_acc;
+        if (log) {
+            fprintf(log, "{\"epoch\": %llu, \"step\": %llu, \"lr\": %.9g, \"train_loss\": %.6f, \"train_acc\": %.6f, "
+                         "\"test_loss\": %.6f, \"test_acc\": %.6f, \"seconds\": %.3f, \"images_per_s\": %.1f}\n",
+                    e + 1, step, lr, train_loss, train_acc, data.test.n ? test_loss : -1.0,
+                    data.test.n ? test_acc : -1.0, secs, (double)seen / secs);
+            fflush(log);
+        }
+        if (c.out) {
+            meta_list m;
+            meta_init(&m);
+            meta_add(&m, "format", "cnn-checkpoint-1");
+            meta_add_ref(&m, "model", model_text);
+            meta_add(&m, "data", "%s", data.name);
+            meta_add(&m, "source", "%s", c.data);
+            meta_add(&m, "epoch", "%llu", e + 1);
+            meta_add(&m, "epochs", "%llu", c.epochs);
+            meta_add(&m, "step", "%llu", step);
+            meta_add(&m, "seed", "%llu", c.seed);
+            meta_add(&m, "rng", "splitmix64 seed %llu, shuffle of epoch e drawn from (seed, e)", c.seed);
+            meta_add(&m, "shuffle", "%d", c.shuffle);
+            meta_add(&m, "batch", "%d", batch);
+            meta_add(&m, "optimizer", "%s", optim_name(c.opt.kind));
+            meta_add(&m, "lr", "%.17g", c.opt.lr);
+            meta_add(&m, "momentum", "%.17g", c.opt.momentum);
+            meta_add(&m, "nesterov", "%d", c.opt.nesterov);
+            meta_add(&m, "weight_decay", "%.17g", c.opt.weight_decay);
+            meta_add(&m, "betas", "%.17g,%.17g", c.opt.beta1, c.opt.beta2);
+            meta_add(&m, "eps", "%.17g", c.opt.eps);
+            meta_add(&m, "schedule", "%s", schedule_name(c.schedule));
+            meta_add(&m, "step_size", "%llu", c.step_size);
+            meta_add(&m, "gamma", "%.17g", c.gamma);
+            meta_add(&m, "test_acc", "%.6f", test_acc);
+            meta_add(&m, "mean", "%.9g,%.9g,%.9g", data.mean[0], data.mean[1], data.mean[2]);
+            meta_add(&m, "std", "%.9g,%.9g,%.9g", data.std[0], data.std[1], data.std[2]);
+            if (!checkpoint_save(c.out, net, opt, m.kv, m.n, &st)) goto fail;
+        }
+        if (c.plot) {
+            char err[512];
+            const int n_ep = (int)(e + 1 - start_epoch);
+            const unsigned long long s0 = start_epoch;
+            if (!plot_curves(c.plot, n_ep, tl + s0, data.test.n ? vl + s0 : NULL, ta + s0, data.test.n ? va + s0 : NULL,
+                             c.model, err, sizeof err)) {
+                cli_error("train", "%s", err);
+                goto done;
+            }
+        }
+    }
+    if (data.test.n) {
+        const double acc = curves[3 * c.epochs + c.epochs - 1];
+        printf("test accuracy %.2f%% after %llu epoch(s)\n", 100 * acc, c.epochs);
+    }
+    if (c.out) printf("checkpoint %s\n", c.out);
+    if (c.plot) printf("plot %s\n", c.plot);
+    rc = 0;
+    goto done;
+fail:
+    rc = cli_report("train", st);
+done:
+    if (log) fclose(log);
+    free(xb), free(yb), free(dy), free(perm), free(curves), free(model_text);
+    cnn_optim_free(opt);
+    cnn_st_free(wst);
+    cnn_data_free(&data);
+    cnn_net_free(net);
+    return rc;
+}

@@ -1,0 +1,106 @@
+/* Running the CLI from a test: $CNN_BIN (default build/cnn) with stdin from /dev/null and stdout
+ * and stderr captured, killed after CLI_TIMEOUT_S. Include after <cmocka.h>. */
+#ifndef CNN_CLIRUN_H
+#define CNN_CLIRUN_H
+
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#ifndef CLI_TIMEOUT_S
+#define CLI_TIMEOUT_S 120
+#endif
+
+typedef struct cli_result {
+    int status;                   /* the raw wait status */
+    const char *out, *err;        /* captured output, valid until the next run */
+    char cmd[2048];
+} cli_result;
+
+static inline const char *cli_bin(void) {
+    const char *b = getenv("CNN_BIN");
+    return b && *b ? b : "build/cnn";
+}
+
+static inline char *cli_read_file(const char *path, char *buf, size_t cap) {
+    size_t len = 0;
+    FILE *f = fopen(path, "rb");
+    if (f) {
+        len = fread(buf, 1, cap - 1, f);
+        fclose(f);
+    }
+    buf[len] = '\0';
+    return buf;
+}
+
+/* Runs the CLI with `args` (NULL-terminated); the output files go into `dir`. */
+static inline void cli_run(cli_result *r, const char *dir, const char *const *args) {
+    char out_path[1024], err_path[1024];
+    snprintf(out_path, sizeof out_path, "%s/cli.stdout", dir);
+    snprintf(err_path, sizeof err_path, "%s/cli.stderr", dir);
+    const char *argv[96];
+    int argc = 0;
+    argv[argc++] = cli_bin();
+    size_t at = (size_t)snprintf(r->cmd, sizeof r->cmd, "%s", cli_bin());
+    for (int i = 0; args[i]; i++) {
+        assert_true(argc < 95);
+        argv[argc++] = args[i];
+        if (at < sizeof r->cmd) at += (size_t)snprintf(r->cmd + at, sizeof r->cmd - at, " %s", args[i]);
+    }
+    argv[argc] = NULL;
+    fflush(NULL);
+    const pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        const int in = open("/dev/null", O_RDONLY);
+        const int out = open(out_path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+        const int err = open(err_path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+        if (in < 0 || out < 0 || err < 0) _exit(126);
+        dup2(in, STDIN_FILENO), dup2(out, STDOUT_FILENO), dup2(err, STDERR_FILENO);
+        close(in), close(out), close(err);
+        execv(argv[0], (char *const *)argv);
+        fprintf(stderr, "cannot run %s: %s (build it with make, or set CNN_BIN)\n", argv[0], strerror(errno));
+        _exit(127);
+    }
+    const struct timespec tick = {0, 5 * 1000 * 1000};
+    int ws = 0;
+    for (long waited = 0;; waited++) {
+        const pid_t w = waitpid(pid, &ws, WNOHANG);
+        if (w == pid) break;
+        if (w < 0 && errno != EINTR) fail_msg("waitpid: %s", strerror(errno));
+        if (waited * 5 > CLI_TIMEOUT_S * 1000) {
+            kill(pid, SIGKILL);
+            waitpid(pid, &ws, 0);
+            fail_msg("%.300s: still running after %d s, killed", r->cmd, CLI_TIMEOUT_S);
+        }
+        nanosleep(&tick, NULL);
+    }
+    static char out_buf[1 << 16], err_buf[1 << 16];
+    r->status = ws;
+    r->out = cli_read_file(out_path, out_buf, sizeof out_buf);
+    r->err = cli_read_file(err_path, err_buf, sizeof err_buf);
+    if (WIFEXITED(ws) && WEXITSTATUS(ws) == 127 && strstr(r->err, "cannot run")) fail_msg("%.500s", r->err);
+}
+
+/* Asserts the run exited (no signal) with `code` and that stderr holds every string of subs. */
+static inline void cli_expect(const cli_result *r, int code, const char *const *subs) {
+    if (WIFSIGNALED(r->status))
+        fail_msg("%.300s\n  died from signal %d; stderr:\n%.500s", r->cmd, WTERMSIG(r->status), r->err);
+    if (!WIFEXITED(r->status)) fail_msg("%.300s\n  did not exit", r->cmd);
+    if (WEXITSTATUS(r->status) != code)
+        fail_msg("%.300s\n  exited with status %d, expected %d; stderr:\n%.800s\nstdout:\n%.500s", r->cmd,
+                 WEXITSTATUS(r->status), code, r->err, r->out);
+    for (int i = 0; subs && subs[i]; i++)
+        if (!strstr(r->err, subs[i])) fail_msg("%.300s\n  stderr lacks \"%s\":\n%.800s", r->cmd, subs[i], r->err);
+}
+
+#define CLI_RUN(r, dir, ...) cli_run((r), (dir), (const char *const[]){__VA_ARGS__, NULL})
+#define CLI_EXPECT(r, code, ...) cli_expect((r), (code), (const char *const[]){__VA_ARGS__, NULL})
+
+#endif

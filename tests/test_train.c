@@ -1,0 +1,405 @@
+/* cnn train, eval: PyTorch parity of five optimizer steps, exact resume, determinism, the
+ * non-finite guard, logs, plots, checkpoints, and every kind of bad input. Small synthetic data. */
+#include "testutil.h"
+#include "clirun.h"
+
+#include <dirent.h>
+#include <sys/stat.h>
+
+static char dir[64];
+
+static char *path(char *buf, const char *name) {
+    snprintf(buf, 512, "%s/%s", dir, name);
+    return buf;
+}
+
+static void write_text(const char *p, const char *text) {
+    FILE *f = fopen(p, "wb");
+    assert_non_null(f);
+    fputs(text, f);
+    fclose(f);
+}
+
+static int exists(const char *p) {
+    struct stat s;
+    return stat(p, &s) == 0;
+}
+
+static const char MODEL[] = "input 1 6 6\nconv2d out_channels=3 kernel_size=3 padding=1\nrelu\nmaxpool2d kernel_size=2\n"
+                            "flatten\nlinear out_features=3\n";
+static const char OTHER_MODEL[] = "input 1 6 6\nconv2d out_channels=3 kernel_size=3 padding=1\ntanh\n"
+                                  "maxpool2d kernel_size=2\nflatten\nlinear out_features=3\n";
+
+/* A learnable synthetic data set: class k has a bright 2×2 patch in a k-dependent place. */
+static void make_dataset(const char *p, int n, int n_test, int classes, int label_offset) {
+    const int total = n + n_test;
+    float *x = calloc((size_t)total * 36, sizeof *x);
+    int64_t *y = calloc((size_t)total, sizeof *y);
+    uint64_t s = 12345;
+    for (int i = 0; i < total; i++) {
+        const int k = i % classes;
+        y[i] = k + label_offset;
+        for (int j = 0; j < 36; j++) {
+            s = s * 6364136223846793005ull + 1442695040888963407ull;
+            x[i * 36 + j] = (float)((s >> 40) % 1000) / 4000.0f;
+        }
+        const int r = (k * 2) % 5, c = (k * 3) % 5;
+        for (int a = 0; a < 2; a++)
+            for (int b = 0; b < 2; b++) x[i * 36 + (r + a) * 6 + c + b] += 1.0f;
+    }
+    cnn_tensor t[4] = {
+        {.name = "input", .dtype = CNN_F32, .ndim = 4, .shape = {n, 1, 6, 6}, .data = x},
+        {.name = "target", .dtype = CNN_I64, .ndim = 1, .shape = {n}, .data = y},
+        {.name = "test_input", .dtype = CNN_F32, .ndim = 4, .shape = {n_test, 1, 6, 6}, .data = x + (size_t)n * 36},
+        {.name = "test_target", .dtype = CNN_I64, .ndim = 1, .shape = {n_test}, .data = y + n},
+    };
+    assert_int_equal(cnn_st_save(p, t, n_test ? 4 : 2, NULL, 0), CNN_OK);
+    free(x);
+    free(y);
+}
+
+static char model_p[512], other_p[512], data_p[512];
+
+static int setup(void **state) {
+    (void)state;
+    snprintf(dir, sizeof dir, "/tmp/cnn_test_train_XXXXXX");
+    if (!mkdtemp(dir)) return -1;
+    write_text(path(model_p, "model.cnn"), MODEL);
+    write_text(path(other_p, "other.cnn"), OTHER_MODEL);
+    make_dataset(path(data_p, "data.safetensors"), 60, 30, 3, 0);
+    return 0;
+}
+
+static int teardown(void **state) {
+    (void)state;
+    char cmd[128];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
+    return system(cmd) == 0 ? 0 : -1;
+}
+
+/* Asserts that every tensor of a and b with a name in both is bitwise equal. Returns the count. */
+static int same_tensors(const char *pa, const char *pb) {
+    cnn_st *a = NULL, *b = NULL;
+    assert_int_equal(cnn_st_load(pa, &a), CNN_OK);
+    assert_int_equal(cnn_st_load(pb, &b), CNN_OK);
+    int compared = 0;
+    for (int i = 0; i < cnn_st_count(a); i++) {
+        const cnn_tensor *ta = cnn_st_tensor(a, i), *tb = cnn_st_find(b, ta->name);
+        if (!tb) fail_msg("%s lacks %s", pb, ta->name);
+        assert_int_equal(ta->dtype, tb->dtype);
+        const size_t bytes = (size_t)cnn_tensor_numel(ta) * cnn_dtype_size(ta->dtype);
+        if (cnn_tensor_numel(ta) != cnn_tensor_numel(tb) || memcmp(ta->data, tb->data, bytes))
+            fail_msg("%s differs between %s and %s", ta->name, pa, pb);
+        compared++;
+    }
+    assert_int_equal(cnn_st_count(a), cnn_st_count(b));
+    cnn_st_free(a);
+    cnn_st_free(b);
+    return compared;
+}
+
+/* ---- PyTorch parity: five steps of cnn train against torch.optim ------------------------- */
+
+static void parity(const char *name) {
+    char fx[256], m[512], d[512], w[512], e[512], args_p[512], out[512], args[512];
+    snprintf(fx, sizeof fx, "tests/train_fixtures/%s", name);
+    snprintf(m, sizeof m, "%s/model.cnn", fx);
+    snprintf(d, sizeof d, "%s/data.safetensors", fx);
+    snprintf(w, sizeof w, "%s/init.safetensors", fx);
+    snprintf(e, sizeof e, "%s/expected.safetensors", fx);
+    snprintf(args_p, sizeof args_p, "%s/args", fx);
+    snprintf(out, sizeof out, "%s/parity_%s.safetensors", dir, name);
+    cli_read_file(args_p, args, sizeof args);
+    const char *argv[48] = {"train", "--model", m, "--data", d, "--weights", w, "--out", out};
+    int argc = 9;
+    for (char *tok = strtok(args, " \n"); tok && argc < 46; tok = strtok(NULL, " \n")) argv[argc++] = tok;
+    argv[argc] = NULL;
+    cli_result r;
+    cli_run(&r, dir, argv);
+    CLI_EXPECT(&r, 0, "epoch 1/1");
+    cnn_st *got = NULL, *want = NULL;
+    assert_int_equal(cnn_st_load(out, &got), CNN_OK);
+    assert_int_equal(cnn_st_load(e, &want), CNN_OK);
+    int checked = 0;
+    for (int i = 0; i < cnn_st_count(want); i++) {
+        const cnn_tensor *tw = cnn_st_tensor(want, i);
+        if (!strncmp(tw->name, "f32.", 4) || !strcmp(tw->name, "loss")) continue;
+        const cnn_tensor *tg = cnn_st_find(got, tw->name);
+        if (!tg) fail_msg("%s: the checkpoint lacks %s", name, tw->name);
+        assert_int_equal(tg->dtype, CNN_F32);
+        assert_int_equal(cnn_tensor_numel(tg), cnn_tensor_numel(tw));
+        double num = 0, den = 0;
+        for (int64_t k = 0; k < cnn_tensor_numel(tw); k++) {
+            const double a = ((const float *)tg->data)[k], b = ((const double *)tw->data)[k];
+            num += (a - b) * (a - b), den += b * b;
+        }
+        const double rel = sqrt(num) / (sqrt(den) > 1e-12 ? sqrt(den) : 1e-12);
+        if (!(rel <= 1e-5)) fail_msg("%s: %s differs from torch.optim by %.3e (relative L2)", name, tw->name, rel);
+        checked++;
+    }
+    assert_true(checked >= 4);
+    assert_string_equal(cnn_st_metadata(got, "step"), "5");
+    cnn_st_free(got);
+    cnn_st_free(want);
+}
+
+static void test_parity_sgd(void **s) { (void)s, parity("sgd"); }
+static void test_parity_sgd_momentum(void **s) { (void)s, parity("sgd_momentum"); }
+static void test_parity_sgd_nesterov_wd(void **s) { (void)s, parity("sgd_nesterov_wd"); }
+static void test_parity_adam(void **s) { (void)s, parity("adam"); }
+static void test_parity_adam_wd(void **s) { (void)s, parity("adam_wd"); }
+static void test_parity_adamw(void **s) { (void)s, parity("adamw"); }
+
+/* ---- resume and determinism --------------------------------------------------------------- */
+
+static void train(cli_result *r, const char *out, const char *epochs, const char *extra1, const char *extra2) {
+    CLI_RUN(r, dir, "train", "--model", model_p, "--data", data_p, "--epochs", epochs, "--batch", "8", "--optimizer",
+            "sgd", "--lr", "0.1", "--momentum", "0.9", "--nesterov", "--weight-decay", "0.001", "--seed", "7",
+            "--out", out, extra1 ? extra1 : "--schedule", extra2 ? extra2 : "cosine");
+}
+
+/* 2 epochs in one run equal 1 epoch + resume + 1 epoch, bit for bit, optimizer state included. */
+static void test_resume_is_exact(void **state) {
+    (void)state;
+    char a[512], b[512];
+    path(a, "straight.safetensors");
+    path(b, "resumed.safetensors");
+    cli_result r;
+    train(&r, a, "2", NULL, NULL);
+    CLI_EXPECT(&r, 0, "epoch 2/2");
+    train(&r, b, "1", NULL, NULL);
+    CLI_EXPECT(&r, 0, "epoch 1/1");
+    CLI_RUN(&r, dir, "train", "--model", model_p, "--data", data_p, "--resume", b, "--epochs", "2", "--out", b);
+    CLI_EXPECT(&r, 0, "epoch 2/2");
+    assert_null(strstr(r.err, "epoch 1/2"));   /* only the one missing epoch ran */
+    assert_true(same_tensors(a, b) >= 8);      /* 4 weights + 4 momentum buffers */
+    cnn_st *st = NULL;
+    assert_int_equal(cnn_st_load(b, &st), CNN_OK);
+    assert_string_equal(cnn_st_metadata(st, "epoch"), "2");
+    assert_string_equal(cnn_st_metadata(st, "step"), "16");   /* 60 samples / 8 = 8 steps per epoch */
+    assert_non_null(cnn_st_metadata(st, "model"));
+    cnn_st_free(st);
+}
+
+/* The same seed, data and settings give the same weights bit for bit; another seed does not. */
+static void test_determinism(void **state) {
+    (void)state;
+    char a[512], b[512], c[512];
+    path(a, "det_a.safetensors");
+    path(b, "det_b.safetensors");
+    path(c, "det_c.safetensors");
+    cli_result r;
+    train(&r, a, "2", NULL, NULL);
+    CLI_EXPECT(&r, 0, "epoch 2/2");
+    train(&r, b, "2", NULL, NULL);
+    CLI_EXPECT(&r, 0, "epoch 2/2");
+    assert_true(same_tensors(a, b) >= 8);
+    CLI_RUN(&r, dir, "train", "--model", model_p, "--data", data_p, "--epochs", "2", "--batch", "8", "--lr", "0.1",
+            "--seed", "8", "--out", c);
+    CLI_EXPECT(&r, 0, "epoch 2/2");
+    cnn_st *sa = NULL, *sc = NULL;
+    assert_int_equal(cnn_st_load(a, &sa), CNN_OK);
+    assert_int_equal(cnn_st_load(c, &sc), CNN_OK);
+    const cnn_tensor *wa = cnn_st_find(sa, "0.weight"), *wc = cnn_st_find(sc, "0.weight");
+    assert_true(memcmp(wa->data, wc->data, 27 * sizeof(float)) != 0);
+    cnn_st_free(sa);
+    cnn_st_free(sc);
+}
+
+/* Training learns the synthetic task, the log has one JSON object per epoch, the plot is a PNG,
+ * and cnn eval agrees with the accuracy the checkpoint records. */
+static void test_learns_logs_plots_and_evaluates(void **state) {
+    (void)state;
+    char out[512], log[512], plot[512], svg[512], buf[8192];
+    path(out, "learn.safetensors");
+    path(log, "learn.jsonl");
+    path(plot, "learn.png");
+    path(svg, "learn.svg");
+    cli_result r;
+    CLI_RUN(&r, dir, "train", "--model", model_p, "--data", data_p, "--epochs", "6", "--batch", "8", "--optimizer",
+            "adam", "--lr", "0.01", "--seed", "1", "--out", out, "--log", log, "--plot", plot);
+    CLI_EXPECT(&r, 0, "epoch 6/6");
+    assert_non_null(strstr(r.out, "test accuracy 100.00%"));
+    cli_read_file(log, buf, sizeof buf);
+    int lines = 0;
+    for (char *p = buf; (p = strstr(p, "{\"epoch\": ")); p++) lines++;
+    assert_int_equal(lines, 6);
+    assert_non_null(strstr(buf, "\"test_acc\": 1.000000"));
+    cli_read_file(plot, buf, sizeof buf);
+    assert_memory_equal(buf, "\x89PNG", 4);
+    CLI_RUN(&r, dir, "eval", "--model", model_p, "--weights", out, "--data", data_p);
+    CLI_EXPECT(&r, 0, NULL);
+    assert_non_null(strstr(r.out, "accuracy 100.00%"));
+    assert_non_null(strstr(r.out, "confusion matrix"));
+    assert_non_null(strstr(r.out, "      10      0      0"));   /* 30 test samples, 10 per class */
+    CLI_RUN(&r, dir, "train", "--model", model_p, "--data", data_p, "--epochs", "1", "--plot", svg);
+    CLI_EXPECT(&r, 0, NULL);
+    cli_read_file(svg, buf, sizeof buf);
+    assert_non_null(strstr(buf, "<svg"));
+}
+
+/* A huge learning rate makes the net diverge: training stops, names the step and the layer, and
+ * keeps the last good checkpoint. */
+static void test_nonfinite_guard(void **state) {
+    (void)state;
+    char out[512];
+    path(out, "diverge.safetensors");
+    cli_result r;
+    CLI_RUN(&r, dir, "train", "--model", model_p, "--data", data_p, "--epochs", "3", "--batch", "8", "--lr", "1e30",
+            "--seed", "1", "--out", out);
+    CLI_EXPECT(&r, 1, "step ", "non-finite", "layer ", "Try a lower --lr");
+    assert_false(exists(out));   /* it diverged within the first epoch: no checkpoint was ever good */
+}
+
+/* ---- bad input ---------------------------------------------------------------------------- */
+
+static void expect_bad(cli_result *r, const char *out, const char *sub) {
+    CLI_EXPECT(r, 2, sub);
+    if (out) assert_false(exists(out));
+}
+
+static void write_idx(const char *p, const uint8_t *magic, const uint32_t *dims, int ndim, const uint8_t *data,
+                      size_t len) {
+    FILE *f = fopen(p, "wb");
+    assert_non_null(f);
+    fwrite(magic, 1, 4, f);
+    for (int i = 0; i < ndim; i++) {
+        const uint8_t be[4] = {(uint8_t)(dims[i] >> 24), (uint8_t)(dims[i] >> 16), (uint8_t)(dims[i] >> 8),
+                               (uint8_t)dims[i]};
+        fwrite(be, 1, 4, f);
+    }
+    fwrite(data, 1, len, f);
+    fclose(f);
+}
+
+/* An IDX directory of 6×6 images; `how` breaks one thing. */
+static void make_idx_dir(const char *d, const char *how) {
+    mkdir(d, 0700);
+    static uint8_t pix[12 * 36], lab[12];
+    for (int i = 0; i < 12; i++) lab[i] = (uint8_t)(i % 3);
+    if (!strcmp(how, "label 7")) lab[5] = 7;
+    const uint8_t img_magic[4] = {0, 0, 8, 3}, lab_magic[4] = {0, 0, 8, 1}, bad_magic[4] = {1, 2, 8, 3};
+    const uint32_t idims[3] = {12, 6, 6}, ldims[1] = {12}, short_ldims[1] = {11};
+    char p[600];
+    snprintf(p, sizeof p, "%s/train-images-idx3-ubyte", d);
+    write_idx(p, !strcmp(how, "magic") ? bad_magic : img_magic, idims, 3, pix,
+              !strcmp(how, "truncated") ? 100 : sizeof pix);
+    snprintf(p, sizeof p, "%s/train-labels-idx1-ubyte", d);
+    write_idx(p, lab_magic, !strcmp(how, "counts") ? short_ldims : ldims, 1, lab, !strcmp(how, "counts") ? 11 : 12);
+    snprintf(p, sizeof p, "%s/t10k-images-idx3-ubyte", d);
+    write_idx(p, img_magic, idims, 3, pix, sizeof pix);
+    snprintf(p, sizeof p, "%s/t10k-labels-idx1-ubyte", d);
+    write_idx(p, lab_magic, ldims, 1, lab, 12);
+}
+
+static void test_idx_directory_trains(void **state) {
+    (void)state;
+    char d[512];
+    path(d, "idx_ok");
+    make_idx_dir(d, "ok");
+    cli_result r;
+    CLI_RUN(&r, dir, "train", "--model", model_p, "--data", d, "--epochs", "1", "--batch", "4");
+    CLI_EXPECT(&r, 0, "epoch 1/1", "(12 train, 12 test)");
+}
+
+static void bad_idx(const char *how, const char *sub) {
+    char d[512], out[512];
+    snprintf(d, sizeof d, "%s/idx_%s", dir, how);
+    for (char *p = d + strlen(dir); *p; p++)
+        if (*p == ' ') *p = '_';
+    make_idx_dir(d, how);
+    path(out, "never.safetensors");
+    cli_result r;
+    CLI_RUN(&r, dir, "train", "--model", model_p, "--data", d, "--epochs", "1", "--out", out);
+    expect_bad(&r, out, sub);
+}
+
+static void test_bad_idx_magic(void **s) { (void)s, bad_idx("magic", "train-images-idx3-ubyte"); }
+static void test_bad_idx_truncated(void **s) { (void)s, bad_idx("truncated", "truncated"); }
+static void test_bad_idx_counts(void **s) { (void)s, bad_idx("counts", "12"); }
+
+static void test_missing_data(void **state) {
+    (void)state;
+    char empty[512], out[512];
+    path(empty, "no_data_here");
+    mkdir(empty, 0700);
+    path(out, "never.safetensors");
+    cli_result r;
+    CLI_RUN(&r, dir, "train", "--model", model_p, "--data", "mnist", "--data-dir", empty, "--out", out);
+    expect_bad(&r, out, "make data");
+}
+
+static void test_label_out_of_range(void **state) {
+    (void)state;
+    char d[512], out[512];
+    path(d, "five_classes.safetensors");
+    make_dataset(d, 20, 0, 5, 0);          /* labels 0..4, but the model has 3 outputs */
+    path(out, "never.safetensors");
+    cli_result r;
+    CLI_RUN(&r, dir, "train", "--model", model_p, "--data", d, "--out", out);
+    expect_bad(&r, out, "label 4 is out of range for the model's 3 outputs");
+    CLI_RUN(&r, dir, "eval", "--model", model_p, "--weights", d, "--data", d);
+    CLI_EXPECT(&r, 2, NULL);
+}
+
+static void test_checkpoint_of_another_model(void **state) {
+    (void)state;
+    char ck[512], out[512];
+    path(ck, "other_ck.safetensors");
+    path(out, "never.safetensors");
+    cli_result r;
+    CLI_RUN(&r, dir, "train", "--model", other_p, "--data", data_p, "--epochs", "1", "--out", ck);
+    CLI_EXPECT(&r, 0, NULL);
+    CLI_RUN(&r, dir, "train", "--model", model_p, "--data", data_p, "--resume", ck, "--epochs", "2", "--out", out);
+    expect_bad(&r, out, "different model");
+    CLI_RUN(&r, dir, "train", "--model", model_p, "--data", data_p, "--weights", ck, "--out", out);
+    expect_bad(&r, out, "different model");
+}
+
+static void test_resume_missing_file(void **state) {
+    (void)state;
+    char ck[512], out[512];
+    path(ck, "does_not_exist.safetensors");
+    path(out, "never.safetensors");
+    cli_result r;
+    CLI_RUN(&r, dir, "train", "--model", model_p, "--data", data_p, "--resume", ck, "--out", out);
+    expect_bad(&r, out, "does_not_exist.safetensors");
+}
+
+static void test_bad_options(void **state) {
+    (void)state;
+    cli_result r;
+    CLI_RUN(&r, dir, "train", "--model", model_p, "--data", data_p, "--optimizer", "rmsprop");
+    expect_bad(&r, NULL, "--optimizer rmsprop");
+    CLI_RUN(&r, dir, "train", "--model", model_p, "--data", data_p, "--lr", "-1");
+    expect_bad(&r, NULL, "--lr -1");
+    CLI_RUN(&r, dir, "train", "--model", model_p);
+    expect_bad(&r, NULL, "--data are required");
+    CLI_RUN(&r, dir, "train", "--model", model_p, "--data", data_p, "--nesterov");
+    expect_bad(&r, NULL, "nesterov");
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_parity_sgd),
+        cmocka_unit_test(test_parity_sgd_momentum),
+        cmocka_unit_test(test_parity_sgd_nesterov_wd),
+        cmocka_unit_test(test_parity_adam),
+        cmocka_unit_test(test_parity_adam_wd),
+        cmocka_unit_test(test_parity_adamw),
+        cmocka_unit_test(test_resume_is_exact),
+        cmocka_unit_test(test_determinism),
+        cmocka_unit_test(test_learns_logs_plots_and_evaluates),
+        cmocka_unit_test(test_nonfinite_guard),
+        cmocka_unit_test(test_idx_directory_trains),
+        cmocka_unit_test(test_bad_idx_magic),
+        cmocka_unit_test(test_bad_idx_truncated),
+        cmocka_unit_test(test_bad_idx_counts),
+        cmocka_unit_test(test_missing_data),
+        cmocka_unit_test(test_label_out_of_range),
+        cmocka_unit_test(test_checkpoint_of_another_model),
+        cmocka_unit_test(test_resume_missing_file),
+        cmocka_unit_test(test_bad_options),
+    };
+    return cmocka_run_group_tests(tests, setup, teardown);
+}
