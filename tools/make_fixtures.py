@@ -41,6 +41,7 @@ import torch.nn.functional as F
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from safetensors_file import load_file, save_file  # noqa: E402
+from cnnmodel import parse_model  # noqa: E402  (the independent parser that --check uses)
 
 SEED = 20240611
 COUNT = 72
@@ -554,68 +555,8 @@ def generate(seed, count):
 # --check: an independent reading of the stored files
 # ------------------------------------------------------------------------------------------------
 
-def parse_pair(v):
-    parts = [int(p) for p in v.split(",")]
-    return (parts[0], parts[0]) if len(parts) == 1 else (parts[0], parts[1])
-
-
-def parse_bool(v):
-    if v not in ("true", "false"):
-        raise ValueError("bad bool " + v)
-    return v == "true"
-
-
-def parse_model(text):
-    shape = None
-    mods = []
-    for raw in text.splitlines():
-        line = raw.split("#", 1)[0].strip()
-        if not line:
-            continue
-        words = line.split()
-        if shape is None:
-            assert words[0] == "input" and len(words) == 4, raw
-            shape = tuple(int(w) for w in words[1:])
-            probe = torch.zeros(1, *shape, dtype=torch.float64)
-            continue
-        kind, opts = words[0], dict(w.split("=", 1) for w in words[1:])
-        if kind == "conv2d":
-            m = nn.Conv2d(probe.shape[1], int(opts.pop("out_channels")), parse_pair(opts.pop("kernel_size")),
-                          stride=parse_pair(opts.pop("stride", "1")), padding=parse_pair(opts.pop("padding", "0")),
-                          dilation=parse_pair(opts.pop("dilation", "1")), groups=int(opts.pop("groups", "1")),
-                          bias=parse_bool(opts.pop("bias", "true")))
-        elif kind in ("maxpool2d", "avgpool2d"):
-            k = parse_pair(opts.pop("kernel_size"))
-            s = parse_pair(opts.pop("stride")) if "stride" in opts else k
-            p = parse_pair(opts.pop("padding", "0"))
-            ceil = parse_bool(opts.pop("ceil_mode", "false"))
-            if kind == "maxpool2d":
-                m = nn.MaxPool2d(k, stride=s, padding=p, ceil_mode=ceil)
-            else:
-                m = nn.AvgPool2d(k, stride=s, padding=p, ceil_mode=ceil,
-                                 count_include_pad=parse_bool(opts.pop("count_include_pad", "true")))
-        elif kind == "relu":
-            m = nn.ReLU()
-        elif kind == "leakyrelu":
-            m = nn.LeakyReLU(float(opts.pop("negative_slope", "0.01")))
-        elif kind == "sigmoid":
-            m = nn.Sigmoid()
-        elif kind == "tanh":
-            m = nn.Tanh()
-        elif kind == "flatten":
-            m = nn.Flatten()
-        elif kind == "linear":
-            assert probe.dim() == 2, "linear needs a flat input"
-            m = nn.Linear(probe.shape[1], int(opts.pop("out_features")), bias=parse_bool(opts.pop("bias", "true")))
-        else:
-            raise ValueError("unknown layer " + kind)
-        assert not opts, "unused options %r in %r" % (opts, raw)
-        m = m.double()
-        with torch.no_grad():
-            probe = m(probe)
-        mods.append(m)
-    return shape, nn.Sequential(*mods)
-
+# parse_model (tools/cnnmodel.py) reads model.cnn without any of the sampling code above; it is shared with
+# tools/interop.py.
 
 def check(paths):
     worst = 0.0
