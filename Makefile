@@ -13,9 +13,9 @@ SANFLAGS :=
 OPT     := -O3 -g
 endif
 
-CFLAGS  := -std=c11 $(OPT) -Wall -Wextra -fPIC -MMD -MP -D_POSIX_C_SOURCE=200809L -Iinclude -Isrc $(SANFLAGS) $(EXTRA_CFLAGS)
+CFLAGS  := -std=c11 $(OPT) -fopenmp -Wall -Wextra -fPIC -MMD -MP -D_POSIX_C_SOURCE=200809L -Iinclude -Isrc $(SANFLAGS) $(EXTRA_CFLAGS)
 LDLIBS  := -ljansson -lz -lstb -lcairo -lm
-LDFLAGS := $(SANFLAGS)
+LDFLAGS := $(SANFLAGS) -fopenmp
 
 LIB_SRC  := $(wildcard src/*/*.c)
 CLI_SRC  := $(wildcard cli/*.c)
@@ -24,7 +24,7 @@ LIB_OBJ  := $(LIB_SRC:%.c=$(BUILD)/obj/%.o)
 CLI_OBJ  := $(CLI_SRC:%.c=$(BUILD)/obj/%.o)
 TEST_BIN := $(TEST_SRC:tests/%.c=$(BUILD)/tests/%)
 
-.PHONY: all deps data test demo clean
+.PHONY: all deps data test demo bench clean
 .SECONDARY:
 all: deps $(BUILD)/libcnn.a $(BUILD)/libcnn.so $(BUILD)/cnn
 
@@ -57,6 +57,17 @@ data:
 
 test: all $(TEST_BIN)
 	@sh tests/run.sh $(BUILD)
+
+$(BUILD)/bench_cnn: $(BUILD)/obj/bench/bench_cnn.o $(BUILD)/libcnn.a
+	$(CC) $(LDFLAGS) -o $@ $< $(BUILD)/libcnn.a $(LDLIBS)
+
+$(BUILD)/peak: bench/peak.c
+	$(CC) -std=c11 -O2 -Wall -Wextra -D_POSIX_C_SOURCE=200809L -fopenmp -o $@ $< -lm
+
+# The side-by-side benchmark against PyTorch; writes the tables of BENCHMARKS.md.
+bench: all $(BUILD)/bench_cnn $(BUILD)/peak
+	@sh tools/install-deps.sh bench
+	/usr/bin/python3 bench/run.py --build $(BUILD)
 
 demo: all data
 	@sh tools/demo.sh $(BUILD)

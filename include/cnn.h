@@ -275,6 +275,17 @@ const float *cnn_net_output(const cnn_net *net);
 cnn_status cnn_net_backward(cnn_net *net, const float *dy);
 const float *cnn_net_grad_input(const cnn_net *net);
 
+/* Whether cnn_net_backward computes dL/dinput (on by default). Training needs only the parameter
+ * gradients: turning it off skips the first layer's input gradient (cnn_net_grad_input is then
+ * stale). */
+void cnn_net_set_input_grad(cnn_net *net, int on);
+
+/* The number of threads the fast kernels use (OpenMP), 1 to 1024; the default is the
+ * CNN_NUM_THREADS environment variable, else 1. Results do not depend on it: every reduction runs
+ * in a fixed order, so 1 and 2 threads give the same bits. Errors: CNN_ERR_ARG. */
+cnn_status cnn_set_threads(int n);
+int cnn_get_threads(void);
+
 /* The output of layer i after the last forward ([n] + its out shape), owned by the net. */
 const float *cnn_net_layer_output(const cnn_net *net, int i);
 

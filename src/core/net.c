@@ -419,6 +419,8 @@ cnn_status cnn_net_save_weights(const cnn_net *net, const char *path, int with_g
     return st;
 }
 
+void cnn_net_set_input_grad(cnn_net *net, int on) { net->no_input_grad = !on; }
+
 void cnn_net_zero_grad(cnn_net *net) { memset(net->gdata, 0, net->param_total * sizeof(float)); }
 
 /* ---- batch arenas -------------------------------------------------------------------------- */
@@ -574,7 +576,8 @@ cnn_status cnn_net_backward(cnn_net *net, const float *dy) {
     const float *d = dy;
     for (int i = net->nlayers - 1; i >= 0; i--) {
         const layer *l = &net->layers[i];
-        float *dx = i ? net->d[i - 1] : net->dact;
+        float *dx = i ? net->d[i - 1] : net->no_input_grad ? NULL : net->dact;
+        if (!dx && l->nparams == 0) break;   /* nothing left to compute */
         layer_ops_of(l->kind)->backward(l, n, i ? net->out[i - 1] : net->x, net->out[i], d, dx, net->ws);
         d = dx;
     }

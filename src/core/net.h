@@ -30,6 +30,7 @@ struct cnn_net {
     double *rx, *rdx, *rp, *rg;     /* input, dL/dinput, parameters, their gradients */
     double **rout, **rd;            /* per layer: output and dL/d(output) */
 
+    int no_input_grad;              /* backward skips dL/dinput (cnn_net_set_input_grad) */
     const float *x;                 /* the input of the last forward */
     int n;                          /* its batch size; 0 before any forward */
 };

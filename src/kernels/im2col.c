@@ -1,7 +1,20 @@
-/* im2col and its adjoint col2im: the unrolling that turns a convolution into one GEMM. */
+/* im2col and its adjoint col2im: the unrolling that turns a convolution into one GEMM.
+ * For each (channel, kernel row r, kernel column t) and output row i, the output columns j that
+ * read inside the input form one interval [j0, j1); outside it the cells are padding. With
+ * stride 1 the interval is a contiguous copy. */
 #include "kernels.h"
 
 #include <stddef.h>
+#include <string.h>
+
+/* The output columns j in [*j0, *j1) with 0 ≤ j·sw + off < w. */
+static void valid_cols(int ow, int sw, int off, int w, int *j0, int *j1) {
+    int a = off >= 0 ? 0 : (-off + sw - 1) / sw;
+    int b = w - off <= 0 ? 0 : (w - 1 - off) / sw + 1;
+    if (b > ow) b = ow;
+    if (a > b) a = b;
+    *j0 = a, *j1 = b;
+}
 
 void im2col(const im2col_geom *g, const float *x, float *col) {
     const int P = g->oh * g->ow;
@@ -10,19 +23,22 @@ void im2col(const im2col_geom *g, const float *x, float *col) {
         for (int r = 0; r < g->kh; r++) {
             for (int t = 0; t < g->kw; t++) {
                 float *row = col + ((size_t)(ci * g->kh + r) * g->kw + t) * P;
+                const int off = t * g->dw - g->pw;
+                int j0, j1;
+                valid_cols(g->ow, g->sw, off, g->w, &j0, &j1);
                 for (int i = 0; i < g->oh; i++) {
                     const int hi = i * g->sh + r * g->dh - g->ph;
                     float *out = row + (size_t)i * g->ow;
                     if (hi < 0 || hi >= g->h) {
-                        for (int j = 0; j < g->ow; j++) out[j] = 0.0f;
+                        memset(out, 0, (size_t)g->ow * sizeof *out);
                         continue;
                     }
-                    const float *xr = xc + (size_t)hi * g->w;
-                    const int off = t * g->dw - g->pw;
-                    for (int j = 0; j < g->ow; j++) {
-                        const int wi = j * g->sw + off;
-                        out[j] = (wi >= 0 && wi < g->w) ? xr[wi] : 0.0f;
-                    }
+                    const float *xr = xc + (size_t)hi * g->w;   /* x[hi][j·sw + off] for j in [j0, j1) */
+                    for (int j = 0; j < j0; j++) out[j] = 0.0f;
+                    if (g->sw == 1) memcpy(out + j0, xr + j0 + off, (size_t)(j1 - j0) * sizeof *out);
+                    else
+                        for (int j = j0; j < j1; j++) out[j] = xr[j * g->sw + off];
+                    for (int j = j1; j < g->ow; j++) out[j] = 0.0f;
                 }
             }
         }
@@ -36,16 +52,15 @@ void col2im(const im2col_geom *g, const float *col, float *x) {
         for (int r = 0; r < g->kh; r++) {
             for (int t = 0; t < g->kw; t++) {
                 const float *row = col + ((size_t)(ci * g->kh + r) * g->kw + t) * P;
+                const int off = t * g->dw - g->pw;
+                int j0, j1;
+                valid_cols(g->ow, g->sw, off, g->w, &j0, &j1);
                 for (int i = 0; i < g->oh; i++) {
                     const int hi = i * g->sh + r * g->dh - g->ph;
                     if (hi < 0 || hi >= g->h) continue;
                     float *xr = xc + (size_t)hi * g->w;
                     const float *in = row + (size_t)i * g->ow;
-                    const int off = t * g->dw - g->pw;
-                    for (int j = 0; j < g->ow; j++) {
-                        const int wi = j * g->sw + off;
-                        if (wi >= 0 && wi < g->w) xr[wi] += in[j];
-                    }
+                    for (int j = j0; j < j1; j++) xr[j * g->sw + off] += in[j];
                 }
             }
         }

@@ -2,6 +2,14 @@
 #ifndef CNN_KERNELS_H
 #define CNN_KERNELS_H
 
+/* Hot loops that the compiler vectorises are compiled for AVX-512, AVX2 and the baseline on x86-64
+ * with GCC, and the CPU picks one when the library loads. */
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && !defined(__SANITIZE_ADDRESS__)
+#define CNN_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
+#else
+#define CNN_CLONES
+#endif
+
 /* C[M,N] = beta·C + op(A)·op(B), where op(A) is A [M,K] (ta = 0) or Aᵀ with A stored [K,M]
  * (ta = 1), and op(B) is B [K,N] (tb = 0) or Bᵀ with B stored [N,K] (tb = 1). beta is 0 or 1. */
 void gemm(int ta, int tb, int M, int N, int K, const float *A, const float *B, float beta, float *C);

@@ -257,16 +257,17 @@ static void conv2d_backward(const layer *l, int n, const float *x, const float *
         for (int gr = 0; gr < o->groups; gr++) {
             const float *xs = x + ((size_t)s * o->groups + gr) * xg;
             const float *dys = dy + ((size_t)s * l->oc + (size_t)gr * kg) * P;
-            float *dxs = dx + ((size_t)s * o->groups + gr) * xg;
+            float *dxs = dx ? dx + ((size_t)s * o->groups + gr) * xg : NULL;
             const float *wg = l->param[0] + (size_t)gr * kg * ck;
             float *dwg = l->grad[0] + (size_t)gr * kg * ck;
             if (pointwise) {
                 gemm(0, 1, kg, ck, P, dys, xs, 1.0f, dwg);
-                gemm(1, 0, ck, P, kg, wg, dys, 0.0f, dxs);
+                if (dx) gemm(1, 0, ck, P, kg, wg, dys, 0.0f, dxs);
                 continue;
             }
             im2col(&g, xs, ws);
             gemm(0, 1, kg, ck, P, dys, ws, 1.0f, dwg);
+            if (!dx) continue;
             gemm(1, 0, ck, P, kg, wg, dys, 0.0f, ws);
             memset(dxs, 0, xg * sizeof *dxs);
             col2im(&g, ws, dxs);

@@ -54,7 +54,9 @@ typedef struct layer {
 
 /* The functions of one layer kind. x, y, dx, dy hold n samples; p/dp are the parameters and their
  * gradients in the same order as layer.param. Backward adds into dp (gradients accumulate) and
- * writes dx (overwrites). ws is the fast path's workspace of workspace(l, n) floats. */
+ * writes dx (overwrites); the fast backward of a layer with parameters accepts dx == NULL (the
+ * first layer in training) and then computes only the parameter gradients. ws is the fast path's
+ * workspace of workspace(l, n) floats. */
 typedef struct layer_ops {
     const char *name;
     /* Sets PyTorch's default options (required options stay 0, and setup() asks for them). */

@@ -1,6 +1,7 @@
 /* leakyrelu: y = x for x > 0, else a·x.  Backward: dx = dy for x > 0, else a·dy (so at 0 it is a),
  * as PyTorch does. a = negative_slope, 0.01 by default. */
 #include "layers/layer.h"
+#include "kernels/kernels.h"
 
 #include <string.h>
 
@@ -26,19 +27,22 @@ static void leakyrelu_backward_ref(const layer *l, int n, const double *x, const
     for (size_t i = 0; i < count; i++) dx[i] = x[i] > 0.0 ? dy[i] : a * dy[i];
 }
 
-static void leakyrelu_forward(const layer *l, int n, const float *x, float *y, float *ws) {
+CNN_CLONES static void leakyrelu_forward(const layer *l, int n, const float *x, float *y, float *ws) {
     (void)ws;
     const float a = (float)l->o.negative_slope;
     const size_t count = (size_t)n * l->c * l->h * l->w;
     for (size_t i = 0; i < count; i++) y[i] = x[i] > 0.0f ? x[i] : a * x[i];
 }
 
-static void leakyrelu_backward(const layer *l, int n, const float *x, const float *y, const float *dy,
+CNN_CLONES static void leakyrelu_backward(const layer *l, int n, const float *x, const float *y, const float *dy,
                                float *dx, float *ws) {
     (void)y, (void)ws;
     const float a = (float)l->o.negative_slope;
     const size_t count = (size_t)n * l->c * l->h * l->w;
-    for (size_t i = 0; i < count; i++) dx[i] = x[i] > 0.0f ? dy[i] : a * dy[i];
+    for (size_t i = 0; i < count; i++) {
+        const float g = dy[i];
+        dx[i] = x[i] > 0.0f ? g : a * g;
+    }
 }
 
 const layer_ops leakyrelu_ops = {

@@ -86,7 +86,7 @@ static void linear_backward(const layer *l, int n, const float *x, const float *
                             float *dx, float *ws) {
     (void)y, (void)ws;
     const int in = l->c, out = l->oc;
-    gemm(0, 0, n, in, out, dy, l->param[0], 0.0f, dx);
+    if (dx) gemm(0, 0, n, in, out, dy, l->param[0], 0.0f, dx);
     gemm(1, 0, out, in, n, dy, x, 1.0f, l->grad[0]);
     if (l->o.lin.bias)
         for (int s = 0; s < n; s++)

@@ -1,0 +1,182 @@
+/* The cnn side of the benchmark: each workload timed in-process, several runs, one JSON object
+ * per workload and run on stdout. bench/run.py runs this and bench/bench_torch.py alternately.
+ *
+ *   bench_cnn WORKLOAD [--threads T] [--runs R]
+ *
+ * Workloads (the same ones bench_torch.py times):
+ *   lenet_train_B        LeNet-5 training steps (forward, loss, backward, SGD) at batch B: images/s
+ *   lenet_infer_1        LeNet-5 forward of one image: latency in µs
+ *   lenet_infer_256      LeNet-5 forward of 256 images: images/s
+ *   conv_i .. conv_v     conv2d forward, and forward+backward (dX and dW): ms and GFLOP/s
+ *   maxpool, avgpool, relu   forward+backward on N64 C64 56×56: ms
+ */
+#include "cnn.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+static double now(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
+}
+
+static void fill(float *v, size_t n, unsigned seed) {
+    for (size_t i = 0; i < n; i++) {
+        seed = seed * 1103515245u + 12345u;
+        v[i] = (float)((seed >> 8) & 0xffff) / 32768.0f - 1.0f;
+    }
+}
+
+static const char LENET[] =
+    "input 1 28 28\nconv2d out_channels=6 kernel_size=5 padding=2\nrelu\nmaxpool2d kernel_size=2\n"
+    "conv2d out_channels=16 kernel_size=5\nrelu\nmaxpool2d kernel_size=2\nflatten\nlinear out_features=120\nrelu\n"
+    "linear out_features=84\nrelu\nlinear out_features=10\n";
+
+static cnn_net *make_net(const char *text, int batch) {
+    cnn_net *net = NULL;
+    if (cnn_net_parse(text, &net) || cnn_net_init(net, 1) || cnn_net_reserve(net, batch)) {
+        fprintf(stderr, "bench_cnn: %s\n", cnn_last_error());
+        exit(2);
+    }
+    return net;
+}
+
+/* Seconds for `iters` calls of one training step at batch b. */
+static double lenet_train(int b, int iters) {
+    cnn_net *net = make_net(LENET, b);
+    cnn_optim_config cfg = cnn_optim_defaults(CNN_OPTIM_SGD, 0.01);
+    cfg.momentum = 0.9;
+    cnn_optim *opt = NULL;
+    cnn_optim_create(net, &cfg, &opt);
+    cnn_net_set_input_grad(net, 0);
+    float *x = malloc((size_t)b * 784 * sizeof *x), *dy = malloc((size_t)b * 10 * sizeof *dy);
+    int64_t *y = malloc((size_t)b * sizeof *y);
+    fill(x, (size_t)b * 784, 1);
+    for (int i = 0; i < b; i++) y[i] = i % 10;
+    float loss;
+    double t0 = 0;
+    for (int it = -2; it < iters; it++) {   /* two warm-up steps */
+        if (it == 0) t0 = now();
+        cnn_net_zero_grad(net);
+        cnn_net_forward(net, x, b);
+        cnn_loss_cross_entropy(cnn_net_output(net), y, b, 10, &loss, dy);
+        cnn_net_backward(net, dy);
+        cnn_optim_step(opt, 0.01);
+    }
+    const double t = now() - t0;
+    cnn_optim_free(opt);
+    cnn_net_free(net);
+    free(x), free(dy), free(y);
+    return t;
+}
+
+static double lenet_infer(int b, int iters) {
+    cnn_net *net = make_net(LENET, b);
+    float *x = malloc((size_t)b * 784 * sizeof *x);
+    fill(x, (size_t)b * 784, 2);
+    double t0 = 0;
+    for (int it = -3; it < iters; it++) {
+        if (it == 0) t0 = now();
+        cnn_net_forward(net, x, b);
+    }
+    const double t = now() - t0;
+    cnn_net_free(net);
+    free(x);
+    return t;
+}
+
+/* One layer: forward only, or forward + backward (dX and the parameter gradients). */
+static double layer(const char *text, int n, int backward, int iters, double *flops) {
+    cnn_net *net = make_net(text, n);
+    int in[3], out[3];
+    cnn_net_input_shape(net, in);
+    cnn_net_output_shape(net, out);
+    const size_t xi = (size_t)n * in[0] * in[1] * in[2], yo = (size_t)n * out[0] * out[1] * out[2];
+    float *x = malloc(xi * sizeof *x), *dy = malloc(yo * sizeof *dy);
+    fill(x, xi, 3);
+    fill(dy, yo, 4);
+    *flops = 0;
+    if (cnn_net_layer_kind(net, 0) == CNN_LAYER_CONV2D) {
+        const cnn_param w = cnn_net_param(net, 0);
+        const double macs = (double)n * out[0] * out[1] * out[2] * (double)(w.shape[1] * w.shape[2] * w.shape[3]);
+        *flops = 2 * macs * (backward ? 3 : 1);
+    }
+    double t0 = 0;
+    for (int it = -2; it < iters; it++) {
+        if (it == 0) t0 = now();
+        cnn_net_forward(net, x, n);
+        if (backward) cnn_net_backward(net, dy);
+    }
+    const double t = now() - t0;
+    cnn_net_free(net);
+    free(x), free(dy);
+    return t;
+}
+
+static const struct {
+    const char *name, *model;
+    int n;
+} layers[] = {
+    {"conv_i", "input 1 28 28\nconv2d out_channels=6 kernel_size=5 padding=2\n", 64},
+    {"conv_ii", "input 6 14 14\nconv2d out_channels=16 kernel_size=5\n", 64},
+    {"conv_iii", "input 64 56 56\nconv2d out_channels=64 kernel_size=3 padding=1\n", 8},
+    {"conv_iv", "input 128 28 28\nconv2d out_channels=128 kernel_size=3 padding=1\n", 32},
+    {"conv_v", "input 128 28 28\nconv2d out_channels=128 kernel_size=3 padding=1 stride=2\n", 32},
+    {"maxpool", "input 64 56 56\nmaxpool2d kernel_size=2\n", 64},
+    {"avgpool", "input 64 56 56\navgpool2d kernel_size=2\n", 64},
+    {"relu", "input 64 56 56\nrelu\n", 64},
+};
+
+int main(int argc, char **argv) {
+    if (argc < 2) {
+        fprintf(stderr, "usage: bench_cnn WORKLOAD [--threads T] [--runs R]\n");
+        return 2;
+    }
+    const char *w = argv[1];
+    int threads = 1, runs = 5;
+    for (int i = 2; i + 1 < argc; i += 2) {
+        if (!strcmp(argv[i], "--threads")) threads = atoi(argv[i + 1]);
+        else if (!strcmp(argv[i], "--runs")) runs = atoi(argv[i + 1]);
+    }
+    if (cnn_set_threads(threads) != CNN_OK) {
+        fprintf(stderr, "bench_cnn: %s\n", cnn_last_error());
+        return 2;
+    }
+    for (int r = 0; r < runs; r++) {
+        if (!strncmp(w, "lenet_train_", 12)) {
+            const int b = atoi(w + 12), iters = 60000 / b / 8 > 4 ? 60000 / b / 8 : 4;
+            const double t = lenet_train(b, iters);
+            printf("{\"workload\": \"%s\", \"threads\": %d, \"images_per_s\": %.1f}\n", w, threads, iters * b / t);
+        } else if (!strcmp(w, "lenet_infer_1")) {
+            const double t = lenet_infer(1, 2000);
+            printf("{\"workload\": \"%s\", \"threads\": %d, \"latency_us\": %.2f}\n", w, threads, t / 2000 * 1e6);
+        } else if (!strcmp(w, "lenet_infer_256")) {
+            const double t = lenet_infer(256, 40);
+            printf("{\"workload\": \"%s\", \"threads\": %d, \"images_per_s\": %.1f}\n", w, threads, 40 * 256 / t);
+        } else {
+            int found = 0;
+            for (size_t k = 0; k < sizeof layers / sizeof layers[0]; k++) {
+                const size_t len = strlen(layers[k].name);
+                if (strncmp(w, layers[k].name, len)) continue;
+                const int bwd = !strcmp(w + len, "_fb") ? 1 : !strcmp(w + len, "_f") ? 0 : -1;
+                if (bwd < 0) continue;
+                found = 1;
+                double flops;
+                const int iters = 10;
+                const double t = layer(layers[k].model, layers[k].n, bwd, iters, &flops) / iters;
+                printf("{\"workload\": \"%s\", \"threads\": %d, \"ms\": %.4f, \"gflops\": %.2f}\n", w, threads,
+                       t * 1e3, flops / t / 1e9);
+            }
+            if (!found) {
+                fprintf(stderr, "bench_cnn: unknown workload '%s'\n", w);
+                return 2;
+            }
+        }
+        fflush(stdout);
+    }
+    return 0;
+}
