@@ -429,6 +429,8 @@ int cmd_train(int argc, char **argv) {
     const int batch = (int)c.batch;
     const size_t chw = (size_t)in[0] * in[1] * in[2];
     if ((st = cnn_net_reserve(net, batch))) goto fail;
+    cnn_net_set_input_grad(net, 0);   /* training needs only the parameter gradients */
+    if (c.threads && (st = cnn_set_threads((int)c.threads))) goto fail;
     xb = malloc((size_t)batch * chw * sizeof *xb);
     yb = malloc((size_t)batch * sizeof *yb);
     dy = malloc((size_t)batch * classes * sizeof *dy);
