@@ -206,6 +206,20 @@ static void test_determinism(void **state) {
     cnn_st_free(sc);
 }
 
+/* 1 and 2 threads give the same weights bit for bit: every reduction runs in a fixed order. */
+static void test_threads_do_not_change_results(void **state) {
+    (void)state;
+    char a[512], b[512];
+    path(a, "threads1.safetensors");
+    path(b, "threads2.safetensors");
+    cli_result r;
+    train(&r, a, "2", "--threads", "1");
+    CLI_EXPECT(&r, 0, "epoch 2/2");
+    train(&r, b, "2", "--threads", "2");
+    CLI_EXPECT(&r, 0, "epoch 2/2");
+    assert_true(same_tensors(a, b) >= 8);
+}
+
 /* Training learns the synthetic task, the log has one JSON object per epoch, the plot is a PNG,
  * and cnn eval agrees with the accuracy the checkpoint records. */
 static void test_learns_logs_plots_and_evaluates(void **state) {
@@ -389,6 +403,7 @@ int main(void) {
         cmocka_unit_test(test_parity_adamw),
         cmocka_unit_test(test_resume_is_exact),
         cmocka_unit_test(test_determinism),
+        cmocka_unit_test(test_threads_do_not_change_results),
         cmocka_unit_test(test_learns_logs_plots_and_evaluates),
         cmocka_unit_test(test_nonfinite_guard),
         cmocka_unit_test(test_idx_directory_trains),

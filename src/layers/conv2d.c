@@ -37,6 +37,7 @@
  */
 #include "layers/layer.h"
 #include "core/error.h"
+#include "core/threads.h"
 #include "kernels/kernels.h"
 
 #include <string.h>
@@ -193,6 +194,12 @@ static void conv2d_backward_ref(const layer *l, int n, const double *x, const do
 
 /* ---- fast path: im2col + GEMM in float ---------------------------------------------------- */
 
+/* The batch is cut into at most CHUNKS runs of consecutive samples, the same cut for any thread
+ * count. Threads share out the chunks; each chunk has its own slice of the workspace, and its own
+ * partial dW and db, which are added to the gradients afterwards in chunk order. So the result
+ * is the same, bit for bit, on 1 thread or many. */
+#define CHUNKS 8
+
 static im2col_geom conv2d_geom(const layer *l) {
     const conv2d_opts *o = &l->o.conv;
     im2col_geom g = {l->c / o->groups, l->h, l->w, o->kh, o->kw, o->sh, o->sw,
@@ -206,11 +213,17 @@ static int conv2d_is_pointwise(const layer *l) {
     return o->kh == 1 && o->kw == 1 && o->sh == 1 && o->sw == 1 && o->ph == 0 && o->pw == 0;
 }
 
-static size_t conv2d_workspace(const layer *l, int n) {
-    (void)n;
+static int chunks_of(int n) { return n < CHUNKS ? n : CHUNKS; }
+
+/* Per chunk: the im2col matrix of one sample and group, then a partial dW and db. */
+static size_t chunk_floats(const layer *l) {
     const conv2d_opts *o = &l->o.conv;
-    return (size_t)(l->c / o->groups) * o->kh * o->kw * l->oh * l->ow;
+    const size_t col = (size_t)(l->c / o->groups) * o->kh * o->kw * l->oh * l->ow;
+    const size_t dw = (size_t)l->oc * (l->c / o->groups) * o->kh * o->kw;
+    return col + dw + (size_t)l->oc;
 }
+
+static size_t conv2d_workspace(const layer *l, int n) { return (size_t)chunks_of(n) * chunk_floats(l); }
 
 /* y_g[Kg, P] = W_g[Kg, Cg·kh·kw] · col_g[Cg·kh·kw, P] + b, per sample and group. */
 static void conv2d_forward(const layer *l, int n, const float *x, float *y, float *ws) {
@@ -218,60 +231,69 @@ static void conv2d_forward(const layer *l, int n, const float *x, float *y, floa
     const im2col_geom g = conv2d_geom(l);
     const int cg = g.c, kg = l->oc / o->groups, ck = cg * o->kh * o->kw, P = l->oh * l->ow;
     const size_t xg = (size_t)cg * l->h * l->w;
-    for (int s = 0; s < n; s++)
-        for (int gr = 0; gr < o->groups; gr++) {
-            const float *xs = x + ((size_t)s * o->groups + gr) * xg;
-            float *ys = y + ((size_t)s * l->oc + (size_t)gr * kg) * P;
-            const float *col = xs;
-            if (!conv2d_is_pointwise(l)) {
-                im2col(&g, xs, ws);
-                col = ws;
+    const int chunks = chunks_of(n), pointwise = conv2d_is_pointwise(l);
+    PARALLEL_FOR(ch, chunks) {
+        float *col = ws + (size_t)ch * chunk_floats(l);
+        for (int s = (int)(n * ch / chunks); s < (int)(n * (ch + 1) / chunks); s++)
+            for (int gr = 0; gr < o->groups; gr++) {
+                const float *xs = x + ((size_t)s * o->groups + gr) * xg;
+                float *ys = y + ((size_t)s * l->oc + (size_t)gr * kg) * P;
+                if (!pointwise) im2col(&g, xs, col);
+                gemm(0, 0, kg, P, ck, l->param[0] + (size_t)gr * kg * ck, pointwise ? xs : col, 0.0f, ys);
+                if (o->bias)
+                    for (int k = 0; k < kg; k++) {
+                        const float b = l->param[1][gr * kg + k];
+                        for (int i = 0; i < P; i++) ys[(size_t)k * P + i] += b;
+                    }
             }
-            gemm(0, 0, kg, P, ck, l->param[0] + (size_t)gr * kg * ck, col, 0.0f, ys);
-            if (o->bias)
-                for (int k = 0; k < kg; k++) {
-                    const float b = l->param[1][gr * kg + k];
-                    for (int i = 0; i < P; i++) ys[(size_t)k * P + i] += b;
-                }
-        }
+    }
 }
 
-/* db += Σ dy;  dW_g += dy_g · col_gᵀ;  dcol = W_gᵀ · dy_g, then col2im into dx. */
+/* Per chunk: db_c = Σ dy; dW_c = Σ dy_g · col_gᵀ; dcol = W_gᵀ · dy_g, then col2im into dx.
+ * Then dW += dW_0 + dW_1 + ..., db likewise, in chunk order. */
 static void conv2d_backward(const layer *l, int n, const float *x, const float *y, const float *dy,
                             float *dx, float *ws) {
     (void)y;
     const conv2d_opts *o = &l->o.conv;
     const im2col_geom g = conv2d_geom(l);
     const int cg = g.c, kg = l->oc / o->groups, ck = cg * o->kh * o->kw, P = l->oh * l->ow;
-    const size_t xg = (size_t)cg * l->h * l->w;
-    const int pointwise = conv2d_is_pointwise(l);
-    if (o->bias)
-        for (int s = 0; s < n; s++)
-            for (int k = 0; k < l->oc; k++) {
-                const float *d = dy + ((size_t)s * l->oc + k) * P;
-                float acc = 0.0f;
-                for (int i = 0; i < P; i++) acc += d[i];
-                l->grad[1][k] += acc;
+    const size_t xg = (size_t)cg * l->h * l->w, col_size = (size_t)ck * P, wsize = (size_t)l->oc * ck;
+    const int chunks = chunks_of(n), pointwise = conv2d_is_pointwise(l);
+    PARALLEL_FOR(ch, chunks) {
+        float *col = ws + (size_t)ch * chunk_floats(l), *dw = col + col_size, *db = dw + wsize;
+        memset(dw, 0, (wsize + (size_t)l->oc) * sizeof *dw);
+        for (int s = (int)(n * ch / chunks); s < (int)(n * (ch + 1) / chunks); s++) {
+            if (o->bias)
+                for (int k = 0; k < l->oc; k++) {
+                    const float *d = dy + ((size_t)s * l->oc + k) * P;
+                    float acc = 0.0f;
+                    for (int i = 0; i < P; i++) acc += d[i];
+                    db[k] += acc;
+                }
+            for (int gr = 0; gr < o->groups; gr++) {
+                const float *xs = x + ((size_t)s * o->groups + gr) * xg;
+                const float *dys = dy + ((size_t)s * l->oc + (size_t)gr * kg) * P;
+                const float *wg = l->param[0] + (size_t)gr * kg * ck;
+                float *dxs = dx ? dx + ((size_t)s * o->groups + gr) * xg : NULL;
+                if (!pointwise) im2col(&g, xs, col);
+                gemm(0, 1, kg, ck, P, dys, pointwise ? xs : col, 1.0f, dw + (size_t)gr * kg * ck);
+                if (!dx) continue;
+                if (pointwise) {
+                    gemm(1, 0, ck, P, kg, wg, dys, 0.0f, dxs);
+                    continue;
+                }
+                gemm(1, 0, ck, P, kg, wg, dys, 0.0f, col);
+                memset(dxs, 0, xg * sizeof *dxs);
+                col2im(&g, col, dxs);
             }
-    for (int s = 0; s < n; s++)
-        for (int gr = 0; gr < o->groups; gr++) {
-            const float *xs = x + ((size_t)s * o->groups + gr) * xg;
-            const float *dys = dy + ((size_t)s * l->oc + (size_t)gr * kg) * P;
-            float *dxs = dx ? dx + ((size_t)s * o->groups + gr) * xg : NULL;
-            const float *wg = l->param[0] + (size_t)gr * kg * ck;
-            float *dwg = l->grad[0] + (size_t)gr * kg * ck;
-            if (pointwise) {
-                gemm(0, 1, kg, ck, P, dys, xs, 1.0f, dwg);
-                if (dx) gemm(1, 0, ck, P, kg, wg, dys, 0.0f, dxs);
-                continue;
-            }
-            im2col(&g, xs, ws);
-            gemm(0, 1, kg, ck, P, dys, ws, 1.0f, dwg);
-            if (!dx) continue;
-            gemm(1, 0, ck, P, kg, wg, dys, 0.0f, ws);
-            memset(dxs, 0, xg * sizeof *dxs);
-            col2im(&g, ws, dxs);
         }
+    }
+    for (int ch = 0; ch < chunks; ch++) {
+        const float *dw = ws + (size_t)ch * chunk_floats(l) + col_size, *db = dw + wsize;
+        for (size_t i = 0; i < wsize; i++) l->grad[0][i] += dw[i];
+        if (o->bias)
+            for (int k = 0; k < l->oc; k++) l->grad[1][k] += db[k];
+    }
 }
 
 const layer_ops conv2d_ops = {
