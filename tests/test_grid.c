@@ -87,6 +87,13 @@ static void build_grid(void) {
                             add_point(n, "input 3 7 6\n%s kernel_size=%s stride=%d padding=%d ceil_mode=%s%s\n",
                                       avg ? "avgpool2d" : "maxpool2d", pk[ki], s, p, ceil ? "true" : "false", extra);
                         }
+    /* padding 2 needs a kernel of at least 4 (PyTorch allows padding up to half the kernel) */
+    for (int avg = 0; avg < 2; avg++)
+        for (int ceil = 0; ceil < 2; ceil++)
+            for (int n = 1; n <= 3; n += 2)
+                add_point(n, "input 2 9 8\n%s kernel_size=4,5 stride=3,2 padding=2 ceil_mode=%s%s\n",
+                          avg ? "avgpool2d" : "maxpool2d", ceil ? "true" : "false",
+                          avg ? (n == 1 ? " count_include_pad=false" : " count_include_pad=true") : "");
     add_point(2, "input 2 5 7\nmaxpool2d kernel_size=3\n");   /* stride defaults to kernel_size */
     add_point(2, "input 2 5 7\navgpool2d kernel_size=2,3 padding=1,1 ceil_mode=true\n");
     static const char *acts[] = {"relu", "leakyrelu", "leakyrelu negative_slope=0.3", "sigmoid", "tanh", "flatten"};
