@@ -116,13 +116,33 @@ static kernel pick_kernel(void) {
     return (kernel){kernel_c, 8, "c"};
 }
 
+static kernel chosen;      /* set once; a race writes the same value */
+
 static kernel the_kernel(void) {
-    static kernel k;       /* set once; a race writes the same value */
-    if (!k.fn) k = pick_kernel();
-    return k;
+    if (!chosen.fn) chosen = pick_kernel();
+    return chosen;
 }
 
 const char *gemm_kernel_name(void) { return the_kernel().name; }
+
+int gemm_use_kernel(const char *name) {
+    const kernel best = pick_kernel();
+    const kernel all[] = {
+        {kernel_c, 8, "c"},
+#ifdef HAVE_X86
+        {kernel_avx2, 16, "avx2"},
+        {kernel_avx512, 32, "avx512"},
+#endif
+    };
+    for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) {
+        if (strcmp(all[i].name, name)) continue;
+        /* Only kernels this CPU can run: the widest one, or a narrower one. */
+        if (all[i].nr > best.nr) return 0;
+        chosen = all[i];
+        return 1;
+    }
+    return 0;
+}
 
 /* Packs rows [i0, i0+mc) × k [p0, p0+kc) of op(A) into MR-row panels, zero-padded. */
 static void pack_a(int ta, const float *A, int M, int K, int i0, int mc, int p0, int kc, float *out) {

@@ -17,6 +17,10 @@ void gemm(int ta, int tb, int M, int N, int K, const float *A, const float *B, f
 /* The micro-kernel gemm runs on this CPU: "avx512", "avx2" or "c". */
 const char *gemm_kernel_name(void);
 
+/* For tests and benchmarks: makes gemm use the named micro-kernel, if this CPU runs it.
+ * Returns 1, or 0 (nothing changes) for an unknown name or one the CPU lacks. */
+int gemm_use_kernel(const char *name);
+
 /* The im2col geometry of a convolution over one image of c channels. */
 typedef struct im2col_geom {
     int c, h, w;          /* input */

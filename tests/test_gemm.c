@@ -1,0 +1,86 @@
+/* The GEMM micro-kernels this CPU runs (AVX-512, AVX2+FMA, plain C), each against a plain
+ * triple loop in double, over shapes with ragged edges and every transpose the layers use; and
+ * LeNet-5's gradients on each kernel against the reference path. */
+#include "testutil.h"
+
+#include "kernels/kernels.h"
+
+static const char *const kernels[] = {"c", "avx2", "avx512"};
+
+static void check_shape(int ta, int tb, int M, int N, int K, float beta) {
+    float *A = malloc((size_t)M * K * sizeof *A), *B = malloc((size_t)K * N * sizeof *B);
+    float *C = malloc((size_t)M * N * sizeof *C);
+    double *want = malloc((size_t)M * N * sizeof *want);
+    for (int i = 0; i < M * K; i++) A[i] = (float)((i * 7 % 13) - 6) / 8.0f;
+    for (int i = 0; i < K * N; i++) B[i] = (float)((i * 5 % 11) - 5) / 4.0f;
+    for (int i = 0; i < M * N; i++) C[i] = (float)(i % 3);
+    for (int i = 0; i < M; i++)
+        for (int j = 0; j < N; j++) {
+            double acc = beta * C[(size_t)i * N + j];
+            for (int p = 0; p < K; p++)
+                acc += (double)(ta ? A[(size_t)p * M + i] : A[(size_t)i * K + p]) *
+                       (tb ? B[(size_t)j * K + p] : B[(size_t)p * N + j]);
+            want[(size_t)i * N + j] = acc;
+        }
+    gemm(ta, tb, M, N, K, A, B, beta, C);
+    char what[96];
+    snprintf(what, sizeof what, "%s gemm ta=%d tb=%d %dx%dx%d", gemm_kernel_name(), ta, tb, M, N, K);
+    tu_close(what, C, want, M * N, 1e-5);    /* inputs are multiples of 1/32: sums are exact up to K·2^-24 */
+    free(A), free(B), free(C), free(want);
+}
+
+static void test_every_kernel_every_shape(void **state) {
+    (void)state;
+    static const int shapes[][3] = {{1, 1, 1}, {6, 32, 5}, {7, 33, 257}, {13, 100, 150}, {64, 196, 288},
+                                    {121, 17, 3}, {5, 3100, 9}, {2, 2, 600}};
+    int ran = 0;
+    for (size_t k = 0; k < sizeof kernels / sizeof kernels[0]; k++) {
+        if (!gemm_use_kernel(kernels[k])) continue;
+        ran++;
+        for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++)
+            for (int t = 0; t < 3; t++)
+                check_shape(t == 1, t == 2, shapes[s][0], shapes[s][1], shapes[s][2], s % 2 ? 1.0f : 0.0f);
+    }
+    assert_true(ran >= 1);
+    assert_true(gemm_use_kernel("c"));      /* every CPU runs the plain C kernel */
+    assert_false(gemm_use_kernel("sse9"));
+}
+
+/* LeNet-5 forward and backward on each kernel agree with the double reference path. */
+static void test_lenet_on_every_kernel(void **state) {
+    (void)state;
+    cnn_net *ref = NULL;
+    assert_int_equal(cnn_net_load("models/lenet5.cnn", &ref), CNN_OK);
+    assert_int_equal(cnn_net_init(ref, 5), CNN_OK);
+    assert_int_equal(cnn_net_set_path(ref, CNN_PATH_REFERENCE), CNN_OK);
+    assert_int_equal(cnn_net_reserve(ref, 3), CNN_OK);
+    static float x[3 * 784], dy[3 * 10];
+    for (int i = 0; i < 3 * 784; i++) x[i] = (float)((i * 31 % 97) / 48.0 - 1.0);
+    for (int i = 0; i < 30; i++) dy[i] = (float)((i * 7 % 11) / 5.0 - 1.0);
+    tu_run(ref, x, 3, dy);
+    for (size_t k = 0; k < sizeof kernels / sizeof kernels[0]; k++) {
+        if (!gemm_use_kernel(kernels[k])) continue;
+        cnn_net *fast = NULL;
+        assert_int_equal(cnn_net_load("models/lenet5.cnn", &fast), CNN_OK);
+        assert_int_equal(cnn_net_init(fast, 5), CNN_OK);
+        assert_int_equal(cnn_net_reserve(fast, 3), CNN_OK);
+        tu_run(fast, x, 3, dy);
+        for (int p = 0; p < cnn_net_param_count(ref); p++) {
+            const cnn_param a = cnn_net_param(ref, p), b = cnn_net_param(fast, p);
+            double *g = malloc((size_t)a.numel * sizeof *g);
+            for (int64_t i = 0; i < a.numel; i++) g[i] = a.grad[i];
+            tu_close(a.name, b.grad, g, (int)a.numel, 1e-5);
+            free(g);
+        }
+        cnn_net_free(fast);
+    }
+    cnn_net_free(ref);
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_every_kernel_every_shape),
+        cmocka_unit_test(test_lenet_on_every_kernel),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
