@@ -12,6 +12,7 @@
 #include "kernels/kernels.h"
 
 #include <math.h>
+#include <stdint.h>
 #include <string.h>
 
 /* The window of output (i, j), clipped to the real input: rows [*h0, *h1), columns [*w0, *w1). */
@@ -89,46 +90,63 @@ static int is_2x2(const layer *l) {
            2 * l->oh <= l->h && 2 * l->ow <= l->w;
 }
 
-/* The common 2×2, stride 2, unpadded case, written as selects that vectorise: which of the cells
- * a, b, c, d (row-major) is the first maximum, NaN winning. Returns 0..3. */
-static inline int first_max4(float a, float b, float c, float d) {
-    int k = 0;
-    float m = a;
-    int t = (b > m) | (b != b);
-    k = t ? 1 : k, m = t ? b : m;
-    t = (c > m) | (c != c);
-    k = t ? 2 : k, m = t ? c : m;
-    t = (d > m) | (d != d);
-    return t ? 3 : k;
-}
-
-CNN_CLONES static void forward_2x2(const layer *l, const float *restrict xc, float *restrict yc) {
-    for (int i = 0; i < l->oh; i++) {
-        const float *r0 = xc + (size_t)2 * i * l->w, *r1 = r0 + l->w;
-        float *out = yc + (size_t)i * l->ow;
-        for (int j = 0; j < l->ow; j++) {
-            const float a = r0[2 * j], b = r0[2 * j + 1], c = r1[2 * j], d = r1[2 * j + 1];
-            const int k = first_max4(a, b, c, d);
-            out[j] = k == 0 ? a : k == 1 ? b : k == 2 ? c : d;
-        }
+/* The common 2×2, stride 2, unpadded case, written as selects over whole rows so that it
+ * vectorises. The window's cells a, b (top row) and c, d are in row-major order. */
+CNN_CLONES static void forward_row_2x2(const float *restrict r0, const float *restrict r1, float *restrict out,
+                                       int ow) {
+    for (int j = 0; j < ow; j++) {
+        const float a = r0[2 * j], b = r0[2 * j + 1], c = r1[2 * j], d = r1[2 * j + 1];
+        float m = a;
+        m = b > m ? b : m;
+        m = c > m ? c : m;
+        m = d > m ? d : m;
+        const int nan = (a != a) | (b != b) | (c != c) | (d != d);
+        out[j] = nan ? a + b + c + d : m;   /* a NaN in the window makes the output NaN */
     }
 }
 
-/* Each cell lies in at most one window: it gets dy of its window if it is the window's first
- * maximum, else 0. Rows and columns that no window covers (odd sizes) get 0. */
-CNN_CLONES static void backward_2x2(const layer *l, const float *restrict xc, const float *restrict dyc, float *restrict dxc) {
+static void forward_2x2(const layer *l, const float *xc, float *yc) {
+    for (int i = 0; i < l->oh; i++)
+        forward_row_2x2(xc + (size_t)2 * i * l->w, xc + (size_t)(2 * i + 1) * l->w, yc + (size_t)i * l->ow, l->ow);
+}
+
+static int any_nan(const float *v, size_t n) {
+    int r = 0;
+    for (size_t i = 0; i < n; i++) r |= v[i] != v[i];
+    return r;
+}
+
+/* g where keep is 1, else +0, by masking the bits: no branch, and exact for any g. */
+static inline float keep_if(float g, int keep) {
+    uint32_t bits;
+    memcpy(&bits, &g, sizeof bits);
+    bits &= 0u - (uint32_t)keep;
+    memcpy(&g, &bits, sizeof g);
+    return g;
+}
+
+/* Each cell lies in at most one window and gets dy of its window if it is the window's first
+ * maximum (a wins ties over b, c, d; b over c, d; c over d), else 0. One row of windows. */
+CNN_CLONES static void backward_row_2x2(const float *restrict r0, const float *restrict r1,
+                                        const float *restrict gr, float *restrict d0, float *restrict d1, int ow) {
+    for (int j = 0; j < ow; j++) {
+        const float a = r0[2 * j], b = r0[2 * j + 1], c = r1[2 * j], d = r1[2 * j + 1], g = gr[j];
+        const float mab = b > a ? b : a, mabc = c > mab ? c : mab;
+        d0[2 * j] = keep_if(g, (a >= b) & (a >= c) & (a >= d));
+        d0[2 * j + 1] = keep_if(g, (b > a) & (b >= c) & (b >= d));
+        d1[2 * j] = keep_if(g, (c > mab) & (c >= d));
+        d1[2 * j + 1] = keep_if(g, d > mabc);
+    }
+}
+
+/* Cells that no window covers (odd sizes) get 0. A plane with a NaN goes through the general
+ * loop instead, where the NaN wins. */
+static void backward_2x2(const layer *l, const float *xc, const float *dyc, float *dxc) {
     for (int i = 0; i < l->oh; i++) {
-        const float *r0 = xc + (size_t)2 * i * l->w, *r1 = r0 + l->w;
-        float *d0 = dxc + (size_t)2 * i * l->w, *d1 = d0 + l->w;
-        const float *g = dyc + (size_t)i * l->ow;
-        for (int j = 0; j < l->ow; j++) {
-            const int k = first_max4(r0[2 * j], r0[2 * j + 1], r1[2 * j], r1[2 * j + 1]);
-            d0[2 * j] = k == 0 ? g[j] : 0.0f;
-            d0[2 * j + 1] = k == 1 ? g[j] : 0.0f;
-            d1[2 * j] = k == 2 ? g[j] : 0.0f;
-            d1[2 * j + 1] = k == 3 ? g[j] : 0.0f;
-        }
-        for (int j = 2 * l->ow; j < l->w; j++) d0[j] = d1[j] = 0.0f;
+        float *d0 = dxc + (size_t)2 * i * l->w;
+        backward_row_2x2(xc + (size_t)2 * i * l->w, xc + (size_t)(2 * i + 1) * l->w, dyc + (size_t)i * l->ow, d0,
+                         d0 + l->w, l->ow);
+        for (int j = 2 * l->ow; j < l->w; j++) d0[j] = d0[l->w + j] = 0.0f;
     }
     for (int h = 2 * l->oh; h < l->h; h++) memset(dxc + (size_t)h * l->w, 0, (size_t)l->w * sizeof *dxc);
 }
@@ -156,7 +174,7 @@ static void maxpool2d_backward(const layer *l, int n, const float *x, const floa
         const float *xc = x + (size_t)s * l->h * l->w;
         const float *dyc = dy + (size_t)s * l->oh * l->ow;
         float *dxc = dx + (size_t)s * l->h * l->w;
-        if (fast) {
+        if (fast && !any_nan(xc, (size_t)l->h * l->w)) {
             backward_2x2(l, xc, dyc, dxc);
             continue;
         }
