@@ -34,8 +34,11 @@ static void text(cairo_t *cr, double x, double y, const char *s, double align) {
 }
 
 /* One panel in the box (x0, y0, w, h): axes, ticks, grid, the series and a legend. */
+/* The legend goes where the curves are not: top right for falling losses, bottom right for
+ * rising accuracies. */
 static void panel(cairo_t *cr, double x0, double y0, double w, double h, const char *title, const char *ylabel,
                   const series *s, int ns, int n, double lo, double hi, int percent) {
+    const int legend_low = percent;
     if (!(hi > lo)) hi = lo + 1.0;
     const double step = tick_step(lo, hi);
     lo = floor(lo / step) * step;
@@ -91,7 +94,7 @@ static void panel(cairo_t *cr, double x0, double y0, double w, double h, const c
             cairo_arc(cr, x, py + ph - (s[k].v[i] - lo) / (hi - lo) * ph, 3.0, 0, 2 * PI);
             cairo_fill(cr);
         }
-        const double ly = py + 16 + 16 * k;
+        const double ly = legend_low ? py + ph - 12 - 16 * (ns - 1 - k) : py + 16 + 16 * k;
         cairo_move_to(cr, px + pw - 130, ly - 4);
         cairo_line_to(cr, px + pw - 110, ly - 4);
         cairo_stroke(cr);
