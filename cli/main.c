@@ -16,6 +16,7 @@ static const char usage[] =
     "  train      trains a model on MNIST, Fashion-MNIST, IDX, CIFAR-10 or safetensors data\n"
     "  eval       loss, accuracy and confusion matrix of trained weights on a data set\n"
     "  predict    classifies images with a trained model: top classes and probabilities\n"
+    "  explain    the notes' derivations step by step with your numbers, checked against the library\n"
     "\n"
     "Run 'cnn COMMAND --help' for a command's options.\n";
 
@@ -51,6 +52,7 @@ int main(int argc, char **argv) {
     if (!strcmp(argv[1], "train")) return cmd_train(argc - 1, argv + 1);
     if (!strcmp(argv[1], "eval")) return cmd_eval(argc - 1, argv + 1);
     if (!strcmp(argv[1], "predict")) return cmd_predict(argc - 1, argv + 1);
+    if (!strcmp(argv[1], "explain")) return cmd_explain(argc - 1, argv + 1);
     fprintf(stderr, "cnn: unknown command '%s'\n\n%s", argv[1], usage);
     return EXIT_BAD_INPUT;
 }
