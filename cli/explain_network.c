@@ -56,7 +56,7 @@ static void formula(cnn_layer_kind k, const char **text, const char **tex) {
                "\\odot M_{\\max}";
         return;
     case CNN_LAYER_AVGPOOL2D:
-        *text = "∂L/∂X = upsample(∂L/∂O) / (kh·kw)   (notes 001, 004; cnn explain avgpool)";
+        *text = "∂L/∂X = upsample(∂L/∂O) / the window's size (kh·kw)   (notes 001, 004; cnn explain avgpool)";
         *tex = "\\frac{\\partial L}{\\partial X} = \\mathrm{upsample}\\big(\\frac{\\partial L}{\\partial O}\\big) / "
                "(k_h k_w)";
         return;
