@@ -178,12 +178,13 @@ static void pack_b(int tb, const float *B, int N, int K, int p0, int kc, int j0,
                 for (int j = w; j < nr; j++) dst[j] = 0.0f;
             }
         } else {
-            for (int j = 0; j < w; j++) {
-                const float *src = B + (size_t)(j0 + jb + j) * K + p0;
-                for (int p = 0; p < kc; p++) panel[(size_t)p * nr + j] = src[p];
+            /* Bᵀ: read w rows of B side by side, write each panel row once and in order. */
+            const float *src = B + (size_t)(j0 + jb) * K + p0;
+            for (int p = 0; p < kc; p++) {
+                float *dst = panel + (size_t)p * nr;
+                for (int j = 0; j < w; j++) dst[j] = src[(size_t)j * K + p];
+                for (int j = w; j < nr; j++) dst[j] = 0.0f;
             }
-            for (int p = 0; p < kc; p++)
-                for (int j = w; j < nr; j++) panel[(size_t)p * nr + j] = 0.0f;
         }
     }
 }
@@ -192,7 +193,12 @@ void gemm(int ta, int tb, int M, int N, int K, const float *A, const float *B, f
     if (beta == 0.0f)
         for (int i = 0; i < M; i++) memset(C + (size_t)i * N, 0, (size_t)N * sizeof *C);
     if (M == 0 || N == 0 || K == 0) return;
-    const kernel kn = the_kernel();
+    kernel kn = the_kernel();
+#ifdef HAVE_X86
+    /* A matrix at most 16 wide would fill half of each 32-wide AVX-512 tile: use the 16-wide one.
+     * The choice depends on the shape alone, so results stay the same for any thread count. */
+    if (N <= 16 && kn.nr == 32) kn = (kernel){kernel_avx2, 16, "avx2"};
+#endif
     /* Per-thread buffers sized for the largest blocks: no allocation per call. */
     static _Thread_local float apack[MC * KC] __attribute__((aligned(64)));
     static _Thread_local float bpack[(size_t)NC * KC] __attribute__((aligned(64)));

@@ -35,7 +35,8 @@ void im2col(const im2col_geom *g, const float *x, float *col) {
                     }
                     const float *xr = xc + (size_t)hi * g->w;   /* x[hi][j·sw + off] for j in [j0, j1) */
                     for (int j = 0; j < j0; j++) out[j] = 0.0f;
-                    if (g->sw == 1) memcpy(out + j0, xr + j0 + off, (size_t)(j1 - j0) * sizeof *out);
+                    if (g->sw == 1) /* rows are short: a loop beats a call to memcpy */
+                        for (int j = j0; j < j1; j++) out[j] = xr[j + off];
                     else
                         for (int j = j0; j < j1; j++) out[j] = xr[j * g->sw + off];
                     for (int j = j1; j < g->ow; j++) out[j] = 0.0f;

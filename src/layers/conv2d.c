@@ -249,8 +249,9 @@ static void conv2d_forward(const layer *l, int n, const float *x, float *y, floa
     }
 }
 
-/* Per chunk: db_c = Σ dy; dW_c = Σ dy_g · col_gᵀ; dcol = W_gᵀ · dy_g, then col2im into dx.
- * Then dW += dW_0 + dW_1 + ..., db likewise, in chunk order. */
+/* Per chunk: db_c = Σ dy; dW_cᵀ = Σ col_g · dy_gᵀ (the transpose of dy_g · col_gᵀ: packing dy_gᵀ
+ * for the GEMM moves kg·P floats where packing col_gᵀ would move ck·P); dcol = W_gᵀ · dy_g, then
+ * col2im into dx. Then dW += dW_0 + dW_1 + ..., db likewise, in chunk order. */
 static void conv2d_backward(const layer *l, int n, const float *x, const float *y, const float *dy,
                             float *dx, float *ws) {
     (void)y;
@@ -276,7 +277,7 @@ static void conv2d_backward(const layer *l, int n, const float *x, const float *
                 const float *wg = l->param[0] + (size_t)gr * kg * ck;
                 float *dxs = dx ? dx + ((size_t)s * o->groups + gr) * xg : NULL;
                 if (!pointwise) im2col(&g, xs, col);
-                gemm(0, 1, kg, ck, P, dys, pointwise ? xs : col, 1.0f, dw + (size_t)gr * kg * ck);
+                gemm(0, 1, ck, kg, P, pointwise ? xs : col, dys, 1.0f, dw + (size_t)gr * kg * ck);
                 if (!dx) continue;
                 if (pointwise) {
                     gemm(1, 0, ck, P, kg, wg, dys, 0.0f, dxs);
@@ -290,7 +291,12 @@ static void conv2d_backward(const layer *l, int n, const float *x, const float *
     }
     for (int ch = 0; ch < chunks; ch++) {
         const float *dw = ws + (size_t)ch * chunk_floats(l) + col_size, *db = dw + wsize;
-        for (size_t i = 0; i < wsize; i++) l->grad[0][i] += dw[i];
+        for (int gr = 0; gr < o->groups; gr++) {    /* the chunk holds each group's dWᵀ [ck, kg] */
+            const float *t = dw + (size_t)gr * kg * ck;
+            float *g = l->grad[0] + (size_t)gr * kg * ck;
+            for (int k = 0; k < kg; k++)
+                for (int c = 0; c < ck; c++) g[(size_t)k * ck + c] += t[(size_t)c * kg + k];
+        }
         if (o->bias)
             for (int k = 0; k < l->oc; k++) l->grad[1][k] += db[k];
     }
