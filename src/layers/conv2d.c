@@ -215,12 +215,159 @@ static int conv2d_is_pointwise(const layer *l) {
 
 static int chunks_of(int n) { return n < CHUNKS ? n : CHUNKS; }
 
-/* Per chunk: the im2col matrix of one sample and group, then a partial dW and db. */
-static size_t chunk_floats(const layer *l) {
+/* One input channel per group (a first layer on grey images, or depthwise) with unit column
+ * stride runs as a direct convolution: whole output rows as vectors, no im2col. */
+static int conv2d_is_direct(const layer *l) { return l->c == l->o.conv.groups && l->o.conv.sw == 1; }
+
+static size_t padded_plane(const layer *l) {
+    return (size_t)(l->h + 2 * l->o.conv.ph) * (size_t)(l->w + 2 * l->o.conv.pw);
+}
+
+/* Per chunk: the im2col matrix of one sample and group (or, direct, a padded input plane and a
+ * padded input-gradient plane), then a partial dWᵀ and db. */
+/* Direct convolutions read whole padded rows past the last one, up to (kw − 1)·dw cells. */
+static size_t padded_slack(const layer *l) { return (size_t)(l->o.conv.kw - 1) * l->o.conv.dw; }
+
+/* The direct path's buffers: the padded input plane (with its slack), the padded input-gradient
+ * plane, and one "wide" output plane of oh rows of the padded width. */
+static size_t direct_floats(const layer *l) {
+    const size_t wide = (size_t)l->oh * (size_t)(l->w + 2 * l->o.conv.pw);
+    return 2 * (padded_plane(l) + padded_slack(l)) + wide;
+}
+
+static size_t chunk_col_floats(const layer *l) {
     const conv2d_opts *o = &l->o.conv;
     const size_t col = (size_t)(l->c / o->groups) * o->kh * o->kw * l->oh * l->ow;
+    return conv2d_is_direct(l) && direct_floats(l) > col ? direct_floats(l) : col;
+}
+
+static size_t chunk_floats(const layer *l) {
+    const conv2d_opts *o = &l->o.conv;
     const size_t dw = (size_t)l->oc * (l->c / o->groups) * o->kh * o->kw;
-    return col + dw + (size_t)l->oc;
+    return chunk_col_floats(l) + dw + (size_t)l->oc;
+}
+
+/* The plane x [h, w] with ph rows and pw columns of zeros around it, into xp. */
+static void pad_plane(const layer *l, const float *x, float *xp) {
+    const int pw = l->w + 2 * l->o.conv.pw;
+    memset(xp, 0, (padded_plane(l) + padded_slack(l)) * sizeof *xp);
+    for (int h = 0; h < l->h; h++)
+        memcpy(xp + (size_t)(h + l->o.conv.ph) * pw + l->o.conv.pw, x + (size_t)h * l->w, (size_t)l->w * sizeof *x);
+}
+
+/* Direct forward of one input plane xp (padded) into kg output planes:
+ *   y[k][i][j] = b[k] + Σ_{r,t} w[k][r][t] · xp[i·sh + r·dh][j + t·dw]   (column stride 1) */
+CNN_CLONES static void direct_forward(const layer *l, const float *restrict xp, const float *restrict w,
+                                      const float *b, int kg, float *restrict y, float *restrict wide) {
+    const conv2d_opts *o = &l->o.conv;
+    const int pw = l->w + 2 * o->pw, ow = l->ow;
+    if (o->sh == 1) {
+        /* With stride 1 the output rows, taken at the padded width, are one contiguous run:
+         * wide[i·pw + j] += w · xp[(i + r·dh)·pw + j + t·dw], a loop over all oh·pw cells at once.
+         * Columns j ≥ ow hold nothing useful and are dropped. */
+        const size_t q_end = (size_t)l->oh * pw;
+        for (int k = 0; k < kg; k++) {
+            const float bias = b ? b[k] : 0.0f;
+            for (size_t q = 0; q < q_end; q++) wide[q] = bias;
+            for (int r = 0; r < o->kh; r++)
+                for (int t = 0; t < o->kw; t++) {
+                    const float wv = w[((size_t)k * o->kh + r) * o->kw + t];
+                    const float *src = xp + (size_t)r * o->dh * pw + (size_t)t * o->dw;
+                    for (size_t q = 0; q < q_end; q++) wide[q] += wv * src[q];
+                }
+            for (int i = 0; i < l->oh; i++)
+                memcpy(y + ((size_t)k * l->oh + i) * ow, wide + (size_t)i * pw, (size_t)ow * sizeof *y);
+        }
+        return;
+    }
+    for (int k = 0; k < kg; k++)
+        for (int i = 0; i < l->oh; i++) {
+            float *yr = y + ((size_t)k * l->oh + i) * ow;
+            const float bias = b ? b[k] : 0.0f;
+            for (int j = 0; j < ow; j++) yr[j] = bias;
+            for (int r = 0; r < o->kh; r++) {
+                const float *xr = xp + (size_t)(i * o->sh + r * o->dh) * pw;
+                for (int t = 0; t < o->kw; t++) {
+                    const float wv = w[((size_t)k * o->kh + r) * o->kw + t];
+                    const float *src = xr + t * o->dw;
+                    for (int j = 0; j < ow; j++) yr[j] += wv * src[j];
+                }
+            }
+        }
+}
+
+/* Direct weight gradient, added to dwt (laid out [kh·kw, kg], as the GEMM path's dWᵀ):
+ *   dW[k][r][t] += Σ_{i,j} dy[k][i][j] · xp[i·sh + r·dh][j + t·dw]
+ * Each sum runs over j in eight interleaved lanes, added in a fixed order. */
+CNN_CLONES static void direct_weight_grad(const layer *l, const float *restrict xp, const float *restrict dy, int kg,
+                                          float *restrict dwt, float *restrict wide) {
+    const conv2d_opts *o = &l->o.conv;
+    const int pw = l->w + 2 * o->pw, ow = l->ow;
+    if (o->sh == 1) {
+        /* dy laid out at the padded width with zero columns, so each sum is one contiguous dot
+         * product of oh·pw terms (in 16 interleaved lanes, added in a fixed order). */
+        const size_t q_end = (size_t)l->oh * pw;
+        for (int k = 0; k < kg; k++) {
+            for (int i = 0; i < l->oh; i++) {
+                float *row = wide + (size_t)i * pw;
+                memcpy(row, dy + ((size_t)k * l->oh + i) * ow, (size_t)ow * sizeof *row);
+                for (int j = ow; j < pw; j++) row[j] = 0.0f;
+            }
+            for (int r = 0; r < o->kh; r++)
+                for (int t = 0; t < o->kw; t++) {
+                    const float *src = xp + (size_t)r * o->dh * pw + (size_t)t * o->dw;
+                    float lane[16] = {0};
+                    size_t q = 0;
+                    for (; q + 16 <= q_end; q += 16)
+                        for (int u = 0; u < 16; u++) lane[u] += wide[q + u] * src[q + u];
+                    float tail = 0.0f;
+                    for (; q < q_end; q++) tail += wide[q] * src[q];
+                    for (int u = 8; u > 0; u /= 2)
+                        for (int v = 0; v < u; v++) lane[v] += lane[v + u];
+                    dwt[(size_t)(r * o->kw + t) * kg + k] += lane[0] + tail;
+                }
+        }
+        return;
+    }
+    for (int k = 0; k < kg; k++)
+        for (int r = 0; r < o->kh; r++)
+            for (int t = 0; t < o->kw; t++) {
+                float lane[8] = {0};
+                float tail = 0.0f;
+                for (int i = 0; i < l->oh; i++) {
+                    const float *d = dy + ((size_t)k * l->oh + i) * ow;
+                    const float *src = xp + (size_t)(i * o->sh + r * o->dh) * pw + t * o->dw;
+                    int j = 0;
+                    for (; j + 8 <= ow; j += 8)
+                        for (int u = 0; u < 8; u++) lane[u] += d[j + u] * src[j + u];
+                    for (; j < ow; j++) tail += d[j] * src[j];
+                }
+                const float sum = ((lane[0] + lane[1]) + (lane[2] + lane[3])) + ((lane[4] + lane[5]) + (lane[6] + lane[7]));
+                dwt[(size_t)(r * o->kw + t) * kg + k] += sum + tail;
+            }
+}
+
+/* Direct input gradient of one plane: dxp[i·sh + r·dh][j + t·dw] += w[k][r][t] · dy[k][i][j] over
+ * every kernel k of the group, then dx is dxp without its padding. */
+CNN_CLONES static void direct_input_grad(const layer *l, const float *restrict dy, const float *restrict w, int kg,
+                                         float *restrict dxp, float *restrict dx) {
+    const conv2d_opts *o = &l->o.conv;
+    const int pw = l->w + 2 * o->pw, ow = l->ow;
+    memset(dxp, 0, padded_plane(l) * sizeof *dxp);
+    for (int k = 0; k < kg; k++)
+        for (int i = 0; i < l->oh; i++) {
+            const float *d = dy + ((size_t)k * l->oh + i) * ow;
+            for (int r = 0; r < o->kh; r++) {
+                float *dst0 = dxp + (size_t)(i * o->sh + r * o->dh) * pw;
+                for (int t = 0; t < o->kw; t++) {
+                    const float wv = w[((size_t)k * o->kh + r) * o->kw + t];
+                    float *dst = dst0 + t * o->dw;
+                    for (int j = 0; j < ow; j++) dst[j] += wv * d[j];
+                }
+            }
+        }
+    for (int h = 0; h < l->h; h++)
+        memcpy(dx + (size_t)h * l->w, dxp + (size_t)(h + o->ph) * pw + o->pw, (size_t)l->w * sizeof *dx);
 }
 
 static size_t conv2d_workspace(const layer *l, int n) { return (size_t)chunks_of(n) * chunk_floats(l); }
@@ -231,13 +378,19 @@ static void conv2d_forward(const layer *l, int n, const float *x, float *y, floa
     const im2col_geom g = conv2d_geom(l);
     const int cg = g.c, kg = l->oc / o->groups, ck = cg * o->kh * o->kw, P = l->oh * l->ow;
     const size_t xg = (size_t)cg * l->h * l->w;
-    const int chunks = chunks_of(n), pointwise = conv2d_is_pointwise(l);
+    const int chunks = chunks_of(n), pointwise = conv2d_is_pointwise(l), direct = conv2d_is_direct(l);
     PARALLEL_FOR(ch, chunks) {
         float *col = ws + (size_t)ch * chunk_floats(l);
         for (int s = (int)(n * ch / chunks); s < (int)(n * (ch + 1) / chunks); s++)
             for (int gr = 0; gr < o->groups; gr++) {
                 const float *xs = x + ((size_t)s * o->groups + gr) * xg;
                 float *ys = y + ((size_t)s * l->oc + (size_t)gr * kg) * P;
+                if (direct) {
+                    pad_plane(l, xs, col);
+                    direct_forward(l, col, l->param[0] + (size_t)gr * kg * ck, o->bias ? l->param[1] + gr * kg : NULL,
+                                   kg, ys, col + 2 * (padded_plane(l) + padded_slack(l)));
+                    continue;
+                }
                 if (!pointwise) im2col(&g, xs, col);
                 gemm(0, 0, kg, P, ck, l->param[0] + (size_t)gr * kg * ck, pointwise ? xs : col, 0.0f, ys);
                 if (o->bias)
@@ -258,8 +411,8 @@ static void conv2d_backward(const layer *l, int n, const float *x, const float *
     const conv2d_opts *o = &l->o.conv;
     const im2col_geom g = conv2d_geom(l);
     const int cg = g.c, kg = l->oc / o->groups, ck = cg * o->kh * o->kw, P = l->oh * l->ow;
-    const size_t xg = (size_t)cg * l->h * l->w, col_size = (size_t)ck * P, wsize = (size_t)l->oc * ck;
-    const int chunks = chunks_of(n), pointwise = conv2d_is_pointwise(l);
+    const size_t xg = (size_t)cg * l->h * l->w, col_size = chunk_col_floats(l), wsize = (size_t)l->oc * ck;
+    const int chunks = chunks_of(n), pointwise = conv2d_is_pointwise(l), direct = conv2d_is_direct(l);
     PARALLEL_FOR(ch, chunks) {
         float *col = ws + (size_t)ch * chunk_floats(l), *dw = col + col_size, *db = dw + wsize;
         memset(dw, 0, (wsize + (size_t)l->oc) * sizeof *dw);
@@ -276,6 +429,13 @@ static void conv2d_backward(const layer *l, int n, const float *x, const float *
                 const float *dys = dy + ((size_t)s * l->oc + (size_t)gr * kg) * P;
                 const float *wg = l->param[0] + (size_t)gr * kg * ck;
                 float *dxs = dx ? dx + ((size_t)s * o->groups + gr) * xg : NULL;
+                if (direct) {
+                    pad_plane(l, xs, col);
+                    direct_weight_grad(l, col, dys, kg, dw + (size_t)gr * kg * ck,
+                                       col + 2 * (padded_plane(l) + padded_slack(l)));
+                    if (dx) direct_input_grad(l, dys, wg, kg, col + padded_plane(l) + padded_slack(l), dxs);
+                    continue;
+                }
                 if (!pointwise) im2col(&g, xs, col);
                 gemm(0, 1, ck, kg, P, pointwise ? xs : col, dys, 1.0f, dw + (size_t)gr * kg * ck);
                 if (!dx) continue;
