@@ -2,6 +2,7 @@
  * per workload and run on stdout. bench/run.py runs this and bench/bench_torch.py alternately.
  *
  *   bench_cnn WORKLOAD [--threads T] [--runs R]
+ *   bench_cnn --info     {"gemm_kernel": ..., "compiler": ...}: the GEMM micro-kernel this CPU runs
  *
  * Workloads (the same ones bench_torch.py times):
  *   lenet_train_B        LeNet-5 training steps (forward, loss, backward, SGD) at batch B: images/s
@@ -11,6 +12,7 @@
  *   maxpool, avgpool, relu   forward+backward on N64 C64 56×56: ms
  */
 #include "cnn.h"
+#include "kernels/kernels.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -133,8 +135,17 @@ static const struct {
 
 int main(int argc, char **argv) {
     if (argc < 2) {
-        fprintf(stderr, "usage: bench_cnn WORKLOAD [--threads T] [--runs R]\n");
+        fprintf(stderr, "usage: bench_cnn WORKLOAD [--threads T] [--runs R] | --info\n");
         return 2;
+    }
+    if (!strcmp(argv[1], "--info")) {
+#ifdef __VERSION__
+        const char *cc = __VERSION__;
+#else
+        const char *cc = "unknown";
+#endif
+        printf("{\"gemm_kernel\": \"%s\", \"compiler\": \"%s\"}\n", gemm_kernel_name(), cc);
+        return 0;
     }
     const char *w = argv[1];
     int threads = 1, runs = 5;

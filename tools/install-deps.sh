@@ -1,9 +1,20 @@
 #!/bin/sh
 # Installs the Debian packages that cnn needs and that this machine lacks.
+#   sh tools/install-deps.sh build    what the library, the CLI and the tests need (the default)
+#   sh tools/install-deps.sh bench    that, and what `make bench` needs besides
+#
 #   jansson: the JSON of safetensors headers; zlib: gzipped IDX files; stb: image decoding;
 #   cairo: the training-curve plots (PNG and SVG); cmocka: the test framework
+#   bench: python3-torch, the PyTorch side of the benchmark (run with /usr/bin/python3), and
+#   OpenBLAS, which takes over libblas.so.3 from the reference BLAS, so that PyTorch's matrix
+#   products (the linear layers) run at their best
 set -e
 want="libjansson-dev zlib1g-dev libstb-dev libcairo2-dev libcmocka-dev"
+case "${1:-build}" in
+    build) ;;
+    bench) want="$want python3-torch libopenblas0-pthread" ;;
+    *) echo "usage: install-deps.sh [build|bench]" >&2; exit 2 ;;
+esac
 missing=""
 for p in $want; do
     dpkg -s "$p" >/dev/null 2>&1 || missing="$missing $p"
