@@ -26,6 +26,9 @@
 #define MC 120        /* a multiple of MR */
 #define NC 3072       /* a multiple of every NR */
 
+/* The loops the compiler vectorises, compiled for AVX-512, AVX2 and the baseline (kernels.h). */
+#define CNN_GEMM_CLONES CNN_CLONES
+
 typedef void (*kernel_fn)(int kc, const float *a, const float *b, float *c, int ldc, int m, int n);
 
 /* Adds the m×n valid part of an MR×nr tile held in t to C. */
@@ -189,10 +192,52 @@ static void pack_b(int tb, const float *B, int N, int K, int p0, int kc, int j0,
     }
 }
 
+/* A few rows of C (a batch of one or two through a linear layer): packing B would cost more than
+ * the product, so work on A and B as they are. With B transposed each C element is a dot product
+ * of two contiguous rows, summed in 16 interleaved lanes added in a fixed order; otherwise each
+ * row of C gathers rows of B scaled by A's entries, in increasing k. */
+#define SMALL_M 4
+
+CNN_GEMM_CLONES static void gemm_small_m(int ta, int tb, int M, int N, int K, const float *restrict A,
+                                         const float *restrict B, float *restrict C) {
+    for (int i = 0; i < M; i++) {
+        float *c = C + (size_t)i * N;
+        if (tb && !ta) {
+            const float *a = A + (size_t)i * K;
+            for (int j = 0; j < N; j++) {
+                const float *b = B + (size_t)j * K;
+                float lane[16] = {0};
+                int p = 0;
+                for (; p + 16 <= K; p += 16)
+                    for (int u = 0; u < 16; u++) lane[u] += a[p + u] * b[p + u];
+                float tail = 0.0f;
+                for (; p < K; p++) tail += a[p] * b[p];
+                for (int u = 8; u > 0; u /= 2)
+                    for (int v = 0; v < u; v++) lane[v] += lane[v + u];
+                c[j] += lane[0] + tail;
+            }
+            continue;
+        }
+        for (int p = 0; p < K; p++) {
+            const float a = ta ? A[(size_t)p * M + i] : A[(size_t)i * K + p];
+            if (!tb) {
+                const float *b = B + (size_t)p * N;
+                for (int j = 0; j < N; j++) c[j] += a * b[j];
+            } else {
+                for (int j = 0; j < N; j++) c[j] += a * B[(size_t)j * K + p];
+            }
+        }
+    }
+}
+
 void gemm(int ta, int tb, int M, int N, int K, const float *A, const float *B, float beta, float *C) {
     if (beta == 0.0f)
         for (int i = 0; i < M; i++) memset(C + (size_t)i * N, 0, (size_t)N * sizeof *C);
     if (M == 0 || N == 0 || K == 0) return;
+    if (M <= SMALL_M) {
+        gemm_small_m(ta, tb, M, N, K, A, B, C);
+        return;
+    }
     kernel kn = the_kernel();
 #ifdef HAVE_X86
     /* A matrix at most 16 wide would fill half of each 32-wide AVX-512 tile: use the 16-wide one.

@@ -266,15 +266,29 @@ CNN_CLONES static void direct_forward(const layer *l, const float *restrict xp, 
          * wide[i·pw + j] += w · xp[(i + r·dh)·pw + j + t·dw], a loop over all oh·pw cells at once.
          * Columns j ≥ ow hold nothing useful and are dropped. */
         const size_t q_end = (size_t)l->oh * pw;
+        enum { BLOCK = 64 };   /* outputs kept in registers while every tap is added */
         for (int k = 0; k < kg; k++) {
             const float bias = b ? b[k] : 0.0f;
-            for (size_t q = 0; q < q_end; q++) wide[q] = bias;
-            for (int r = 0; r < o->kh; r++)
-                for (int t = 0; t < o->kw; t++) {
-                    const float wv = w[((size_t)k * o->kh + r) * o->kw + t];
-                    const float *src = xp + (size_t)r * o->dh * pw + (size_t)t * o->dw;
-                    for (size_t q = 0; q < q_end; q++) wide[q] += wv * src[q];
-                }
+            const float *wk = w + (size_t)k * o->kh * o->kw;
+            size_t q0 = 0;
+            for (; q0 + BLOCK <= q_end; q0 += BLOCK) {
+                float acc[BLOCK];
+                for (int u = 0; u < BLOCK; u++) acc[u] = bias;
+                for (int r = 0; r < o->kh; r++)
+                    for (int t = 0; t < o->kw; t++) {
+                        const float wv = wk[r * o->kw + t];
+                        const float *src = xp + (size_t)r * o->dh * pw + (size_t)t * o->dw + q0;
+                        for (int u = 0; u < BLOCK; u++) acc[u] += wv * src[u];
+                    }
+                memcpy(wide + q0, acc, sizeof acc);
+            }
+            for (size_t q = q0; q < q_end; q++) {
+                float acc = bias;
+                for (int r = 0; r < o->kh; r++)
+                    for (int t = 0; t < o->kw; t++)
+                        acc += wk[r * o->kw + t] * xp[(size_t)r * o->dh * pw + (size_t)t * o->dw + q];
+                wide[q] = acc;
+            }
             for (int i = 0; i < l->oh; i++)
                 memcpy(y + ((size_t)k * l->oh + i) * ow, wide + (size_t)i * pw, (size_t)ow * sizeof *y);
         }
