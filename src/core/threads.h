@@ -14,6 +14,7 @@
     CNN_PRAGMA(omp parallel for schedule(static) num_threads(cnn_get_threads()) if (cnn_get_threads() > 1)) \
     for (long i = 0; i < (long)(n); i++)
 #else
+#define CNN_PRAGMA(x)
 #define PARALLEL_FOR(i, n) for (long i = 0; i < (long)(n); i++)
 #endif
 

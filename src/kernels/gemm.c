@@ -10,8 +10,12 @@
  * into tiles or threads; it can differ between kernels only by FMA rounding.
  */
 #include "kernels.h"
+#include "core/threads.h"
 
 #include <stddef.h>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
 #include <stdint.h>
 #include <string.h>
 
@@ -239,6 +243,11 @@ void gemm(int ta, int tb, int M, int N, int K, const float *A, const float *B, f
         return;
     }
     kernel kn = the_kernel();
+    /* Threads only at the outermost level: a GEMM called from a parallel loop stays on its thread. */
+    int threads = cnn_get_threads();
+#ifdef _OPENMP
+    if (omp_in_parallel()) threads = 1;
+#endif
 #ifdef HAVE_X86
     /* A matrix at most 16 wide would fill half of each 32-wide AVX-512 tile: use the 16-wide one.
      * The choice depends on the shape alone, so results stay the same for any thread count. */
@@ -255,11 +264,19 @@ void gemm(int ta, int tb, int M, int N, int K, const float *A, const float *B, f
             for (int i0 = 0; i0 < M; i0 += MC) {
                 const int mc = M - i0 < MC ? M - i0 : MC;
                 pack_a(ta, A, M, K, i0, mc, p0, kc, apack);
-                for (int jb = 0; jb < nc; jb += kn.nr)
+                /* Column panels may go to different threads: each tile of C is computed whole by
+                 * one thread, in the same order, so the result does not depend on the split. The
+                 * packed blocks live in this thread's buffers, which the others read. */
+                const float *ap = apack, *bp = bpack;
+                const int panels = (nc + kn.nr - 1) / kn.nr;
+                const int par = threads > 1 && (long)mc * nc * kc >= (1L << 17);
+                CNN_PRAGMA(omp parallel for schedule(static) num_threads(threads) if (par))
+                for (int q = 0; q < panels; q++) {
+                    const int jb = q * kn.nr;
                     for (int ib = 0; ib < mc; ib += MR)
-                        kn.fn(kc, apack + (size_t)ib * kc, bpack + (size_t)jb * kc,
-                              C + (size_t)(i0 + ib) * N + j0 + jb, N, mc - ib < MR ? mc - ib : MR,
-                              nc - jb < kn.nr ? nc - jb : kn.nr);
+                        kn.fn(kc, ap + (size_t)ib * kc, bp + (size_t)jb * kc, C + (size_t)(i0 + ib) * N + j0 + jb, N,
+                              mc - ib < MR ? mc - ib : MR, nc - jb < kn.nr ? nc - jb : kn.nr);
+                }
             }
         }
     }
