@@ -8,6 +8,7 @@
  * record counts come from the files' sizes), and on any error everything read so far is freed.
  */
 #include "core/error.h"
+#include "io/readers.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -18,6 +19,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 /* The longest path built here (directory + '/' + file name). */
 #define DATA_PATH_MAX 4096
@@ -461,20 +463,58 @@ static cnn_status file_size(const char *path, int64_t *size) {
     return CNN_OK;
 }
 
+/* The number of records in a batch of `size` bytes. Errors: CNN_ERR_FORMAT (not whole records). */
+static cnn_status cifar_count(const char *name, int64_t size, int64_t *records) {
+    if (size % CIFAR_RECORD != 0)
+        return cnn_fail(CNN_ERR_FORMAT, "%s: %" PRId64 " bytes is not a whole number of CIFAR-10 "
+                        "records of %d bytes (1 label + %d pixels); is it truncated?", name, size,
+                        CIFAR_RECORD, CIFAR_PIXELS);
+    *records = size / CIFAR_RECORD;
+    return CNN_OK;
+}
+
+/* Reads `left` records from f (named `name`) into ds from sample *at on, advancing *at, scaled
+ * through lut; buf has room for CIFAR_CHUNK records. Errors: CNN_ERR_IO, CNN_ERR_FORMAT (the file
+ * is shorter than `left` records, a label above 9). */
+static cnn_status cifar_read_records(FILE *f, const char *name, int64_t left,
+                                     const float lut[3][256], uint8_t *buf, cnn_dataset *ds,
+                                     int64_t *at) {
+    int64_t records = 0; /* read from this file */
+    while (left > 0) {
+        size_t want = (size_t)(left < CIFAR_CHUNK ? left : CIFAR_CHUNK);
+        size_t got = fread(buf, CIFAR_RECORD, want, f);
+        if (got < want) {
+            if (ferror(f)) return cnn_fail(CNN_ERR_IO, "cannot read '%s': %s", name, strerror(errno));
+            return cnn_fail(CNN_ERR_FORMAT, "%s: truncated while reading record %" PRId64, name,
+                            records + (int64_t)got);
+        }
+        for (size_t r = 0; r < got; r++) {
+            const uint8_t *rec = buf + r * CIFAR_RECORD;
+            if (rec[0] > 9)
+                return cnn_fail(CNN_ERR_FORMAT, "%s: record %" PRId64 " has label %d; CIFAR-10 "
+                                "labels are 0..9", name, records + (int64_t)r, rec[0]);
+            ds->y[*at] = rec[0];
+            float *x = ds->x + *at * CIFAR_PIXELS;
+            for (int j = 0; j < CIFAR_PIXELS; j++) x[j] = lut[j / 1024][rec[1 + j]];
+            (*at)++;
+        }
+        records += (int64_t)got;
+        left -= (int64_t)got;
+    }
+    return CNN_OK;
+}
+
 /* Reads the batches `files` (full paths, `count` of them) into ds, scaled through lut.
  * Errors: CNN_ERR_IO, CNN_ERR_FORMAT (a size that is not whole records, a label above 9),
  * CNN_ERR_NOMEM. */
 static cnn_status read_cifar_split(char **files, int count, const float lut[3][256],
                                    cnn_dataset *ds) {
-    int64_t total = 0, size = 0;
+    int64_t total = 0, size = 0, records = 0;
     cnn_status s;
     for (int i = 0; i < count; i++) {
         if ((s = file_size(files[i], &size)) != CNN_OK) return s;
-        if (size % CIFAR_RECORD != 0)
-            return cnn_fail(CNN_ERR_FORMAT, "%s: %" PRId64 " bytes is not a whole number of "
-                            "CIFAR-10 records of %d bytes (1 label + %d pixels); is it truncated?",
-                            files[i], size, CIFAR_RECORD, CIFAR_PIXELS);
-        total += size / CIFAR_RECORD;
+        if ((s = cifar_count(files[i], size, &records)) != CNN_OK) return s;
+        total += records;
     }
     ds->n = total;
     ds->c = 3, ds->h = 32, ds->w = 32;
@@ -489,47 +529,56 @@ static cnn_status read_cifar_split(char **files, int count, const float lut[3][2
             s = cnn_fail(CNN_ERR_IO, "cannot open '%s': %s", files[i], strerror(errno));
             goto done;
         }
-        int64_t records = 0, left;
         if ((s = file_size(files[i], &size)) != CNN_OK) {
             fclose(f);
             goto done;
         }
-        left = size / CIFAR_RECORD;
+        int64_t left = size / CIFAR_RECORD;
         if (at + left > total) left = total - at; /* the file grew since it was measured */
-        while (left > 0) {
-            size_t want = (size_t)(left < CIFAR_CHUNK ? left : CIFAR_CHUNK);
-            size_t got = fread(buf, CIFAR_RECORD, want, f);
-            if (got < want) {
-                if (ferror(f))
-                    s = cnn_fail(CNN_ERR_IO, "cannot read '%s': %s", files[i], strerror(errno));
-                else
-                    s = cnn_fail(CNN_ERR_FORMAT, "%s: truncated while reading record %" PRId64,
-                                 files[i], records + (int64_t)got);
-                fclose(f);
-                goto done;
-            }
-            for (size_t r = 0; r < got; r++) {
-                const uint8_t *rec = buf + r * CIFAR_RECORD;
-                if (rec[0] > 9) {
-                    s = cnn_fail(CNN_ERR_FORMAT, "%s: record %" PRId64 " has label %d; CIFAR-10 "
-                                 "labels are 0..9", files[i], records + (int64_t)r, rec[0]);
-                    fclose(f);
-                    goto done;
-                }
-                ds->y[at] = rec[0];
-                float *x = ds->x + at * CIFAR_PIXELS;
-                for (int j = 0; j < CIFAR_PIXELS; j++) x[j] = lut[j / 1024][rec[1 + j]];
-                at++;
-            }
-            records += (int64_t)got;
-            left -= (int64_t)got;
-        }
+        s = cifar_read_records(f, files[i], left, lut, buf, ds, &at);
         fclose(f);
+        if (s != CNN_OK) goto done;
     }
     if (at < total) /* a file shrank since it was measured */
         s = cnn_fail(CNN_ERR_FORMAT, "%s: the batches changed while being read", files[0]);
 done:
     free(buf);
+    return s;
+}
+
+cnn_status cnn_cifar_read_fd(int fd, const char *name, cnn_dataset *ds) {
+    if (fd < 0 || !name || !ds) {
+        if (fd >= 0) close(fd);
+        return cnn_fail(CNN_ERR_ARG, "cnn_cifar_read_fd: %s", fd < 0 ? "negative fd" : "NULL argument");
+    }
+    FILE *f = fdopen(fd, "rb");
+    if (!f) {
+        const int e = errno;
+        close(fd);
+        return cnn_fail(CNN_ERR_IO, "cannot open '%s': %s", name, strerror(e));
+    }
+    struct stat sb;
+    uint8_t *buf = NULL;
+    cnn_status s;
+    if (fstat(fd, &sb) != 0 || !S_ISREG(sb.st_mode)) {
+        s = cnn_fail(CNN_ERR_IO, "cannot read '%s': not a regular file", name);
+        goto done;
+    }
+    if ((s = cifar_count(name, (int64_t)sb.st_size, &ds->n)) != CNN_OK) goto done;
+    ds->c = 3, ds->h = 32, ds->w = 32;
+    if ((s = alloc_split(ds, name)) != CNN_OK) goto done;
+    if (!(buf = malloc((size_t)CIFAR_CHUNK * CIFAR_RECORD))) {
+        s = cnn_fail(CNN_ERR_NOMEM, "cannot allocate a buffer for CIFAR-10 records");
+        goto done;
+    }
+    const struct known_set *k = known_find("cifar10");
+    float lut[3][256];
+    make_lut(lut, 3, k->mean, k->std);
+    int64_t at = 0;
+    s = cifar_read_records(f, name, ds->n, lut, buf, ds, &at);
+done:
+    free(buf);
+    fclose(f);
     return s;
 }
 

@@ -9,13 +9,16 @@
  * dimensions need; a stream that ends early or goes on after them is rejected.
  */
 #include "core/error.h"
+#include "io/readers.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 #include <zlib.h>
 
 /* The most data bytes a file may hold (2^31): far above any data set read whole into memory. */
@@ -80,6 +83,8 @@ static cnn_status src_read(struct source *s, void *buf, int64_t n, int64_t *got)
     const char *msg = gzerror(s->gz, &err);
     if (err == Z_ERRNO)
         return cnn_fail(CNN_ERR_IO, "%s: cannot read: %s", s->path, strerror(errno));
+    /* zlib puts its own name of the stream in front, "<fd:N>: ", which says nothing here. */
+    if (msg && !strncmp(msg, "<fd:", 4) && strstr(msg, ">: ")) msg = strstr(msg, ">: ") + 3;
     if (err != Z_OK && err != Z_STREAM_END)
         return cnn_fail(err == Z_MEM_ERROR ? CNN_ERR_NOMEM : CNN_ERR_FORMAT,
                         "%s: the gzip stream is damaged or cut short (zlib: %s)", s->path,
@@ -157,23 +162,42 @@ cnn_status cnn_idx_read(const char *path, uint8_t **data, int *ndim, int64_t dim
     if (!path || !data || !ndim || !dims)
         return cnn_fail(CNN_ERR_ARG, "cnn_idx_read: NULL %s",
                         !path ? "path" : !data ? "data" : !ndim ? "ndim" : "dims");
+    const int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return cnn_fail(CNN_ERR_IO, "cannot open '%s': %s", path, strerror(errno));
+    return cnn_idx_read_fd(fd, path, is_gz(path), data, ndim, dims);
+}
+
+cnn_status cnn_idx_read_fd(int fd, const char *path, int gz, uint8_t **data, int *ndim,
+                           int64_t dims[4]) {
+    if (data) *data = NULL;
+    if (ndim) *ndim = 0;
+    if (dims) memset(dims, 0, IDX_MAX_DIMS * sizeof *dims);
+    if (fd < 0 || !path || !data || !ndim || !dims) {
+        if (fd >= 0) close(fd);
+        return cnn_fail(CNN_ERR_ARG, "cnn_idx_read_fd: %s",
+                        fd < 0 ? "negative fd" : !path ? "NULL name" : "NULL output");
+    }
 
     struct source s = {.path = path};
     int64_t file_size = -1; /* raw files only */
-    if (is_gz(path)) {
-        errno = 0;
-        s.gz = gzopen(path, "rb");
-        if (!s.gz)
-            return cnn_fail(errno == ENOMEM ? CNN_ERR_NOMEM : CNN_ERR_IO, "cannot open '%s': %s",
-                            path, errno ? strerror(errno) : "out of memory");
+    if (gz) {
+        s.gz = gzdopen(fd, "rb"); /* fails only when out of memory */
+        if (!s.gz) {
+            close(fd);
+            return cnn_fail(CNN_ERR_NOMEM, "cannot open '%s': out of memory", path);
+        }
         gzbuffer(s.gz, 1 << 17);
     } else {
-        s.f = fopen(path, "rb");
-        if (!s.f) return cnn_fail(CNN_ERR_IO, "cannot open '%s': %s", path, strerror(errno));
+        s.f = fdopen(fd, "rb");
+        if (!s.f) {
+            const int e = errno;
+            close(fd);
+            return cnn_fail(CNN_ERR_IO, "cannot open '%s': %s", path, strerror(e));
+        }
         struct stat sb;
-        const char *why = fstat(fileno(s.f), &sb) != 0 ? strerror(errno)
-                          : !S_ISREG(sb.st_mode)       ? "not a regular file"
-                                                       : NULL;
+        const char *why = fstat(fd, &sb) != 0 ? strerror(errno)
+                          : !S_ISREG(sb.st_mode) ? "not a regular file"
+                                                 : NULL;
         if (why) {
             fclose(s.f);
             return cnn_fail(CNN_ERR_IO, "cannot read '%s': %s", path, why);
