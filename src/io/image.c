@@ -3,8 +3,11 @@
  *
  * The pipeline for one image:
  *   1. check the magic bytes (PNG, JPEG, BMP, binary P5/P6 or ASCII P2/P3 netpbm) and the declared
- *      size from the header alone (stbi_info_from_memory), rejecting more than 16384×16384 before
- *      any pixel memory is allocated;
+ *      size from the header alone (stbi_info_from_memory), rejecting more than 16384×16384, or
+ *      more pixels than the file's bytes can encode, before any pixel memory is allocated; and
+ *      check the two numbers that stb_image 2.27 (Debian 12's libstb) trusts without checking
+ *      (found by fuzzing, tests/fuzz): PNG chunk lengths, which it allocates for before reading,
+ *      and the code counts of JPEG Huffman tables, whose sum past 256 overflows its tables;
  *   2. decode to 8-bit samples (stb_image; 16-bit sources are reduced by stb) or, for P2/P3, to the
  *      file's own integer samples with their maxval;
  *   3. resize with bilinear interpolation, sampling the source converted to c channels on the fly.
@@ -22,6 +25,7 @@
  * skips pixels; at the image's own size every pixel is copied exactly. */
 #include "core/error.h"
 
+#include <ctype.h>
 #include <errno.h>
 #include <limits.h>
 #include <stdint.h>
@@ -29,7 +33,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include <stb/stb_image.h>
+#include "io/stb.h"
 
 #define IMAGE_MAX_SIDE 16384
 #define IMAGE_MAX_FILE (64 << 20)
@@ -204,6 +208,72 @@ static int declared_size(const uint8_t *s, size_t len, const char *format, uint6
     return 0;
 }
 
+/* s[i], or 0 past the end (as stb reads a buffer). */
+static int byte_at(const uint8_t *s, size_t len, size_t i) { return i < len ? s[i] : 0; }
+
+/* Checks what stb_image 2.27 trusts. Returns NULL, or why the file is rejected:
+ *   PNG: a chunk's length must fit in the file: stb reallocates its IDAT buffer to the claimed
+ *        length before it reads the chunk (a 100-byte file could make it allocate 4 GB);
+ *   JPEG: a Huffman table (DHT) may hold at most 256 codes: stb writes a larger count past the
+ *        end of its tables. stb may take a DHT marker (FF C4) anywhere it looks for a marker, so
+ *        every FF C4 in the file is checked, reading the tables after it as stb would (past the
+ *        end, stb reads zeros). */
+static const char *stb_trap(const char *format, const uint8_t *s, size_t len, char *why, size_t cap) {
+    if (!strcmp(format, "PNG")) {
+        for (size_t at = 8; len - at >= 8;) {
+            const uint32_t n = be32(s + at);
+            if (n > len - at - 8) {
+                const uint8_t *t = s + at + 4;
+                char type[8] = "?";
+                if (isalpha(t[0]) && isalpha(t[1]) && isalpha(t[2]) && isalpha(t[3])) memcpy(type, t, 4), type[4] = '\0';
+                snprintf(why, cap, "chunk '%s' at byte %zu claims %lu bytes, past the end of the file (is it "
+                         "truncated?)", type, at, (unsigned long)n);
+                return why;
+            }
+            if (!memcmp(s + at + 4, "IEND", 4) || len - at - 8 - n < 4) break;
+            at += 12 + (size_t)n;
+        }
+    } else if (!strcmp(format, "JPEG")) {
+        for (size_t at = 0; at + 1 < len; at++) {
+            if (s[at] != 0xFF || s[at + 1] != 0xC4) continue;
+            size_t p = at + 2;
+            long left = (long)(byte_at(s, len, p) << 8 | byte_at(s, len, p + 1)) - 2;
+            p += 2;
+            while (left > 0 && p < len) {
+                int count = 0; /* the table's class and id byte, then its 16 code counts */
+                for (size_t i = 1; i <= 16; i++) count += byte_at(s, len, p + i);
+                if (count > 256) {
+                    snprintf(why, cap, "the Huffman table at byte %zu holds %d codes, more than 256 (the file is "
+                             "corrupt)", p, count);
+                    return why;
+                }
+                p += 17 + (size_t)count;
+                left -= 17 + count;
+            }
+        }
+    }
+    return NULL;
+}
+
+/* Whether a file of `len` bytes declares more pixels than it can encode, from the least each
+ * format spends on them: a PNG's zlib stream inflates at most 1032-fold, a JPEG (Huffman coded, as
+ * stb reads) spends at least one bit on each 8×8 block, a BMP (uncompressed, as stb reads) at least
+ * one bit on a pixel, binary netpbm one byte. Decoding such a file could only make the decoder
+ * allocate for pixels that are not there and, for JPEG, decode them one by one out of nothing. */
+static int declares_too_much(const char *format, const uint8_t *s, size_t len, int x, int y) {
+    const uint64_t pixels = (uint64_t)x * (uint64_t)y, bytes = len;
+    if (!strcmp(format, "PNG")) {
+        /* Bits per pixel from IHDR's depth and colour type; the raw stream has a filter byte per row. */
+        static const int channels[7] = {1, 0, 3, 1, 2, 0, 4};
+        const int depth = s[24], color = s[25] <= 6 ? s[25] : 0, bits = depth * (channels[color] ? channels[color] : 1);
+        const uint64_t raw = (uint64_t)y * (1 + ((uint64_t)x * (uint64_t)(bits > 0 ? bits : 1) + 7) / 8);
+        return raw > 1032 * bytes;
+    }
+    if (!strcmp(format, "JPEG")) return pixels > 512 * bytes;
+    if (!strcmp(format, "BMP")) return pixels > 8 * bytes;
+    return pixels > bytes; /* PGM, PPM */
+}
+
 static cnn_status decode_named(const char *name, const void *buf, size_t len, int c, int h, int w, float *out) {
     if (c != 1 && c != 3) return cnn_fail(CNN_ERR_ARG, "%s: %d channels requested; they must be 1 or 3", name, c);
     if (h < 1 || w < 1) return cnn_fail(CNN_ERR_ARG, "%s: size %dx%d requested; both must be at least 1", name, w, h);
@@ -219,18 +289,24 @@ static cnn_status decode_named(const char *name, const void *buf, size_t len, in
     if (declared_size(s, len, format, &dx, &dy) && (dx > IMAGE_MAX_SIDE || dy > IMAGE_MAX_SIDE))
         return cnn_fail(CNN_ERR_FORMAT, "%s: %s image is %llux%llu, too large (the limit is %dx%d)", name, format,
                         (unsigned long long)dx, (unsigned long long)dy, IMAGE_MAX_SIDE, IMAGE_MAX_SIDE);
+    char why[160];
+    if (stb_trap(format, s, len, why, sizeof why))
+        return cnn_fail(CNN_ERR_FORMAT, "%s: %s image does not decode: %s", name, format, why);
     int x, y, n;
-    if (!stbi_info_from_memory(s, (int)len, &x, &y, &n))
-        return cnn_fail(CNN_ERR_FORMAT, "%s: %s header does not decode: %s", name, format, stbi_failure_reason());
+    if (!cnn_stbi_info_from_memory(s, (int)len, &x, &y, &n))
+        return cnn_fail(CNN_ERR_FORMAT, "%s: %s header does not decode: %s", name, format, cnn_stbi_failure_reason());
     if (x < 1 || y < 1 || x > IMAGE_MAX_SIDE || y > IMAGE_MAX_SIDE)
         return cnn_fail(CNN_ERR_FORMAT, "%s: %s image is %dx%d, too large (the limit is %dx%d)", name, format, x, y,
                         IMAGE_MAX_SIDE, IMAGE_MAX_SIDE);
-    uint8_t *data = stbi_load_from_memory(s, (int)len, &x, &y, &n, 0);
-    if (!data) return cnn_fail(CNN_ERR_FORMAT, "%s: %s image does not decode: %s", name, format, stbi_failure_reason());
+    if (declares_too_much(format, s, len, x, y))
+        return cnn_fail(CNN_ERR_FORMAT, "%s: %s image is %dx%d, more pixels than its %zu bytes can encode (is it "
+                        "truncated?)", name, format, x, y, len);
+    uint8_t *data = cnn_stbi_load_from_memory(s, (int)len, &x, &y, &n, 0);
+    if (!data) return cnn_fail(CNN_ERR_FORMAT, "%s: %s image does not decode: %s", name, format, cnn_stbi_failure_reason());
     const pixels p = {.w = x, .h = y, .n = n, .maxval = 255, .u8 = data};
     cnn_status st = n >= 1 && n <= 4 ? resize_bilinear(&p, c, h, w, out)
                                      : cnn_fail(CNN_ERR_FORMAT, "%s: %s image has %d channels", name, format, n);
-    stbi_image_free(data);
+    cnn_stbi_image_free(data);
     return st;
 }
 
