@@ -72,7 +72,52 @@ bench: all $(BUILD)/bench_cnn $(BUILD)/peak
 demo: all data
 	@sh tools/demo.sh $(BUILD)
 
+# Fuzzing: a libFuzzer target for each reader of outside input (tests/fuzz/README.md), built
+# with clang, ASan and UBSan (installed if missing). `make fuzz FUZZ_SECONDS=N` runs each target
+# for N seconds on top of its corpus and regression files; FUZZ_TARGETS picks some of them.
+FUZZ_CC      ?= clang
+FUZZ_SECONDS ?= 30
+FUZZ_TARGETS ?= model safetensors idx idx_gz cifar image matrix
+FUZZ_BUILD   := build/fuzz
+FUZZ_SAN     := -fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer
+FUZZ_CFLAGS   = -std=c11 -O1 -g -fopenmp -Wall -Wextra -MMD -MP -D_POSIX_C_SOURCE=200809L -Iinclude -Isrc \
+                -Icli -fsanitize=fuzzer-no-link $(FUZZ_SAN)
+FUZZ_LIB_OBJ := $(LIB_SRC:%.c=$(FUZZ_BUILD)/obj/%.o)
+FUZZ_BIN     := $(FUZZ_TARGETS:%=$(FUZZ_BUILD)/fuzz_%)
+
+.PHONY: fuzz fuzz-deps fuzz-corpus
+$(FUZZ_BUILD)/obj/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(FUZZ_CC) $(FUZZ_CFLAGS) -c $< -o $@
+
+$(FUZZ_BUILD)/obj/tests/fuzz/%.o: FUZZ_CFLAGS += -D_GNU_SOURCE   # memfd_create
+
+$(FUZZ_BUILD)/fuzz_%: $(FUZZ_BUILD)/obj/tests/fuzz/fuzz_%.o $(FUZZ_LIB_OBJ)
+	$(FUZZ_CC) -fsanitize=fuzzer $(FUZZ_SAN) -fopenmp -o $@ $^ $(LDLIBS)
+
+$(FUZZ_BUILD)/fuzz_matrix: $(FUZZ_BUILD)/obj/cli/matrix.o
+# stb_image (src/io/stb_image.c): ASan holds it to memory safety; UBSan would stop at the harmless
+# undefined behaviour of Debian's stb 2.27 (NULL + 0, shifts of negative values).
+$(FUZZ_BUILD)/obj/src/io/stb_image.o: FUZZ_SAN := -fsanitize=address -fno-omit-frame-pointer
+
+fuzz-deps:
+	@sh tools/install-deps.sh build
+	@sh tools/install-fuzz-deps.sh
+
+fuzz: fuzz-deps
+	@$(MAKE) --no-print-directory $(FUZZ_BIN)
+	@sh tests/fuzz/run.sh $(FUZZ_BUILD) $(FUZZ_SECONDS) $(FUZZ_TARGETS)
+
+# Rewrites the seed corpora (committed) from their recipe, tests/fuzz/make_corpus.c.
+$(FUZZ_BUILD)/make_corpus: tests/fuzz/make_corpus.c $(BUILD)/libcnn.a
+	@mkdir -p $(dir $@)
+	$(CC) -std=c11 -O1 -Wall -Wextra -D_POSIX_C_SOURCE=200809L -Iinclude -o $@ $< $(BUILD)/libcnn.a $(LDFLAGS) $(LDLIBS)
+
+fuzz-corpus: all $(FUZZ_BUILD)/make_corpus
+	rm -rf tests/fuzz/corpus && $(FUZZ_BUILD)/make_corpus tests/fuzz/corpus
+
 clean:
 	rm -rf build
 
 -include $(LIB_OBJ:.o=.d) $(CLI_OBJ:.o=.d) $(TEST_BIN:$(BUILD)/tests/%=$(BUILD)/obj/tests/%.d)
+-include $(wildcard $(FUZZ_BUILD)/obj/*/*.d $(FUZZ_BUILD)/obj/*/*/*.d)
