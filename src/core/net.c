@@ -387,6 +387,9 @@ cnn_status cnn_net_load_weights(cnn_net *net, const cnn_st *st, int allow_missin
             if (!isfinite(v))
                 return cnn_fail(CNN_ERR_NONFINITE, "weights: tensor '%s' holds %s at element %lld", p->name,
                                 isnan(v) ? "NaN" : "Inf", (long long)k);
+            if (fabs(v) >= 0x1.ffffffp127) /* rounds to Inf as a float: F64 [FLT_MAX + half an ulp, ...) */
+                return cnn_fail(CNN_ERR_NONFINITE, "weights: tensor '%s' holds %g at element %lld, beyond float32's "
+                                "range (it would be Inf)", p->name, v, (long long)k);
             p->data[k] = (float)v;
         }
     }

@@ -223,6 +223,9 @@ cnn_status cnn_optim_load_state(cnn_optim *opt, const cnn_st *st, int64_t steps)
                 if (pass == 0 && !isfinite(v))
                     return cnn_fail(CNN_ERR_NONFINITE, "optimizer state: tensor '%s' holds %s at element %lld",
                                     want.name, isnan(v) ? "NaN" : "Inf", (long long)i);
+                if (pass == 0 && fabs(v) >= 0x1.ffffffp127) /* Inf as a float */
+                    return cnn_fail(CNN_ERR_NONFINITE, "optimizer state: tensor '%s' holds %g at element %lld, beyond "
+                                    "float32's range (it would be Inf)", want.name, v, (long long)i);
                 if (pass == 1) dst[i] = (float)v;
             }
         }
