@@ -5,6 +5,14 @@
  * Determinism: the order of the samples in epoch e is a shuffle drawn from (seed, e) alone, and
  * every kernel reduces in a fixed order, so the same seed, data and thread count give the same
  * weights bit for bit, and a run resumed from a checkpoint continues exactly.
+ *
+ * Crash safety: with --checkpoint-every N a checkpoint is also written every N steps within an
+ * epoch; its metadata holds the position (epochs done, and batches done of the next one, with
+ * that epoch's running loss and accuracy), so that --resume redraws the epoch's order from
+ * (seed, epoch) and skips the batches already done. Checkpoints are written atomically (a
+ * temporary file, fsync, rename), so a crash or kill at any moment leaves the last complete one.
+ * SIGINT and SIGTERM stop training after the current step, write a checkpoint and say how to
+ * resume; a second signal kills at once (which the atomic writes make safe too).
  */
 #include "checkpoint.h"
 #include "cli.h"
@@ -14,6 +22,7 @@
 
 #include <errno.h>
 #include <math.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -27,7 +36,7 @@ static const char train_usage[] =
     "                 [--schedule constant|step|cosine] [--step-size S] [--gamma G]\n"
     "                 [--seed S] [--no-shuffle] [--threads T] [--out CKPT.safetensors]\n"
     "                 [--resume CKPT.safetensors] [--log run.jsonl] [--plot curves.svg|png]\n"
-    "                 [--data-dir DIR]\n"
+    "                 [--checkpoint-every N] [--data-dir DIR]\n"
     "\n"
     "SOURCE is mnist or fashion-mnist (under data/; 'make data' fetches them), a directory of\n"
     "IDX files (raw or .gz), a CIFAR-10 binary directory, or a .safetensors file with input\n"
@@ -36,7 +45,10 @@ static const char train_usage[] =
     "--momentum 0 --weight-decay 0 (adamw: 0.01) --schedule constant --step-size 1 --gamma 0.1\n"
     "--seed 0; the initial weights are PyTorch's default initialisation drawn from --init,\n"
     "or from --seed. --epochs counts the total, so --resume of a checkpoint saved after\n"
-    "epoch 1 with --epochs 2 runs one more epoch. A checkpoint is written after every epoch.\n"
+    "epoch 1 with --epochs 2 runs one more epoch. A checkpoint is written after every epoch,\n"
+    "and with --checkpoint-every N also every N steps within one; --resume continues exactly\n"
+    "where any checkpoint was written, mid-epoch included. Ctrl-C (SIGINT) or SIGTERM stops\n"
+    "after the current step, writes a checkpoint to --out and prints how to resume.\n"
     "\n"
     "example:\n"
     "  cnn train --model models/lenet5.cnn --data mnist --epochs 3 --optimizer adam --lr 0.001 \\\n"
@@ -46,13 +58,22 @@ static const char train_usage[] =
  * the rest from the checkpoint. */
 typedef struct train_cfg {
     const char *model, *data, *data_dir, *weights, *out, *resume, *log, *plot;
-    unsigned long long init_seed, seed, epochs, batch, threads, step_size;
+    unsigned long long init_seed, seed, epochs, batch, threads, step_size, checkpoint_every;
     int have_init, shuffle;
     cnn_optim_config opt;
     cnn_schedule schedule;
     double gamma;
-    struct { int epochs, batch, optimizer, lr, momentum, nesterov, wd, schedule, step_size, gamma, seed, shuffle; } given;
+    struct { int epochs, batch, optimizer, lr, momentum, nesterov, wd, schedule, step_size, gamma, seed, shuffle,
+             checkpoint_every; } given;
 } train_cfg;
+
+/* Where training stands: `epoch` epochs done and `batch` batches of the next one, whose summed
+ * loss and count of correct predictions so far are loss_sum and correct; `step` steps in all. */
+typedef struct train_pos {
+    unsigned long long epoch, step;
+    int64_t batch, correct, samples;
+    double loss_sum;
+} train_pos;
 
 static int parse_double(const char *s, double *out) {
     char *end;
@@ -123,6 +144,7 @@ static int parse_args(int argc, char **argv, train_cfg *c) {
         else if (!strcmp(k, "--seed")) ok = cli_parse_u64(v, &c->seed), c->given.seed = 1;
         else if (!strcmp(k, "--epochs")) ok = cli_parse_u64(v, &c->epochs) && c->epochs >= 1 && c->epochs <= 100000, c->given.epochs = 1;
         else if (!strcmp(k, "--batch")) ok = cli_parse_u64(v, &c->batch) && c->batch >= 1 && c->batch <= 65536, c->given.batch = 1;
+        else if (!strcmp(k, "--checkpoint-every")) ok = cli_parse_u64(v, &c->checkpoint_every), c->given.checkpoint_every = 1;
         else if (!strcmp(k, "--threads")) ok = cli_parse_u64(v, &c->threads) && c->threads >= 1 && c->threads <= 1024;
         else if (!strcmp(k, "--step-size")) ok = cli_parse_u64(v, &c->step_size) && c->step_size >= 1, c->given.step_size = 1;
         else if (!strcmp(k, "--gamma")) ok = parse_double(v, &c->gamma) && c->gamma > 0, c->given.gamma = 1;
@@ -146,6 +168,10 @@ static int parse_args(int argc, char **argv, train_cfg *c) {
     }
     if (c->weights && c->have_init) {
         cli_error("train", "give --weights or --init, not both");
+        return EXIT_BAD_INPUT;
+    }
+    if (c->checkpoint_every && !c->out) {
+        cli_error("train", "--checkpoint-every needs --out, the checkpoint to write");
         return EXIT_BAD_INPUT;
     }
     if (c->resume && (c->weights || c->have_init)) {
@@ -292,9 +318,8 @@ static int meta_double(const cnn_st *st, const char *key, double *out) {
     return v && parse_double(v, out);
 }
 
-/* Reads the progress and the settings not given on the command line from a checkpoint. */
-static int restore_settings(const cnn_st *st, const char *path, train_cfg *c, unsigned long long *epoch,
-                            unsigned long long *step) {
+/* Reads the position and the settings not given on the command line from a checkpoint. */
+static int restore_settings(const cnn_st *st, const char *path, train_cfg *c, train_pos *pos) {
     const char *fmt = cnn_st_metadata(st, "format");
     if (!fmt || strcmp(fmt, "cnn-checkpoint-1")) {
         cli_error("train", "%s: not a cnn training checkpoint (no __metadata__ format=cnn-checkpoint-1)", path);
@@ -302,10 +327,22 @@ static int restore_settings(const cnn_st *st, const char *path, train_cfg *c, un
     }
     unsigned long long u;
     double d;
-    int ok = meta_u64(st, "epoch", epoch) && meta_u64(st, "step", step);
+    int ok = meta_u64(st, "epoch", &pos->epoch) && meta_u64(st, "step", &pos->step);
+    /* Mid-epoch checkpoints (older ones lack these keys: they were all written at an epoch's end). */
+    if (meta_u64(st, "epoch_step", &u) && u > 0) {
+        unsigned long long correct, samples, batch;
+        ok = ok && meta_double(st, "epoch_loss_sum", &pos->loss_sum) && meta_u64(st, "epoch_correct", &correct) &&
+             meta_u64(st, "samples", &samples) && meta_u64(st, "batch", &batch) && u <= INT64_MAX / batch;
+        if (ok && c->given.batch && c->batch != batch) {
+            cli_error("train", "%s was written in the middle of an epoch of batches of %llu; resume it with the same "
+                               "--batch (or none)", path, batch);
+            return 0;
+        }
+        pos->batch = (int64_t)u, pos->correct = (int64_t)correct, pos->samples = (int64_t)samples;
+    }
     const char *v;
     if (!c->given.optimizer && (v = cnn_st_metadata(st, "optimizer"))) {
-        cnn_optim_kind k;
+        cnn_optim_kind k = CNN_OPTIM_SGD;
         ok = ok && parse_optim(v, &k);
         const cnn_optim_config def = cnn_optim_defaults(k, c->opt.lr);
         c->opt.kind = k, c->opt.beta1 = def.beta1, c->opt.beta2 = def.beta2, c->opt.eps = def.eps;
@@ -321,6 +358,7 @@ static int restore_settings(const cnn_st *st, const char *path, train_cfg *c, un
     if (!c->given.step_size && meta_u64(st, "step_size", &u)) c->step_size = u;
     if (!c->given.gamma && meta_double(st, "gamma", &d)) c->gamma = d;
     if (!c->given.epochs && meta_u64(st, "epochs", &u)) c->epochs = u;
+    if (!c->given.checkpoint_every && meta_u64(st, "checkpoint_every", &u)) c->checkpoint_every = u;
     if (!ok) cli_error("train", "%s: the checkpoint's __metadata__ is incomplete or malformed", path);
     return ok;
 }
@@ -333,6 +371,86 @@ static char *read_text(const char *path) {
     fclose(f);
     if (text) text[n] = '\0';
     return text;
+}
+
+/* ---- checkpoints and signals --------------------------------------------------------------- */
+
+/* Writes c->out atomically: the weights, the optimizer's state, and in __metadata__ the model, the
+ * settings, the position `pos` and the last test accuracy. Returns 0 with *st set on failure. */
+static int write_checkpoint(const train_cfg *c, const char *model_text, const cnn_data *data, const cnn_net *net,
+                            const cnn_optim *opt, const train_pos *pos, double test_acc, cnn_status *st) {
+    meta_list m;
+    meta_init(&m);
+    meta_add(&m, "format", "cnn-checkpoint-1");
+    meta_add_ref(&m, "model", model_text);
+    meta_add(&m, "data", "%s", data->name);
+    meta_add(&m, "source", "%s", c->data);
+    meta_add(&m, "epoch", "%llu", pos->epoch);
+    meta_add(&m, "epoch_step", "%lld", (long long)pos->batch);
+    meta_add(&m, "epoch_loss_sum", "%.17g", pos->loss_sum);
+    meta_add(&m, "epoch_correct", "%lld", (long long)pos->correct);
+    meta_add(&m, "samples", "%lld", (long long)data->train.n);
+    meta_add(&m, "epochs", "%llu", c->epochs);
+    meta_add(&m, "step", "%llu", pos->step);
+    meta_add(&m, "checkpoint_every", "%llu", c->checkpoint_every);
+    meta_add(&m, "seed", "%llu", c->seed);
+    meta_add(&m, "rng", "splitmix64 seed %llu, shuffle of epoch e drawn from (seed, e)", c->seed);
+    meta_add(&m, "shuffle", "%d", c->shuffle);
+    meta_add(&m, "batch", "%llu", c->batch);
+    meta_add(&m, "optimizer", "%s", optim_name(c->opt.kind));
+    meta_add(&m, "lr", "%.17g", c->opt.lr);
+    meta_add(&m, "momentum", "%.17g", c->opt.momentum);
+    meta_add(&m, "nesterov", "%d", c->opt.nesterov);
+    meta_add(&m, "weight_decay", "%.17g", c->opt.weight_decay);
+    meta_add(&m, "betas", "%.17g,%.17g", c->opt.beta1, c->opt.beta2);
+    meta_add(&m, "eps", "%.17g", c->opt.eps);
+    meta_add(&m, "schedule", "%s", schedule_name(c->schedule));
+    meta_add(&m, "step_size", "%llu", c->step_size);
+    meta_add(&m, "gamma", "%.17g", c->gamma);
+    meta_add(&m, "test_acc", "%.6f", test_acc);
+    meta_add(&m, "mean", "%.9g,%.9g,%.9g", data->mean[0], data->mean[1], data->mean[2]);
+    meta_add(&m, "std", "%.9g,%.9g,%.9g", data->std[0], data->std[1], data->std[2]);
+    return checkpoint_save(c->out, net, opt, m.kv, m.n, st);
+}
+
+/* The signal that asked training to stop (SIGINT or SIGTERM), or 0. */
+static volatile sig_atomic_t stop_signal;
+
+static void on_stop_signal(int sig) {
+    stop_signal = sig;
+    signal(sig, SIG_DFL); /* a second one ends the process at once */
+}
+
+static void catch_stop_signals(void) {
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_stop_signal;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+}
+
+/* After a stop signal: writes the checkpoint of position `pos` (when there is --out) and says how
+ * to resume. Returns the exit status, 128 + the signal's number, or 1 if the write failed. */
+static int stop_training(const train_cfg *c, const char *model_text, const cnn_data *data, const cnn_net *net,
+                         const cnn_optim *opt, const train_pos *pos, int64_t steps_per_epoch, double test_acc) {
+    const char *what = stop_signal == SIGTERM ? "terminated (SIGTERM)" : "interrupted (SIGINT)";
+    fprintf(stderr, "\n");
+    if (!c->out) {
+        cli_error("train", "%s at step %llu; no checkpoint written: give --out to be able to resume", what, pos->step);
+        return 128 + stop_signal;
+    }
+    cnn_status st;
+    if (!write_checkpoint(c, model_text, data, net, opt, pos, test_acc, &st)) {
+        cli_error("train", "%s at step %llu, and the checkpoint could not be written: %s", what, pos->step,
+                  cnn_last_error());
+        return 1;
+    }
+    cli_error("train", "%s at step %llu (epoch %llu, batch %lld of %lld); checkpoint written to %s", what, pos->step,
+              pos->epoch + 1, (long long)pos->batch, (long long)steps_per_epoch, c->out);
+    fprintf(stderr, "resume with: cnn train --model %s --data %s%s%s --resume %s --out %s\n", c->model, c->data,
+            c->data_dir ? " --data-dir " : "", c->data_dir ? c->data_dir : "", c->out, c->out);
+    return 128 + stop_signal;
 }
 
 /* ---- the command --------------------------------------------------------------------------- */
@@ -355,6 +473,8 @@ int cmd_train(int argc, char **argv) {
     FILE *log = NULL;
     cnn_status st;
     unsigned long long start_epoch = 0, step = 0;
+    train_pos resume_at = {0};   /* where a checkpoint given to --resume stopped */
+    double test_acc = NAN;       /* after the last epoch evaluated */
 
     if ((st = cnn_net_load(c.model, &net))) goto fail;
     model_text = read_text(c.model);
@@ -379,7 +499,8 @@ int cmd_train(int argc, char **argv) {
             cli_error("train", "%s: this checkpoint was trained for a different model than %s", c.resume, c.model);
             goto done;
         }
-        if (!restore_settings(wst, c.resume, &c, &start_epoch, &step)) goto done;
+        if (!restore_settings(wst, c.resume, &c, &resume_at)) goto done;
+        start_epoch = resume_at.epoch, step = resume_at.step;
         if ((st = cnn_net_load_weights(net, wst, 0))) {
             cnn_error_prefix(c.resume);
             goto fail;
@@ -447,17 +568,31 @@ int cmd_train(int argc, char **argv) {
     }
     const int tty = isatty(fileno(stderr));
     const int64_t steps_per_epoch = (data.train.n + batch - 1) / batch;
+    if (resume_at.batch > 0 && (resume_at.samples != data.train.n || resume_at.batch > steps_per_epoch)) {
+        cli_error("train", "%s was written in the middle of an epoch of %lld samples; %s holds %lld: resume it on the "
+                           "same data", c.resume, (long long)resume_at.samples, c.data, (long long)data.train.n);
+        goto done;
+    }
     fprintf(stderr, "training %s on %s (%lld train, %lld test), %s lr %g, batch %d, epochs %llu..%llu\n", c.model,
             data.name, (long long)data.train.n, (long long)data.test.n, optim_name(c.opt.kind), c.opt.lr, batch,
             start_epoch + 1, c.epochs);
+    if (resume_at.batch > 0)
+        fprintf(stderr, "resuming epoch %llu after batch %lld of %lld\n", start_epoch + 1, (long long)resume_at.batch,
+                (long long)steps_per_epoch);
 
+    catch_stop_signals();
     for (unsigned long long e = start_epoch; e < c.epochs; e++) {
         const double lr = cnn_schedule_lr(c.schedule, c.opt.lr, (int)e, (int)c.epochs, (int)c.step_size, c.gamma);
         epoch_order(perm, data.train.n, c.seed, e, c.shuffle);
         const double t0 = now();
-        double last_draw = 0, loss_sum = 0;
-        int64_t correct = 0, seen = 0;
-        for (int64_t b = 0; b < steps_per_epoch; b++) {
+        /* A resumed epoch skips the batches its checkpoint had done, and goes on from their totals. */
+        const train_pos *from = e == start_epoch ? &resume_at : NULL;
+        const int64_t b0 = from ? from->batch : 0;
+        double last_draw = 0, loss_sum = from ? from->loss_sum : 0;
+        int64_t correct = from ? from->correct : 0;
+        int64_t seen = b0 * batch < data.train.n ? b0 * batch : data.train.n;
+        const int64_t seen0 = seen;
+        for (int64_t b = b0; b < steps_per_epoch; b++) {
             const int64_t at = b * batch;
             const int n = (int)(data.train.n - at < batch ? data.train.n - at : batch);
             gather(&data.train, perm + at, n, xb, yb);
@@ -487,10 +622,19 @@ int cmd_train(int argc, char **argv) {
                 progress_bar((int)e + 1, (int)c.epochs, seen, data.train.n, last_draw - t0, loss_sum / seen,
                              (double)correct / seen);
             }
+            const train_pos pos = {.epoch = e, .step = step, .batch = b + 1, .correct = correct, .loss_sum = loss_sum};
+            if (stop_signal) {
+                rc = stop_training(&c, model_text, &data, net, opt, &pos, steps_per_epoch, test_acc);
+                goto done;
+            }
+            if (c.out && c.checkpoint_every && step % c.checkpoint_every == 0 && b + 1 < steps_per_epoch &&
+                !write_checkpoint(&c, model_text, &data, net, opt, &pos, test_acc, &st))
+                goto fail;
         }
         const double secs = now() - t0;
         const double train_loss = loss_sum / seen, train_acc = (double)correct / seen;
-        double test_loss = NAN, test_acc = NAN;
+        double test_loss = NAN;
+        test_acc = NAN;
         if (data.test.n && !evaluate(net, &data.test, batch, classes, yb, &test_loss, &test_acc, NULL)) {
             cli_error("train", "evaluation failed: %s", cnn_last_error());
             rc = 1;
@@ -498,45 +642,18 @@ int cmd_train(int argc, char **argv) {
         }
         if (tty) fputc('\n', stderr);
         fprintf(stderr, "epoch %llu/%llu  train loss %.4f acc %.2f%%  test loss %.4f acc %.2f%%  %.1fs %.0f img/s\n",
-                e + 1, c.epochs, train_loss, 100 * train_acc, test_loss, 100 * test_acc, secs, (double)seen / secs);
+                e + 1, c.epochs, train_loss, 100 * train_acc, test_loss, 100 * test_acc, secs, (double)(seen - seen0) / secs);
         double *tl = curves, *vl = curves + c.epochs, *ta = curves + 2 * c.epochs, *va = curves + 3 * c.epochs;
         tl[e] = train_loss, vl[e] = test_loss, ta[e] = train_acc, va[e] = test_acc;
         if (log) {
             fprintf(log, "{\"epoch\": %llu, \"step\": %llu, \"lr\": %.9g, \"train_loss\": %.6f, \"train_acc\": %.6f, "
                          "\"test_loss\": %.6f, \"test_acc\": %.6f, \"seconds\": %.3f, \"images_per_s\": %.1f}\n",
                     e + 1, step, lr, train_loss, train_acc, data.test.n ? test_loss : -1.0,
-                    data.test.n ? test_acc : -1.0, secs, (double)seen / secs);
+                    data.test.n ? test_acc : -1.0, secs, (double)(seen - seen0) / secs);
             fflush(log);
         }
-        if (c.out) {
-            meta_list m;
-            meta_init(&m);
-            meta_add(&m, "format", "cnn-checkpoint-1");
-            meta_add_ref(&m, "model", model_text);
-            meta_add(&m, "data", "%s", data.name);
-            meta_add(&m, "source", "%s", c.data);
-            meta_add(&m, "epoch", "%llu", e + 1);
-            meta_add(&m, "epochs", "%llu", c.epochs);
-            meta_add(&m, "step", "%llu", step);
-            meta_add(&m, "seed", "%llu", c.seed);
-            meta_add(&m, "rng", "splitmix64 seed %llu, shuffle of epoch e drawn from (seed, e)", c.seed);
-            meta_add(&m, "shuffle", "%d", c.shuffle);
-            meta_add(&m, "batch", "%d", batch);
-            meta_add(&m, "optimizer", "%s", optim_name(c.opt.kind));
-            meta_add(&m, "lr", "%.17g", c.opt.lr);
-            meta_add(&m, "momentum", "%.17g", c.opt.momentum);
-            meta_add(&m, "nesterov", "%d", c.opt.nesterov);
-            meta_add(&m, "weight_decay", "%.17g", c.opt.weight_decay);
-            meta_add(&m, "betas", "%.17g,%.17g", c.opt.beta1, c.opt.beta2);
-            meta_add(&m, "eps", "%.17g", c.opt.eps);
-            meta_add(&m, "schedule", "%s", schedule_name(c.schedule));
-            meta_add(&m, "step_size", "%llu", c.step_size);
-            meta_add(&m, "gamma", "%.17g", c.gamma);
-            meta_add(&m, "test_acc", "%.6f", test_acc);
-            meta_add(&m, "mean", "%.9g,%.9g,%.9g", data.mean[0], data.mean[1], data.mean[2]);
-            meta_add(&m, "std", "%.9g,%.9g,%.9g", data.std[0], data.std[1], data.std[2]);
-            if (!checkpoint_save(c.out, net, opt, m.kv, m.n, &st)) goto fail;
-        }
+        const train_pos done_pos = {.epoch = e + 1, .step = step};
+        if (c.out && !write_checkpoint(&c, model_text, &data, net, opt, &done_pos, test_acc, &st)) goto fail;
         if (c.plot) {
             char err[512];
             const int n_ep = (int)(e + 1 - start_epoch);
@@ -546,6 +663,10 @@ int cmd_train(int argc, char **argv) {
                 cli_error("train", "%s", err);
                 goto done;
             }
+        }
+        if (stop_signal && e + 1 < c.epochs) {
+            rc = stop_training(&c, model_text, &data, net, opt, &done_pos, steps_per_epoch, test_acc);
+            goto done;
         }
     }
     if (data.test.n) {

@@ -1,0 +1,420 @@
+/* Crash safety of cnn train: checkpoints written every N steps with --checkpoint-every, SIGKILL
+ * at random moments 20 times in a row (after each kill the checkpoint on disk is the old one or a
+ * complete new one, it loads, --resume goes on from it, and the weights at the end equal, bit for
+ * bit, those of a run never killed), SIGINT and SIGTERM that stop cleanly with a checkpoint and
+ * the command that resumes it, and the checks on a mid-epoch checkpoint resumed with other
+ * settings or data.
+ *
+ * The kill moments are random; CNN_KILL_SEED=S replays a sequence, and every failure names the
+ * seed. */
+#include "testutil.h"
+#include "clirun.h"
+
+#include <stdint.h>
+#include <sys/stat.h>
+#include <sys/time.h>
+
+static char dir[64];
+static char model_p[512], data_p[512], other_data_p[512], ref_p[512];
+static double ref_seconds;   /* the wall time of the uninterrupted reference run */
+static uint64_t kill_seed;
+
+static char *path(char *buf, const char *name) {
+    snprintf(buf, 512, "%s/%s", dir, name);
+    return buf;
+}
+
+static int exists(const char *p) {
+    struct stat s;
+    return stat(p, &s) == 0;
+}
+
+static double now(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
+}
+
+static const char MODEL[] = "input 1 6 6\nconv2d out_channels=3 kernel_size=3 padding=1\nrelu\nmaxpool2d kernel_size=2\n"
+                            "flatten\nlinear out_features=3\n";
+
+/* A learnable synthetic data set of n training and n_test test samples of 1×6×6 in 3 classes. */
+static void make_dataset(const char *p, int n, int n_test, uint64_t salt) {
+    const int total = n + n_test;
+    float *x = calloc((size_t)total * 36, sizeof *x);
+    int64_t *y = calloc((size_t)total, sizeof *y);
+    assert_true(x && y);
+    uint64_t s = 12345 + salt;
+    for (int i = 0; i < total; i++) {
+        const int k = i % 3;
+        y[i] = k;
+        for (int j = 0; j < 36; j++) {
+            s = s * 6364136223846793005ull + 1442695040888963407ull;
+            x[i * 36 + j] = (float)((s >> 40) % 1000) / 4000.0f;
+        }
+        for (int a = 0; a < 2; a++)
+            for (int b = 0; b < 2; b++) x[i * 36 + (2 * k + a) * 6 + k + b] += 1.0f;
+    }
+    cnn_tensor t[4] = {
+        {.name = "input", .dtype = CNN_F32, .ndim = 4, .shape = {n, 1, 6, 6}, .data = x},
+        {.name = "target", .dtype = CNN_I64, .ndim = 1, .shape = {n}, .data = y},
+        {.name = "test_input", .dtype = CNN_F32, .ndim = 4, .shape = {n_test, 1, 6, 6}, .data = x + (size_t)n * 36},
+        {.name = "test_target", .dtype = CNN_I64, .ndim = 1, .shape = {n_test}, .data = y + n},
+    };
+    assert_int_equal(cnn_st_save(p, t, 4, NULL, 0), CNN_OK);
+    free(x);
+    free(y);
+}
+
+/* The settings of every run here: 600 samples in batches of 8 are 75 steps per epoch, 6 epochs,
+ * Adam (whose state includes the step count), a checkpoint every 4 steps. */
+#define TRAIN_ARGS(out)                                                                                          \
+    "train", "--model", model_p, "--data", data_p, "--epochs", "6", "--batch", "8", "--optimizer", "adam", "--lr", \
+        "0.01", "--seed", "7", "--checkpoint-every", "4", "--out", (out)
+
+/* Starts the CLI with `args` (NULL-terminated), stdout and stderr to dir/spawn.stdout and
+ * dir/spawn.stderr, without waiting for it. */
+static pid_t spawn(const char *const *args) {
+    const char *argv[64];
+    int argc = 0;
+    argv[argc++] = cli_bin();
+    for (int i = 0; args[i]; i++) argv[argc++] = args[i];
+    argv[argc] = NULL;
+    char out[80], err[80];
+    snprintf(out, sizeof out, "%s/spawn.stdout", dir);
+    snprintf(err, sizeof err, "%s/spawn.stderr", dir);
+    remove(err); /* so that nothing of an earlier run is read as this one's */
+    fflush(NULL);
+    const pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        const int in = open("/dev/null", O_RDONLY);
+        const int o = open(out, O_WRONLY | O_CREAT | O_TRUNC, 0600), e = open(err, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+        if (in < 0 || o < 0 || e < 0) _exit(126);
+        dup2(in, 0), dup2(o, 1), dup2(e, 2);
+        close(in), close(o), close(e);
+        execv(argv[0], (char *const *)argv);
+        _exit(127);
+    }
+    return pid;
+}
+
+/* Waits up to `seconds` for pid to exit; returns 1 with its status in *ws, or 0 if it still runs. */
+static int wait_for(pid_t pid, double seconds, int *ws) {
+    const double until = now() + seconds;
+    const struct timespec tick = {0, 200 * 1000};
+    for (;;) {
+        const pid_t w = waitpid(pid, ws, WNOHANG);
+        if (w == pid) return 1;
+        assert_true(w == 0 || errno == EINTR);
+        if (now() >= until) return 0;
+        nanosleep(&tick, NULL);
+    }
+}
+
+static char *read_stderr(void) {
+    static char buf[1 << 16];
+    char p[600];
+    snprintf(p, sizeof p, "%s/spawn.stderr", dir);
+    return cli_read_file(p, buf, sizeof buf);
+}
+
+/* Waits until the spawned run has started training (it prints "training ..."); fails the test if
+ * it ends before, or takes a minute. */
+static void wait_training(pid_t pid) {
+    const double until = now() + 60;
+    int ws;
+    while (!strstr(read_stderr(), "training ")) {
+        if (wait_for(pid, 0.001, &ws)) fail_msg("the run ended before training, status %d:\n%s", ws, read_stderr());
+        if (now() > until) {
+            kill(pid, SIGKILL);
+            waitpid(pid, &ws, 0);
+            fail_msg("the run did not start training within a minute");
+        }
+    }
+}
+
+/* The whole file in a malloc'd buffer (NULL if absent), its length in *len. */
+static unsigned char *slurp(const char *p, size_t *len) {
+    FILE *f = fopen(p, "rb");
+    *len = 0;
+    if (!f) return NULL;
+    size_t cap = 1 << 16;
+    unsigned char *b = malloc(cap);
+    assert_non_null(b);
+    for (size_t k; (k = fread(b + *len, 1, cap - *len, f)) > 0;) {
+        *len += k;
+        if (*len == cap) assert_non_null(b = realloc(b, cap *= 2));
+    }
+    fclose(f);
+    return b;
+}
+
+/* Asserts that every tensor of checkpoint a is in b with the same bytes; returns the count. */
+static int same_tensors(const char *pa, const char *pb) {
+    cnn_st *a = NULL, *b = NULL;
+    assert_int_equal(cnn_st_load(pa, &a), CNN_OK);
+    assert_int_equal(cnn_st_load(pb, &b), CNN_OK);
+    int compared = 0;
+    for (int i = 0; i < cnn_st_count(a); i++) {
+        const cnn_tensor *ta = cnn_st_tensor(a, i), *tb = cnn_st_find(b, ta->name);
+        if (!tb) fail_msg("%s lacks %s (kill seed %llu)", pb, ta->name, (unsigned long long)kill_seed);
+        const size_t bytes = (size_t)cnn_tensor_numel(ta) * cnn_dtype_size(ta->dtype);
+        if (ta->dtype != tb->dtype || cnn_tensor_numel(ta) != cnn_tensor_numel(tb) || memcmp(ta->data, tb->data, bytes))
+            fail_msg("%s differs between %s and %s (kill seed %llu)", ta->name, pa, pb, (unsigned long long)kill_seed);
+        compared++;
+    }
+    assert_int_equal(cnn_st_count(a), cnn_st_count(b));
+    cnn_st_free(a);
+    cnn_st_free(b);
+    return compared;
+}
+
+/* The step count in a checkpoint's metadata; fails unless it loads as a training checkpoint. */
+static long long checkpoint_step(const char *p) {
+    cnn_st *st = NULL;
+    if (cnn_st_load(p, &st) != CNN_OK)
+        fail_msg("the checkpoint %s does not load: %s (kill seed %llu)", p, cnn_last_error(),
+                 (unsigned long long)kill_seed);
+    const char *fmt = cnn_st_metadata(st, "format"), *step = cnn_st_metadata(st, "step");
+    if (!fmt || strcmp(fmt, "cnn-checkpoint-1") || !step)
+        fail_msg("%s is not a complete checkpoint (kill seed %llu)", p, (unsigned long long)kill_seed);
+    const long long s = atoll(step);
+    cnn_st_free(st);
+    return s;
+}
+
+static uint64_t rng(uint64_t *s) {
+    uint64_t z = (*s += 0x9E3779B97F4A7C15ull);
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    return z ^ (z >> 31);
+}
+
+static int setup(void **state) {
+    (void)state;
+    snprintf(dir, sizeof dir, "/tmp/cnn_test_crashsafe_XXXXXX");
+    if (!mkdtemp(dir)) return -1;
+    FILE *f = fopen(path(model_p, "model.cnn"), "wb");
+    if (!f) return -1;
+    fputs(MODEL, f);
+    fclose(f);
+    make_dataset(path(data_p, "data.safetensors"), 600, 30, 0);
+    make_dataset(path(other_data_p, "other.safetensors"), 200, 30, 1);
+    const char *e = getenv("CNN_KILL_SEED");
+    kill_seed = e && *e ? strtoull(e, NULL, 10) : (uint64_t)time(NULL) ^ ((uint64_t)getpid() << 20);
+
+    /* The reference: the same run, never interrupted. */
+    path(ref_p, "reference.safetensors");
+    cli_result r;
+    const double t0 = now();
+    cli_run(&r, dir, (const char *const[]){TRAIN_ARGS(ref_p), NULL});
+    ref_seconds = now() - t0;
+    return WIFEXITED(r.status) && WEXITSTATUS(r.status) == 0 ? 0 : -1;
+}
+
+static int teardown(void **state) {
+    (void)state;
+    char cmd[128];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
+    return system(cmd) == 0 ? 0 : -1;
+}
+
+/* The reference holds what a checkpoint must: 4 weights and Adam's 8 buffers, after 450 steps. */
+static void test_reference_is_complete(void **state) {
+    (void)state;
+    assert_int_equal(same_tensors(ref_p, ref_p), 12);
+    assert_int_equal(checkpoint_step(ref_p), 450);
+}
+
+/* SIGKILL at a random moment, 20 times in a row, each run resuming from what the one before left
+ * on disk. A kill comes at a random moment within a window of a fifteenth of the reference run's
+ * time: short enough that 20 runs together do not reach the end (should they, the chain starts
+ * again from nothing, with the window halved). */
+static void test_sigkill_20_times(void **state) {
+    (void)state;
+    char ck[512], tmp[600];
+    path(ck, "killed.safetensors");
+    snprintf(tmp, sizeof tmp, "%s.tmp", ck);
+    uint64_t s = kill_seed;
+    int kills = 0, mid_write = 0, restarts = 0, runs = 0;
+    const double widest = ref_seconds / 15;
+    double window = widest;
+    while (kills < 20) {
+        assert_true(++runs < 200);
+        size_t old_len;
+        unsigned char *old = slurp(ck, &old_len);
+        const long long old_step = old ? checkpoint_step(ck) : -1;
+        const pid_t pid = old ? spawn((const char *const[]){TRAIN_ARGS(ck), "--resume", ck, NULL})
+                              : spawn((const char *const[]){TRAIN_ARGS(ck), NULL});
+        const double delay = window * (double)(rng(&s) % 1000) / 1000.0;
+        int ws;
+        if (!wait_for(pid, delay, &ws)) {
+            kill(pid, SIGKILL);
+            assert_int_equal(waitpid(pid, &ws, 0), pid);
+        }
+        if (!WIFSIGNALED(ws)) {
+            /* It ran to the end before the kill: the chain of runs must have ended where the
+             * reference did. Start again from nothing, to kill 20 times in a row. */
+            if (!WIFEXITED(ws) || WEXITSTATUS(ws) != 0)
+                fail_msg("run %d ended with status %d; stderr:\n%s (kill seed %llu)", runs, ws, read_stderr(),
+                         (unsigned long long)kill_seed);
+            assert_true(same_tensors(ref_p, ck) == 12);
+            remove(ck);
+            free(old);
+            kills = 0, mid_write = 0, restarts++, window /= 2;
+            continue;
+        }
+        assert_int_equal(WTERMSIG(ws), SIGKILL);
+        kills++;
+        mid_write += exists(tmp);
+        /* The checkpoint is the old one, byte for byte, or a complete newer one. */
+        size_t len;
+        unsigned char *now_bytes = slurp(ck, &len);
+        if (!now_bytes && old)
+            fail_msg("kill %d: the checkpoint disappeared (kill seed %llu)", kills, (unsigned long long)kill_seed);
+        if (now_bytes && !(old && len == old_len && !memcmp(old, now_bytes, len))) {
+            const long long step = checkpoint_step(ck);
+            if (step <= old_step)
+                fail_msg("kill %d: the checkpoint changed but went from step %lld to %lld (kill seed %llu)", kills,
+                         old_step, step, (unsigned long long)kill_seed);
+        } else if (window < widest) {
+            window *= 1.25; /* killed before it wrote anything: give the next one a little longer */
+        }
+        free(old);
+        free(now_bytes);
+    }
+    /* Then it runs to the end, and ends exactly where the run that was never killed did. */
+    const long long reached = exists(ck) ? checkpoint_step(ck) : 0;
+    cli_result r;
+    if (exists(ck))
+        cli_run(&r, dir, (const char *const[]){TRAIN_ARGS(ck), "--resume", ck, NULL});
+    else
+        cli_run(&r, dir, (const char *const[]){TRAIN_ARGS(ck), NULL});
+    CLI_EXPECT(&r, 0, "epoch 6/6");
+    assert_int_equal(same_tensors(ref_p, ck), 12);
+    assert_int_equal(checkpoint_step(ck), 450);
+    print_message("# 20 SIGKILLs in a row (%d restarts), %d of them during a checkpoint write, reached step %lld of "
+                  "450; the resumed run's final weights equal the uninterrupted run's (kill seed %llu)\n",
+                  restarts, mid_write, reached, (unsigned long long)kill_seed);
+}
+
+/* SIGINT or SIGTERM while training: a checkpoint, the command that resumes it, and that command
+ * ends exactly where the uninterrupted run did. */
+static void stop_and_resume(int sig, const char *name, const char *what) {
+    char ck[512];
+    path(ck, name);
+    uint64_t s = kill_seed ^ (uint64_t)sig;
+    for (int attempt = 0;; attempt++) {
+        assert_true(attempt < 20);
+        remove(ck);
+        const pid_t pid = spawn((const char *const[]){TRAIN_ARGS(ck), NULL});
+        /* Once training has started ("training ..." on stderr), at a random moment in it. */
+        int ws;
+        wait_training(pid);
+        if (wait_for(pid, ref_seconds * (double)(rng(&s) % 500) / 1000.0, &ws)) continue; /* ended first: again */
+        kill(pid, sig);
+        assert_int_equal(waitpid(pid, &ws, 0), pid);
+        const char *err = read_stderr();
+        if (WIFEXITED(ws) && WEXITSTATUS(ws) == 0) continue; /* it finished as the signal came */
+        if (!WIFEXITED(ws) || WEXITSTATUS(ws) != 128 + sig)
+            fail_msg("%s: status %d, expected exit %d; stderr:\n%s", what, ws, 128 + sig, err);
+        char want[1100];
+        snprintf(want, sizeof want, "checkpoint written to %s", ck);
+        if (!strstr(err, what) || !strstr(err, want) || !strstr(err, "resume with: cnn train --model "))
+            fail_msg("%s: stderr does not say what happened and how to resume:\n%s", what, err);
+        snprintf(want, sizeof want, "--resume %s --out %s", ck, ck);
+        assert_non_null(strstr(err, want));
+        assert_true(checkpoint_step(ck) < 450);
+        break;
+    }
+    /* Resume as the message says (the settings come from the checkpoint). */
+    cli_result r;
+    CLI_RUN(&r, dir, "train", "--model", model_p, "--data", data_p, "--resume", ck, "--out", ck);
+    CLI_EXPECT(&r, 0, "epoch 6/6");
+    assert_int_equal(same_tensors(ref_p, ck), 12);
+}
+
+static void test_sigint_stops_cleanly(void **s) { (void)s, stop_and_resume(SIGINT, "sigint.safetensors", "interrupted (SIGINT)"); }
+static void test_sigterm_stops_cleanly(void **s) { (void)s, stop_and_resume(SIGTERM, "sigterm.safetensors", "terminated (SIGTERM)"); }
+
+/* Without --out there is nothing to resume from, and it says so. */
+static void test_sigint_without_out(void **state) {
+    (void)state;
+    for (int attempt = 0; attempt < 20; attempt++) {
+        const pid_t pid = spawn((const char *const[]){"train", "--model", model_p, "--data", data_p, "--epochs", "200",
+                                                      "--batch", "8", NULL});
+        int ws;
+        wait_training(pid);
+        kill(pid, SIGINT);
+        waitpid(pid, &ws, 0);
+        if (WIFEXITED(ws) && WEXITSTATUS(ws) == 0) continue;
+        if (!WIFEXITED(ws) || WEXITSTATUS(ws) != 130) fail_msg("status %d; stderr:\n%s", ws, read_stderr());
+        assert_non_null(strstr(read_stderr(), "no checkpoint written: give --out to be able to resume"));
+        return;
+    }
+    fail_msg("training always ended before SIGINT");
+}
+
+/* A mid-epoch checkpoint: the reference with its metadata set to 10 batches into epoch 2. */
+static void make_mid_epoch(const char *p) {
+    cnn_st *st = NULL;
+    assert_int_equal(cnn_st_load(ref_p, &st), CNN_OK);
+    const int n = cnn_st_count(st);
+    cnn_tensor t[16];
+    assert_true(n <= 16);
+    for (int i = 0; i < n; i++) t[i] = *cnn_st_tensor(st, i);
+    static const char *const keys[] = {"format", "model", "epoch", "epoch_step", "epoch_loss_sum", "epoch_correct",
+                                       "samples", "epochs", "step", "batch", "seed", "optimizer", "lr", "shuffle"};
+    const char *meta[2 * 14];
+    for (int i = 0; i < 14; i++) {
+        meta[2 * i] = keys[i];
+        meta[2 * i + 1] = cnn_st_metadata(st, keys[i]);
+    }
+    meta[5] = "1", meta[7] = "10", meta[9] = "9.5", meta[11] = "40", meta[17] = "85";
+    assert_int_equal(cnn_st_save(p, t, n, meta, 14), CNN_OK);
+    cnn_st_free(st);
+}
+
+/* A mid-epoch checkpoint resumes only with its own batch size and data: anything else would
+ * skip other samples than the ones it had done. */
+static void test_mid_epoch_needs_same_batch_and_data(void **state) {
+    (void)state;
+    char ck[512], out[512];
+    path(ck, "mid.safetensors");
+    path(out, "never.safetensors");
+    make_mid_epoch(ck);
+    cli_result r;
+    CLI_RUN(&r, dir, "train", "--model", model_p, "--data", data_p, "--resume", ck, "--batch", "16", "--out", out);
+    CLI_EXPECT(&r, 2, "in the middle of an epoch of batches of 8", "same --batch");
+    CLI_RUN(&r, dir, "train", "--model", model_p, "--data", other_data_p, "--resume", ck, "--out", out);
+    CLI_EXPECT(&r, 2, "in the middle of an epoch of 600 samples", "holds 200", "same data");
+    assert_false(exists(out));
+    /* With both the same, it resumes mid-epoch. */
+    CLI_RUN(&r, dir, "train", "--model", model_p, "--data", data_p, "--resume", ck, "--out", out);
+    CLI_EXPECT(&r, 0, "resuming epoch 2 after batch 10 of 75", "epoch 6/6");
+    assert_null(strstr(r.err, "epoch 1/3"));
+    assert_int_equal(checkpoint_step(out), 85 + 65 + 4 * 75);
+}
+
+static void test_checkpoint_every_needs_out(void **state) {
+    (void)state;
+    cli_result r;
+    CLI_RUN(&r, dir, "train", "--model", model_p, "--data", data_p, "--checkpoint-every", "5");
+    CLI_EXPECT(&r, 2, "--checkpoint-every needs --out");
+    CLI_RUN(&r, dir, "train", "--model", model_p, "--data", data_p, "--checkpoint-every", "x", "--out", "o");
+    CLI_EXPECT(&r, 2, "--checkpoint-every x: invalid value");
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_reference_is_complete),
+        cmocka_unit_test(test_sigkill_20_times),
+        cmocka_unit_test(test_sigint_stops_cleanly),
+        cmocka_unit_test(test_sigterm_stops_cleanly),
+        cmocka_unit_test(test_sigint_without_out),
+        cmocka_unit_test(test_mid_epoch_needs_same_batch_and_data),
+        cmocka_unit_test(test_checkpoint_every_needs_out),
+    };
+    return cmocka_run_group_tests(tests, setup, teardown);
+}
