@@ -435,7 +435,7 @@ static void catch_stop_signals(void) {
 static int stop_training(const train_cfg *c, const char *model_text, const cnn_data *data, const cnn_net *net,
                          const cnn_optim *opt, const train_pos *pos, int64_t steps_per_epoch, double test_acc) {
     const char *what = stop_signal == SIGTERM ? "terminated (SIGTERM)" : "interrupted (SIGINT)";
-    fprintf(stderr, "\n");
+    if (isatty(fileno(stderr))) fputc('\n', stderr); /* end the progress bar's line */
     if (!c->out) {
         cli_error("train", "%s at step %llu; no checkpoint written: give --out to be able to resume", what, pos->step);
         return 128 + stop_signal;
