@@ -13,7 +13,7 @@ SANFLAGS :=
 OPT     := -O3 -g
 endif
 
-CFLAGS  := -std=c11 $(OPT) -fopenmp -Wall -Wextra -fPIC -MMD -MP -D_POSIX_C_SOURCE=200809L -Iinclude -Isrc $(SANFLAGS) $(EXTRA_CFLAGS)
+CFLAGS  := -std=c11 $(OPT) -ffp-contract=fast -fopenmp -Wall -Wextra -fPIC -MMD -MP -D_POSIX_C_SOURCE=200809L -Iinclude -Isrc $(SANFLAGS) $(EXTRA_CFLAGS)
 LDLIBS  := -ljansson -lz -lstb -lcairo -lm
 LDFLAGS := $(SANFLAGS) -fopenmp
 
