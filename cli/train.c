@@ -21,6 +21,7 @@
 #include "core/rng.h"
 
 #include <errno.h>
+#include <limits.h>
 #include <math.h>
 #include <signal.h>
 #include <stdio.h>
@@ -146,7 +147,7 @@ static int parse_args(int argc, char **argv, train_cfg *c) {
         else if (!strcmp(k, "--batch")) ok = cli_parse_u64(v, &c->batch) && c->batch >= 1 && c->batch <= 65536, c->given.batch = 1;
         else if (!strcmp(k, "--checkpoint-every")) ok = cli_parse_u64(v, &c->checkpoint_every), c->given.checkpoint_every = 1;
         else if (!strcmp(k, "--threads")) ok = cli_parse_u64(v, &c->threads) && c->threads >= 1 && c->threads <= 1024;
-        else if (!strcmp(k, "--step-size")) ok = cli_parse_u64(v, &c->step_size) && c->step_size >= 1, c->given.step_size = 1;
+        else if (!strcmp(k, "--step-size")) ok = cli_parse_u64(v, &c->step_size) && c->step_size >= 1 && c->step_size <= INT_MAX, c->given.step_size = 1;
         else if (!strcmp(k, "--gamma")) ok = parse_double(v, &c->gamma) && c->gamma > 0, c->given.gamma = 1;
         else if (!strcmp(k, "--optimizer")) ok = parse_optim(v, &kind), c->given.optimizer = 1;
         else if (!strcmp(k, "--schedule")) ok = parse_schedule(v, &c->schedule), c->given.schedule = 1;
@@ -359,8 +360,19 @@ static int restore_settings(const cnn_st *st, const char *path, train_cfg *c, tr
     if (!c->given.gamma && meta_double(st, "gamma", &d)) c->gamma = d;
     if (!c->given.epochs && meta_u64(st, "epochs", &u)) c->epochs = u;
     if (!c->given.checkpoint_every && meta_u64(st, "checkpoint_every", &u)) c->checkpoint_every = u;
-    if (!ok) cli_error("train", "%s: the checkpoint's __metadata__ is incomplete or malformed", path);
-    return ok;
+    if (!ok) {
+        cli_error("train", "%s: the checkpoint's __metadata__ is incomplete or malformed", path);
+        return 0;
+    }
+    /* A checkpoint comes from anywhere: what it restores must be what the options accept (a batch
+     * of 0 would divide by zero below, 2^62 epochs overflow the curves' allocation). */
+    const char *bad = c->batch < 1 || c->batch > 65536 ? "batch"
+                      : c->epochs < 1 || c->epochs > 100000 ? "epochs"
+                      : c->step_size < 1 || c->step_size > INT_MAX ? "step_size"
+                      : !(c->gamma > 0) ? "gamma"
+                      : NULL;
+    if (bad) cli_error("train", "%s: the checkpoint's __metadata__ has an out-of-range %s (see cnn train --help)", path, bad);
+    return !bad;
 }
 
 static char *read_text(const char *path) {

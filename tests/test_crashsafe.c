@@ -16,7 +16,9 @@
 
 static char dir[64];
 static char model_p[512], data_p[512], other_data_p[512], ref_p[512];
-static double ref_seconds;   /* the wall time of the uninterrupted reference run */
+static double ref_seconds;   /* the wall time of the uninterrupted reference run, */
+static double start_seconds; /* of which until it starts training */
+static double train_seconds; /* and training */
 static uint64_t kill_seed;
 
 static char *path(char *buf, const char *name) {
@@ -204,13 +206,18 @@ static int setup(void **state) {
     const char *e = getenv("CNN_KILL_SEED");
     kill_seed = e && *e ? strtoull(e, NULL, 10) : (uint64_t)time(NULL) ^ ((uint64_t)getpid() << 20);
 
-    /* The reference: the same run, never interrupted. */
+    /* The reference: the same run, never interrupted; how long it takes to start training (load
+     * the model and data) and then to train. */
     path(ref_p, "reference.safetensors");
-    cli_result r;
     const double t0 = now();
-    cli_run(&r, dir, (const char *const[]){TRAIN_ARGS(ref_p), NULL});
+    const pid_t pid = spawn((const char *const[]){TRAIN_ARGS(ref_p), NULL});
+    wait_training(pid);
+    start_seconds = now() - t0;
+    int ws;
+    if (!wait_for(pid, 600, &ws)) return -1;
     ref_seconds = now() - t0;
-    return WIFEXITED(r.status) && WEXITSTATUS(r.status) == 0 ? 0 : -1;
+    train_seconds = ref_seconds - start_seconds;
+    return WIFEXITED(ws) && WEXITSTATUS(ws) == 0 ? 0 : -1;
 }
 
 static int teardown(void **state) {
@@ -228,26 +235,31 @@ static void test_reference_is_complete(void **state) {
 }
 
 /* SIGKILL at a random moment, 20 times in a row, each run resuming from what the one before left
- * on disk. A kill comes at a random moment within a window of a fifteenth of the reference run's
- * time: short enough that 20 runs together do not reach the end (should they, the chain starts
- * again from nothing, with the window halved). */
+ * on disk. One kill in four comes while the run starts (loads the model, the checkpoint and the
+ * data), at a random moment in the time the reference took for that; the others come once it
+ * trains, at a random moment within a fifteenth of the reference's training time: short enough
+ * that 20 runs together do not reach the end (should they, the chain starts again from nothing,
+ * with the window halved), long enough for many to fall in the middle of a checkpoint write. */
 static void test_sigkill_20_times(void **state) {
     (void)state;
     char ck[512], tmp[600];
     path(ck, "killed.safetensors");
     snprintf(tmp, sizeof tmp, "%s.tmp", ck);
     uint64_t s = kill_seed;
-    int kills = 0, mid_write = 0, restarts = 0, runs = 0;
-    const double widest = ref_seconds / 15;
-    double window = widest;
+    int kills = 0, mid_write = 0, restarts = 0, runs = 0, in_start = 0;
+    double window = train_seconds / 15;
     while (kills < 20) {
         assert_true(++runs < 200);
         size_t old_len;
         unsigned char *old = slurp(ck, &old_len);
         const long long old_step = old ? checkpoint_step(ck) : -1;
+        remove(tmp); /* what a kill leaves of a write in progress: this run's alone is counted */
         const pid_t pid = old ? spawn((const char *const[]){TRAIN_ARGS(ck), "--resume", ck, NULL})
                               : spawn((const char *const[]){TRAIN_ARGS(ck), NULL});
-        const double delay = window * (double)(rng(&s) % 1000) / 1000.0;
+        const int early = rng(&s) % 4 == 0;
+        if (!early) wait_training(pid);
+        in_start += early;
+        const double delay = (early ? start_seconds : window) * (double)(rng(&s) % 1000) / 1000.0;
         int ws;
         if (!wait_for(pid, delay, &ws)) {
             kill(pid, SIGKILL);
@@ -262,7 +274,7 @@ static void test_sigkill_20_times(void **state) {
             assert_true(same_tensors(ref_p, ck) == 12);
             remove(ck);
             free(old);
-            kills = 0, mid_write = 0, restarts++, window /= 2;
+            kills = 0, mid_write = 0, in_start = 0, restarts++, window /= 2;
             continue;
         }
         assert_int_equal(WTERMSIG(ws), SIGKILL);
@@ -278,14 +290,14 @@ static void test_sigkill_20_times(void **state) {
             if (step <= old_step)
                 fail_msg("kill %d: the checkpoint changed but went from step %lld to %lld (kill seed %llu)", kills,
                          old_step, step, (unsigned long long)kill_seed);
-        } else if (window < widest) {
-            window *= 1.25; /* killed before it wrote anything: give the next one a little longer */
         }
         free(old);
         free(now_bytes);
     }
-    /* Then it runs to the end, and ends exactly where the run that was never killed did. */
+    /* The kills fell during training, not all before it, and the chain of runs advanced. */
     const long long reached = exists(ck) ? checkpoint_step(ck) : 0;
+    if (reached <= 0) fail_msg("20 kills and no checkpoint written (kill seed %llu)", (unsigned long long)kill_seed);
+    /* Then it runs to the end, and ends exactly where the run that was never killed did. */
     cli_result r;
     if (exists(ck))
         cli_run(&r, dir, (const char *const[]){TRAIN_ARGS(ck), "--resume", ck, NULL});
@@ -294,9 +306,9 @@ static void test_sigkill_20_times(void **state) {
     CLI_EXPECT(&r, 0, "epoch 6/6");
     assert_int_equal(same_tensors(ref_p, ck), 12);
     assert_int_equal(checkpoint_step(ck), 450);
-    print_message("# 20 SIGKILLs in a row (%d restarts), %d of them during a checkpoint write, reached step %lld of "
-                  "450; the resumed run's final weights equal the uninterrupted run's (kill seed %llu)\n",
-                  restarts, mid_write, reached, (unsigned long long)kill_seed);
+    print_message("# 20 SIGKILLs in a row (%d restarts): %d while starting, %d during a checkpoint write; reached "
+                  "step %lld of 450; the resumed run's final weights equal the uninterrupted run's (kill seed %llu)\n",
+                  restarts, in_start, mid_write, reached, (unsigned long long)kill_seed);
 }
 
 /* SIGINT or SIGTERM while training: a checkpoint, the command that resumes it, and that command
@@ -312,7 +324,7 @@ static void stop_and_resume(int sig, const char *name, const char *what) {
         /* Once training has started ("training ..." on stderr), at a random moment in it. */
         int ws;
         wait_training(pid);
-        if (wait_for(pid, ref_seconds * (double)(rng(&s) % 500) / 1000.0, &ws)) continue; /* ended first: again */
+        if (wait_for(pid, train_seconds * (double)(rng(&s) % 500) / 1000.0, &ws)) continue; /* ended first: again */
         kill(pid, sig);
         assert_int_equal(waitpid(pid, &ws, 0), pid);
         const char *err = read_stderr();
@@ -356,24 +368,61 @@ static void test_sigint_without_out(void **state) {
     fail_msg("training always ended before SIGINT");
 }
 
-/* A mid-epoch checkpoint: the reference with its metadata set to 10 batches into epoch 2. */
-static void make_mid_epoch(const char *p) {
+/* Writes p: the reference checkpoint with the metadata `key` set to `value` (pairs, NULL-ended). */
+static void rewrite_reference(const char *p, const char *const *changes) {
     cnn_st *st = NULL;
     assert_int_equal(cnn_st_load(ref_p, &st), CNN_OK);
     const int n = cnn_st_count(st);
     cnn_tensor t[16];
     assert_true(n <= 16);
     for (int i = 0; i < n; i++) t[i] = *cnn_st_tensor(st, i);
-    static const char *const keys[] = {"format", "model", "epoch", "epoch_step", "epoch_loss_sum", "epoch_correct",
-                                       "samples", "epochs", "step", "batch", "seed", "optimizer", "lr", "shuffle"};
-    const char *meta[2 * 14];
-    for (int i = 0; i < 14; i++) {
+    static const char *const keys[] = {"format", "model",  "epoch", "epoch_step", "epoch_loss_sum", "epoch_correct",
+                                       "samples", "epochs", "step", "batch", "seed", "optimizer", "lr", "shuffle",
+                                       "step_size", "gamma"};
+    enum { NK = sizeof keys / sizeof keys[0] };
+    const char *meta[2 * NK];
+    for (int i = 0; i < NK; i++) {
         meta[2 * i] = keys[i];
         meta[2 * i + 1] = cnn_st_metadata(st, keys[i]);
+        for (int k = 0; changes[k]; k += 2)
+            if (!strcmp(changes[k], keys[i])) meta[2 * i + 1] = changes[k + 1];
     }
-    meta[5] = "1", meta[7] = "10", meta[9] = "9.5", meta[11] = "40", meta[17] = "85";
-    assert_int_equal(cnn_st_save(p, t, n, meta, 14), CNN_OK);
+    assert_int_equal(cnn_st_save(p, t, n, meta, NK), CNN_OK);
     cnn_st_free(st);
+}
+
+/* A mid-epoch checkpoint: the reference with its metadata set to 10 batches into epoch 2. */
+static void make_mid_epoch(const char *p) {
+    rewrite_reference(p, (const char *const[]){"epoch", "1", "epoch_step", "10", "epoch_loss_sum", "9.5",
+                                               "epoch_correct", "40", "step", "85", NULL});
+}
+
+/* A checkpoint is input like any file: settings out of the options' ranges are refused, not
+ * trained with (a batch of 0 divided by zero; 2^62 epochs overflowed an allocation). */
+static void test_hostile_checkpoint_settings(void **state) {
+    (void)state;
+    static const char *const cases[][3] = {
+        {"batch", "0", "out-of-range batch"},
+        {"batch", "4294967297", "out-of-range batch"},
+        {"epochs", "4611686018427387904", "out-of-range epochs"},
+        {"step_size", "0", "out-of-range step_size"},
+        {"gamma", "-1", "out-of-range gamma"},
+        {"epoch_step", "1", "incomplete or malformed"},   /* mid-epoch, without the epoch's totals */
+        {"step", "-3", "incomplete or malformed"},
+    };
+    char ck[512], out[512];
+    path(ck, "hostile.safetensors");
+    path(out, "hostile_out.safetensors");
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        if (!strcmp(cases[i][0], "epoch_step"))
+            rewrite_reference(ck, (const char *const[]){"epoch_step", "1", "epoch_loss_sum", "", NULL});
+        else
+            rewrite_reference(ck, (const char *const[]){cases[i][0], cases[i][1], NULL});
+        cli_result r;
+        CLI_RUN(&r, dir, "train", "--model", model_p, "--data", data_p, "--resume", ck, "--out", out);
+        CLI_EXPECT(&r, 2, ck, cases[i][2]);
+        assert_false(exists(out));
+    }
 }
 
 /* A mid-epoch checkpoint resumes only with its own batch size and data: anything else would
@@ -414,6 +463,7 @@ int main(void) {
         cmocka_unit_test(test_sigterm_stops_cleanly),
         cmocka_unit_test(test_sigint_without_out),
         cmocka_unit_test(test_mid_epoch_needs_same_batch_and_data),
+        cmocka_unit_test(test_hostile_checkpoint_settings),
         cmocka_unit_test(test_checkpoint_every_needs_out),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
