@@ -147,7 +147,8 @@ static int parse_args(int argc, char **argv, train_cfg *c) {
         else if (!strcmp(k, "--batch")) ok = cli_parse_u64(v, &c->batch) && c->batch >= 1 && c->batch <= 65536, c->given.batch = 1;
         else if (!strcmp(k, "--checkpoint-every")) ok = cli_parse_u64(v, &c->checkpoint_every), c->given.checkpoint_every = 1;
         else if (!strcmp(k, "--threads")) ok = cli_parse_u64(v, &c->threads) && c->threads >= 1 && c->threads <= 1024;
-        else if (!strcmp(k, "--step-size")) ok = cli_parse_u64(v, &c->step_size) && c->step_size >= 1 && c->step_size <= INT_MAX, c->given.step_size = 1;
+        else if (!strcmp(k, "--step-size"))
+            ok = cli_parse_u64(v, &c->step_size) && c->step_size >= 1 && c->step_size <= INT_MAX, c->given.step_size = 1;
         else if (!strcmp(k, "--gamma")) ok = parse_double(v, &c->gamma) && c->gamma > 0, c->given.gamma = 1;
         else if (!strcmp(k, "--optimizer")) ok = parse_optim(v, &kind), c->given.optimizer = 1;
         else if (!strcmp(k, "--schedule")) ok = parse_schedule(v, &c->schedule), c->given.schedule = 1;
@@ -371,7 +372,8 @@ static int restore_settings(const cnn_st *st, const char *path, train_cfg *c, tr
                       : c->step_size < 1 || c->step_size > INT_MAX ? "step_size"
                       : !(c->gamma > 0) ? "gamma"
                       : NULL;
-    if (bad) cli_error("train", "%s: the checkpoint's __metadata__ has an out-of-range %s (see cnn train --help)", path, bad);
+    if (bad)
+        cli_error("train", "%s: the checkpoint's __metadata__ has an out-of-range %s (see cnn train --help)", path, bad);
     return !bad;
 }
 
@@ -654,7 +656,8 @@ int cmd_train(int argc, char **argv) {
         }
         if (tty) fputc('\n', stderr);
         fprintf(stderr, "epoch %llu/%llu  train loss %.4f acc %.2f%%  test loss %.4f acc %.2f%%  %.1fs %.0f img/s\n",
-                e + 1, c.epochs, train_loss, 100 * train_acc, test_loss, 100 * test_acc, secs, (double)(seen - seen0) / secs);
+                e + 1, c.epochs, train_loss, 100 * train_acc, test_loss, 100 * test_acc, secs,
+                (double)(seen - seen0) / secs);
         double *tl = curves, *vl = curves + c.epochs, *ta = curves + 2 * c.epochs, *va = curves + 3 * c.epochs;
         tl[e] = train_loss, vl[e] = test_loss, ta[e] = train_acc, va[e] = test_acc;
         if (log) {
