@@ -156,6 +156,7 @@ cnn_status cnn_gradcheck(cnn_net *net, int n, uint64_t seed, int64_t max_checks,
     if (!net || !rows || !n_rows || n < 1 || cap < 0)
         return cnn_fail(CNN_ERR_ARG, "cnn_gradcheck: need a net, rows, n_rows and n >= 1");
     *n_rows = 0;
+    net->n = 0;   /* the fast calls below overwrite what a forward kept for its backward */
     uint64_t rng = seed;
     for (int i = 0; i < net->nlayers; i++) {
         cnn_status st = check_layer(net, i, n, &rng, max_checks, rows, cap, n_rows);

@@ -274,12 +274,13 @@ static void free_batch(cnn_net *net) {
     free(net->act);
     free(net->dact);
     free(net->ws);
+    free(net->keep);
     free(net->out);
     free(net->d);
     free(net->ref);
     free(net->rout);
     free(net->rd);
-    net->act = net->dact = net->ws = NULL;
+    net->act = net->dact = net->ws = net->keep = NULL;
     net->out = net->d = NULL;
     net->ref = NULL;
     net->rout = net->rd = NULL;
@@ -468,7 +469,7 @@ cnn_status cnn_net_reserve(cnn_net *net, int max_batch) {
         if (st) return st;
     }
     if (net->cap >= max_batch) return CNN_OK;
-    size_t acts = 0, ws = 1;
+    size_t acts = 0, ws = 1, keep = 0;
     for (int i = 0; i < net->nlayers; i++) {
         const layer *l = &net->layers[i];
         acts += layer_out_elems(l) * (size_t)max_batch;
@@ -477,19 +478,31 @@ cnn_status cnn_net_reserve(cnn_net *net, int max_batch) {
             const size_t need = ops->workspace(l, max_batch);
             if (need > ws) ws = need;
         }
+        if (ops->keep_floats) keep += ops->keep_floats(l, max_batch);
     }
     const size_t grad_in = net_in_elems(net) * (size_t)max_batch;
     float *act = malloc(acts * sizeof *act);
     float *dact = malloc((acts + grad_in) * sizeof *dact);
     float *wsp = malloc(ws * sizeof *wsp);
+    float *kp = keep ? malloc(keep * sizeof *kp) : NULL;
     float **out = malloc((size_t)net->nlayers * sizeof *out);
     float **d = malloc((size_t)net->nlayers * sizeof *d);
-    if (!act || !dact || !wsp || !out || !d) {
-        free(act), free(dact), free(wsp), free(out), free(d);
-        return cnn_fail(CNN_ERR_NOMEM, "out of memory for a batch of %d (%zu floats)", max_batch, acts * 2 + ws);
+    if (!act || !dact || !wsp || (keep && !kp) || !out || !d) {
+        free(act), free(dact), free(wsp), free(kp), free(out), free(d);
+        return cnn_fail(CNN_ERR_NOMEM, "out of memory for a batch of %d (%zu floats)", max_batch,
+                        acts * 2 + ws + keep);
     }
-    free(net->act), free(net->dact), free(net->ws), free(net->out), free(net->d);
-    net->act = act, net->dact = dact, net->ws = wsp, net->out = out, net->d = d;
+    free(net->act), free(net->dact), free(net->ws), free(net->keep), free(net->out), free(net->d);
+    net->act = act, net->dact = dact, net->ws = wsp, net->keep = kp, net->out = out, net->d = d;
+    size_t koff = 0;
+    for (int i = 0; i < net->nlayers; i++) {
+        layer *l = &net->layers[i];
+        const layer_ops *ops = layer_ops_of(l->kind);
+        const size_t k = ops->keep_floats ? ops->keep_floats(l, max_batch) : 0;
+        l->keep = k ? kp + koff : NULL;
+        l->keep_n = k ? max_batch : 0;
+        koff += k;
+    }
     size_t off = 0;
     for (int i = 0; i < net->nlayers; i++) {
         out[i] = act + off;

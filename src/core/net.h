@@ -20,7 +20,7 @@ struct cnn_net {
     /* Batch-sized arenas (cnn_net_reserve): out[i] and d[i] are layer i's output and dL/d(output);
      * dact starts with dL/dinput; ws is the largest workspace any layer needs. */
     int cap;
-    float *act, *dact, *ws;
+    float *act, *dact, *ws, *keep;
     float **out, **d;
 
     /* The reference path's double arenas, laid out like the float ones. */

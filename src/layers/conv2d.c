@@ -386,6 +386,25 @@ CNN_CLONES static void direct_input_grad(const layer *l, const float *restrict d
 
 static size_t conv2d_workspace(const layer *l, int n) { return (size_t)chunks_of(n) * chunk_floats(l); }
 
+/* The im2col path keeps every sample's col from the forward pass for the weight gradient, when the
+ * whole batch's fits in 2^24 floats (64 MB); larger layers build it again in the backward pass. */
+#define KEEP_LIMIT ((size_t)1 << 24)
+
+static size_t conv2d_keep_floats(const layer *l, int n) {
+    if (conv2d_is_direct(l) || conv2d_is_pointwise(l)) return 0;
+    const conv2d_opts *o = &l->o.conv;
+    const size_t all = (size_t)n * (size_t)l->c * o->kh * o->kw * l->oh * l->ow;   /* n·groups·ck·P */
+    return all <= KEEP_LIMIT ? all : 0;
+}
+
+/* Sample s, group gr's kept col, or NULL when nothing is kept for a batch of n. */
+static float *kept_col(const layer *l, int n, int s, int gr) {
+    if (!l->keep || n > l->keep_n) return NULL;
+    const conv2d_opts *o = &l->o.conv;
+    const size_t ckp = (size_t)(l->c / o->groups) * o->kh * o->kw * l->oh * l->ow;
+    return l->keep + ((size_t)s * o->groups + gr) * ckp;
+}
+
 /* y_g[Kg, P] = W_g[Kg, Cg·kh·kw] · col_g[Cg·kh·kw, P] + b, per sample and group. */
 static void conv2d_forward(const layer *l, int n, const float *x, float *y, float *ws) {
     const conv2d_opts *o = &l->o.conv;
@@ -405,8 +424,9 @@ static void conv2d_forward(const layer *l, int n, const float *x, float *y, floa
                                    kg, ys, col + 2 * (padded_plane(l) + padded_slack(l)));
                     continue;
                 }
-                if (!pointwise) im2col(&g, xs, col);
-                gemm(0, 0, kg, P, ck, l->param[0] + (size_t)gr * kg * ck, pointwise ? xs : col, 0.0f, ys);
+                float *c = pointwise ? (float *)xs : kept_col(l, n, s, gr);
+                if (!pointwise) im2col(&g, xs, c = c ? c : col);
+                gemm(0, 0, kg, P, ck, l->param[0] + (size_t)gr * kg * ck, c, 0.0f, ys);
                 if (o->bias)
                     for (int k = 0; k < kg; k++) {
                         const float b = l->param[1][gr * kg + k];
@@ -450,8 +470,12 @@ static void conv2d_backward(const layer *l, int n, const float *x, const float *
                     if (dx) direct_input_grad(l, dys, wg, kg, col + padded_plane(l) + padded_slack(l), dxs);
                     continue;
                 }
-                if (!pointwise) im2col(&g, xs, col);
-                gemm(0, 1, ck, kg, P, pointwise ? xs : col, dys, 1.0f, dw + (size_t)gr * kg * ck);
+                const float *c = pointwise ? xs : kept_col(l, n, s, gr);
+                if (!c) {
+                    im2col(&g, xs, col);
+                    c = col;
+                }
+                gemm(0, 1, ck, kg, P, c, dys, 1.0f, dw + (size_t)gr * kg * ck);
                 if (!dx) continue;
                 if (pointwise) {
                     gemm(1, 0, ck, P, kg, wg, dys, 0.0f, dxs);
@@ -483,6 +507,7 @@ const layer_ops conv2d_ops = {
     .setup = conv2d_setup,
     .fan_in = conv2d_fan_in,
     .workspace = conv2d_workspace,
+    .keep_floats = conv2d_keep_floats,
     .forward = conv2d_forward,
     .backward = conv2d_backward,
     .forward_ref = conv2d_forward_ref,

@@ -50,6 +50,9 @@ typedef struct layer {
     int64_t pshape[2][4];
     float *param[2];                /* set by the net: views into its parameter arena */
     float *grad[2];                 /* views into its gradient arena */
+    float *keep;                    /* set by the net: what the fast forward leaves for the fast
+                                     * backward (keep_floats), for batches of up to keep_n; or NULL */
+    int keep_n;
 } layer;
 
 /* The functions of one layer kind. x, y, dx, dy hold n samples; p/dp are the parameters and their
@@ -68,6 +71,8 @@ typedef struct layer_ops {
     /* fan_in for the default initialisation (0 for layers without parameters). */
     int64_t (*fan_in)(const layer *l);
     size_t (*workspace)(const layer *l, int n);
+    /* Floats the fast forward keeps for the fast backward (0: none; the backward recomputes). */
+    size_t (*keep_floats)(const layer *l, int n);
 
     void (*forward)(const layer *l, int n, const float *x, float *y, float *ws);
     void (*backward)(const layer *l, int n, const float *x, const float *y, const float *dy,
