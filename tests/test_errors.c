@@ -37,6 +37,7 @@
 #include <cmocka.h>
 
 #include "cnn.h"
+#include "clirun.h"
 
 #define PATH_LEN 1024
 #define MSG_LEN 4096
@@ -48,10 +49,6 @@
 
 static char tmpdir[64];
 
-static const char *cnn_bin(void) {
-    const char *v = getenv("CNN_BIN");
-    return v && *v ? v : "build/cnn";
-}
 
 /* buf = tmpdir/name (buf holds PATH_LEN). */
 static char *tmp_path(char *buf, const char *name) {
@@ -712,77 +709,13 @@ static void test_weights_parameter_not_in_model(void **state) {
  * CLI level
  * ------------------------------------------------------------------------------------------- */
 
-typedef struct cli_result {
-    int status; /* the raw wait status */
-    const char *out, *err; /* point to static buffers, valid until the next run_cli */
-    char cmd[2048];
-} cli_result;
-
 static void cli_free(cli_result *r) { r->out = r->err = NULL; }
 
-/* Runs $CNN_BIN with `args` (NULL-terminated), stdin from /dev/null, stdout and stderr captured. */
-static void run_cli(cli_result *r, const char *const *args) {
-    char out_path[PATH_LEN], err_path[PATH_LEN];
-    tmp_path(out_path, "cli.stdout");
-    tmp_path(err_path, "cli.stderr");
-    const char *argv[64];
-    int argc = 0;
-    argv[argc++] = cnn_bin();
-    size_t at = (size_t)snprintf(r->cmd, sizeof r->cmd, "%s", cnn_bin());
-    for (int i = 0; args[i]; i++) {
-        assert_true(argc < 63);
-        argv[argc++] = args[i];
-        if (at < sizeof r->cmd) at += (size_t)snprintf(r->cmd + at, sizeof r->cmd - at, " %s", args[i]);
-    }
-    argv[argc] = NULL;
-    fflush(NULL);
-    pid_t pid = fork();
-    assert_true(pid >= 0);
-    if (pid == 0) {
-        int in = open("/dev/null", O_RDONLY);
-        int out = open(out_path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
-        int err = open(err_path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
-        if (in < 0 || out < 0 || err < 0) _exit(126);
-        dup2(in, STDIN_FILENO);
-        dup2(out, STDOUT_FILENO);
-        dup2(err, STDERR_FILENO);
-        close(in), close(out), close(err);
-        execv(argv[0], (char *const *)argv);
-        fprintf(stderr, "cannot run %s: %s (build it with make, or set CNN_BIN)\n", argv[0], strerror(errno));
-        _exit(127);
-    }
-    const struct timespec tick = {0, 5 * 1000 * 1000};
-    int ws = 0;
-    for (long waited = 0;; waited++) {
-        pid_t w = waitpid(pid, &ws, WNOHANG);
-        if (w == pid) break;
-        if (w < 0 && errno != EINTR) fail_msg("waitpid: %s", strerror(errno));
-        if (waited * 5 > CLI_TIMEOUT_S * 1000) {
-            kill(pid, SIGKILL);
-            waitpid(pid, &ws, 0);
-            fail_msg("%.300s: still running after %d s, killed", r->cmd, CLI_TIMEOUT_S);
-        }
-        nanosleep(&tick, NULL);
-    }
-    static char out_buf[1 << 16], err_buf[1 << 16];
-    r->status = ws;
-    r->out = read_into(out_path, out_buf, sizeof out_buf);
-    r->err = read_into(err_path, err_buf, sizeof err_buf);
-    if (WIFEXITED(ws) && WEXITSTATUS(ws) == 127 && strstr(r->err, "cannot run")) fail_msg("%.500s", r->err);
-}
-
-#define CLI(r, ...) run_cli((r), (const char *const[]){__VA_ARGS__, NULL})
+/* The CLI runs through tests/clirun.h, its output files in tmpdir. */
+#define CLI(r, ...) cli_run((r), tmpdir, (const char *const[]){__VA_ARGS__, NULL})
 
 /* The command ran to its end (no signal) with exit status `code`, and stderr says every `subs`. */
-static void expect_exit(cli_result *r, int code, const char *const *subs) {
-    if (WIFSIGNALED(r->status))
-        fail_msg("%.300s\n  died from signal %d; stderr:\n%.500s", r->cmd, WTERMSIG(r->status), r->err);
-    if (!WIFEXITED(r->status)) fail_msg("%.300s\n  did not exit", r->cmd);
-    if (WEXITSTATUS(r->status) != code)
-        fail_msg("%.300s\n  exited with status %d, expected %d; stderr:\n%.500s", r->cmd, WEXITSTATUS(r->status), code,
-                 r->err);
-    if (subs) assert_contains_all("stderr", r->err, subs);
-}
+static void expect_exit(const cli_result *r, int code, const char *const *subs) { cli_expect(r, code, subs); }
 
 #define EXPECT_BAD_INPUT(r, ...) expect_exit((r), 2, (const char *const[]){__VA_ARGS__, NULL})
 
@@ -1576,7 +1509,7 @@ static void test_cli_grad_avgpool2d_kernel_1048576(void **state) {
 
 static void gradcheck_expect_bad(const char *const *args, const char *const *subs) {
     cli_result r;
-    run_cli(&r, args);
+    cli_run(&r, tmpdir, args);
     expect_exit(&r, 2, subs);
     if (strncmp(r.err, "cnn gradcheck: ", 15) != 0) fail_msg("stderr does not start with 'cnn gradcheck: ': %.500s", r.err);
     cli_free(&r);
@@ -1722,7 +1655,7 @@ static void test_cli_gradcheck_total_parameters_too_large(void **state) {
 static void test_cli_no_command(void **state) {
     (void)state;
     cli_result r;
-    run_cli(&r, (const char *const[]){NULL});
+    cli_run(&r, tmpdir, (const char *const[]){NULL});
     expect_exit(&r, 2, (const char *const[]){"usage", NULL});
     cli_free(&r);
 }
