@@ -74,6 +74,11 @@ static void build_grid(void) {
     add_point(2, "input 3 9 7\nconv2d out_channels=3 kernel_size=3,2 stride=2,1 padding=2,0 dilation=1,2 groups=3\n");
     add_point(3, "input 2 6 10\nconv2d out_channels=4 kernel_size=1,4 stride=1,3 padding=0,1 dilation=1,2\n");
     add_point(1, "input 2 5 5\nconv2d out_channels=3 kernel_size=1\n");   /* pointwise fast path */
+    /* batches larger than the 8 chunks: several samples per chunk, side by side in one GEMM */
+    add_point(17, "input 3 6 5\nconv2d out_channels=4 kernel_size=3 padding=1 stride=2\n");
+    add_point(19, "input 4 7 7\nconv2d out_channels=6 kernel_size=2,3 dilation=2,1 groups=2 bias=false\n");
+    add_point(18, "input 1 9 8\nconv2d out_channels=3 kernel_size=3 padding=1\n");   /* direct */
+    add_point(17, "input 3 4 4\nconv2d out_channels=5 kernel_size=1\n");             /* pointwise */
     static const char *pk[] = {"2", "3", "3,2"};
     for (int avg = 0; avg < 2; avg++)
         for (int ki = 0; ki < 3; ki++)
@@ -205,6 +210,18 @@ static void test_whole_lenet5(void **state) {
     whole_net(text, 3);
 }
 
+/* A batch of 21 over 8 chunks (3 samples in some, 2 in others): sub-batched GEMMs on both passes. */
+static void test_whole_lenet5_batch21(void **state) {
+    (void)state;
+    FILE *f = fopen("models/lenet5.cnn", "r");
+    assert_non_null(f);
+    char text[4096];
+    const size_t len = fread(text, 1, sizeof text - 1, f);
+    fclose(f);
+    text[len] = '\0';
+    whole_net(text, 21);
+}
+
 static void test_whole_mixed(void **state) {
     (void)state;
     whole_net("input 3 11 9\nconv2d out_channels=6 kernel_size=3,2 stride=2 padding=1 dilation=1,2 groups=3\n"
@@ -217,7 +234,8 @@ int main(void) {
     build_grid();
     const struct CMUnitTest fixed[] = {
         cmocka_unit_test(test_cross_entropy), cmocka_unit_test(test_mse),
-        cmocka_unit_test(test_whole_lenet5), cmocka_unit_test(test_whole_mixed),
+        cmocka_unit_test(test_whole_lenet5), cmocka_unit_test(test_whole_lenet5_batch21),
+        cmocka_unit_test(test_whole_mixed),
     };
     const int nfixed = (int)(sizeof fixed / sizeof fixed[0]);
     struct CMUnitTest *tests = calloc((size_t)(npoints + nfixed), sizeof *tests);
