@@ -86,6 +86,17 @@ static void models(void) {
     put_text(t, "err_linear_not_flat.cnn", "input 1 4 4\nlinear out_features=3\n");
     put_text(t, "err_twice.cnn", "input 1 4 4\nleakyrelu negative_slope=1 negative_slope=2\n");
     put_text(t, "err_input.cnn", "input 0 1 99999999999\n");
+    /* The size limits: 2^28 elements per tensor, 2^30 parameters and activations in all. A model
+     * file sizes its net: the largest it may describe makes cnn_net_parse allocate 2 x 3.2 GB of
+     * parameters and gradients (calloc'd: untouched pages cost nothing). */
+    put_text(t, "big_params.cnn", "input 1 1 1\nflatten\nlinear out_features=16384\nlinear out_features=16384\n"
+                                  "linear out_features=16384\nlinear out_features=16384\n");
+    put_text(t, "err_too_many_params.cnn", "input 1 1 1\nflatten\nlinear out_features=16384\nlinear out_features=16384\n"
+                                           "linear out_features=16384\nlinear out_features=16384\nlinear out_features=16384\n");
+    put_text(t, "err_weight_too_large.cnn", "input 1 1 1\nflatten\nlinear out_features=1000000\nlinear out_features=1000\n");
+    put_text(t, "err_input_too_large.cnn", "input 1024 1024 1024\n");
+    put_text(t, "err_output_too_large.cnn", "input 16 1024 1024\nconv2d out_channels=512 kernel_size=1\n");
+    put_text(t, "err_workspace.cnn", "input 64 512 512\nconv2d out_channels=1 kernel_size=31 padding=15\n");
 }
 
 /* ---- safetensors --------------------------------------------------------------------------- */
