@@ -196,30 +196,26 @@ static void whole_net(const char *text, int n) {
     cnn_net_free(fast);
 }
 
-static void test_whole_lenet5(void **state) {
-    (void)state;
-    cnn_net *net = NULL;
-    assert_int_equal(cnn_net_load("models/lenet5.cnn", &net), CNN_OK);
-    cnn_net_free(net);
+/* models/lenet5.cnn, fast against reference at batch n. */
+static void whole_lenet5(int n) {
     FILE *f = fopen("models/lenet5.cnn", "r");
     assert_non_null(f);
     char text[4096];
     const size_t len = fread(text, 1, sizeof text - 1, f);
     fclose(f);
     text[len] = '\0';
-    whole_net(text, 3);
+    whole_net(text, n);
 }
 
-/* A batch of 21 over 8 chunks (3 samples in some, 2 in others): sub-batched GEMMs on both passes. */
+static void test_whole_lenet5(void **state) {
+    (void)state;
+    whole_lenet5(3);
+}
+
+/* A batch of 21 over 8 chunks (3 samples in some, 2 in others): the chunked sums of dW and db. */
 static void test_whole_lenet5_batch21(void **state) {
     (void)state;
-    FILE *f = fopen("models/lenet5.cnn", "r");
-    assert_non_null(f);
-    char text[4096];
-    const size_t len = fread(text, 1, sizeof text - 1, f);
-    fclose(f);
-    text[len] = '\0';
-    whole_net(text, 21);
+    whole_lenet5(21);
 }
 
 static void test_whole_mixed(void **state) {
