@@ -79,6 +79,12 @@ static void build_grid(void) {
     add_point(19, "input 4 7 7\nconv2d out_channels=6 kernel_size=2,3 dilation=2,1 groups=2 bias=false\n");
     add_point(18, "input 1 9 8\nconv2d out_channels=3 kernel_size=3 padding=1\n");   /* direct */
     add_point(17, "input 3 4 4\nconv2d out_channels=5 kernel_size=1\n");             /* pointwise */
+    /* the direct kernels for several channels (AVX-512): 16 output channels (LeNet-5's second
+     * layer), two blocks of 16 per group, and 48 = 2 + 1 blocks with 7 = 6 + 1 input channels,
+     * 20 taps (12 + 8), rows wider than the 12 positions of a tile */
+    add_point(17, "input 6 14 14\nconv2d out_channels=16 kernel_size=5\n");
+    add_point(3, "input 4 6 6\nconv2d out_channels=64 kernel_size=3 padding=1 groups=2\n");
+    add_point(2, "input 7 5 27\nconv2d out_channels=48 kernel_size=5,4 padding=2,1 dilation=1,2 bias=false\n");
     static const char *pk[] = {"2", "3", "3,2"};
     for (int avg = 0; avg < 2; avg++)
         for (int ki = 0; ki < 3; ki++)

@@ -38,6 +38,7 @@
 #include "layers/layer.h"
 #include "core/error.h"
 #include "core/threads.h"
+#include "kernels/direct.h"
 #include "kernels/kernels.h"
 
 #include <string.h>
@@ -219,6 +220,24 @@ static int chunks_of(int n) { return n < CHUNKS ? n : CHUNKS; }
  * stride runs as a direct convolution: whole output rows as vectors, no im2col. */
 static int conv2d_is_direct(const layer *l) { return l->c == l->o.conv.groups && l->o.conv.sw == 1; }
 
+/* Several input channels per group, stride 1, and the output channels of a group filling blocks
+ * of 16 (at most 16, or a multiple): the direct kernels of kernels/direct.c, where the CPU has
+ * them and the layer is small enough that im2col + GEMM would cost more in copies and tile
+ * edges than in arithmetic. */
+static int conv2d_is_direct16(const layer *l) {
+    const conv2d_opts *o = &l->o.conv;
+    const int cg = l->c / o->groups, kg = l->oc / o->groups;
+    return cg > 1 && o->sh == 1 && o->sw == 1 && (kg <= 16 || kg % 16 == 0) &&
+           (size_t)cg * o->kh * o->kw <= 512 && !(o->kh == 1 && o->kw == 1) && direct16_available();
+}
+
+static direct_geom conv2d_direct_geom(const layer *l) {
+    const conv2d_opts *o = &l->o.conv;
+    direct_geom g = {l->c / o->groups, l->h, l->w, l->oc / o->groups, o->kh, o->kw,
+                     o->ph, o->pw, o->dh, o->dw, l->oh, l->ow};
+    return g;
+}
+
 static size_t padded_plane(const layer *l) {
     return (size_t)(l->h + 2 * l->o.conv.ph) * (size_t)(l->w + 2 * l->o.conv.pw);
 }
@@ -238,6 +257,10 @@ static size_t direct_floats(const layer *l) {
 static size_t chunk_col_floats(const layer *l) {
     const conv2d_opts *o = &l->o.conv;
     const size_t col = (size_t)(l->c / o->groups) * o->kh * o->kw * l->oh * l->ow;
+    if (conv2d_is_direct16(l)) {
+        const direct_geom g = conv2d_direct_geom(l);
+        return direct16_ws_floats(&g);
+    }
     return conv2d_is_direct(l) && direct_floats(l) > col ? direct_floats(l) : col;
 }
 
@@ -384,14 +407,22 @@ CNN_CLONES static void direct_input_grad(const layer *l, const float *restrict d
         memcpy(dx + (size_t)h * l->w, dxp + (size_t)(h + o->ph) * pw + o->pw, (size_t)l->w * sizeof *dx);
 }
 
-static size_t conv2d_workspace(const layer *l, int n) { return (size_t)chunks_of(n) * chunk_floats(l); }
+/* The workspace: each chunk's slice, then (direct16) every group's packed weights. */
+static size_t conv2d_workspace(const layer *l, int n) {
+    size_t wt = 0;
+    if (conv2d_is_direct16(l)) {
+        const direct_geom g = conv2d_direct_geom(l);
+        wt = (size_t)l->o.conv.groups * direct16_wt_floats(&g);
+    }
+    return (size_t)chunks_of(n) * chunk_floats(l) + wt;
+}
 
 /* The im2col path keeps every sample's col from the forward pass for the weight gradient, when the
  * whole batch's fits in 2^24 floats (64 MB); larger layers build it again in the backward pass. */
 #define KEEP_LIMIT ((size_t)1 << 24)
 
 static size_t conv2d_keep_floats(const layer *l, int n) {
-    if (conv2d_is_direct(l) || conv2d_is_pointwise(l)) return 0;
+    if (conv2d_is_direct(l) || conv2d_is_pointwise(l) || conv2d_is_direct16(l)) return 0;
     const conv2d_opts *o = &l->o.conv;
     const size_t all = (size_t)n * (size_t)l->c * o->kh * o->kw * l->oh * l->ow;   /* n·groups·ck·P */
     return all <= KEEP_LIMIT ? all : 0;
@@ -412,12 +443,23 @@ static void conv2d_forward(const layer *l, int n, const float *x, float *y, floa
     const int cg = g.c, kg = l->oc / o->groups, ck = cg * o->kh * o->kw, P = l->oh * l->ow;
     const size_t xg = (size_t)cg * l->h * l->w;
     const int chunks = chunks_of(n), pointwise = conv2d_is_pointwise(l), direct = conv2d_is_direct(l);
+    const int direct16 = conv2d_is_direct16(l);
+    const direct_geom dg = conv2d_direct_geom(l);
+    float *wt = ws + (size_t)chunks * chunk_floats(l);
+    if (direct16)
+        for (int gr = 0; gr < o->groups; gr++)
+            direct16_pack_weights(&dg, l->param[0] + (size_t)gr * kg * ck, o->bias ? l->param[1] + gr * kg : NULL,
+                                  wt + gr * direct16_wt_floats(&dg));
     PARALLEL_FOR(ch, chunks) {
         float *col = ws + (size_t)ch * chunk_floats(l);
         for (int s = (int)(n * ch / chunks); s < (int)(n * (ch + 1) / chunks); s++)
             for (int gr = 0; gr < o->groups; gr++) {
                 const float *xs = x + ((size_t)s * o->groups + gr) * xg;
                 float *ys = y + ((size_t)s * l->oc + (size_t)gr * kg) * P;
+                if (direct16) {
+                    direct16_forward(&dg, xs, wt + gr * direct16_wt_floats(&dg), ys, col);
+                    continue;
+                }
                 if (direct) {
                     pad_plane(l, xs, col);
                     direct_forward(l, col, l->param[0] + (size_t)gr * kg * ck, o->bias ? l->param[1] + gr * kg : NULL,
@@ -447,6 +489,8 @@ static void conv2d_backward(const layer *l, int n, const float *x, const float *
     const int cg = g.c, kg = l->oc / o->groups, ck = cg * o->kh * o->kw, P = l->oh * l->ow;
     const size_t xg = (size_t)cg * l->h * l->w, col_size = chunk_col_floats(l), wsize = (size_t)l->oc * ck;
     const int chunks = chunks_of(n), pointwise = conv2d_is_pointwise(l), direct = conv2d_is_direct(l);
+    const int direct16 = conv2d_is_direct16(l);
+    const direct_geom dg = conv2d_direct_geom(l);
     PARALLEL_FOR(ch, chunks) {
         float *col = ws + (size_t)ch * chunk_floats(l), *dw = col + col_size, *db = dw + wsize;
         memset(dw, 0, (wsize + (size_t)l->oc) * sizeof *dw);
@@ -463,6 +507,11 @@ static void conv2d_backward(const layer *l, int n, const float *x, const float *
                 const float *dys = dy + ((size_t)s * l->oc + (size_t)gr * kg) * P;
                 const float *wg = l->param[0] + (size_t)gr * kg * ck;
                 float *dxs = dx ? dx + ((size_t)s * o->groups + gr) * xg : NULL;
+                if (direct16) {
+                    direct16_weight_grad(&dg, xs, dys, dw + (size_t)gr * kg * ck, col);
+                    if (dx) direct16_input_grad(&dg, dys, wg, dxs, col);
+                    continue;
+                }
                 if (direct) {
                     pad_plane(l, xs, col);
                     direct_weight_grad(l, col, dys, kg, dw + (size_t)gr * kg * ck,

@@ -1,0 +1,44 @@
+/* Internal: direct convolution kernels for several input channels, stride 1, with output
+ * channels in blocks of 16 held in AVX-512 registers. The layer (src/layers/conv2d.c) decides
+ * when to use them; these functions see one sample and one group. No allocation: every buffer
+ * comes from the caller's workspace, sized by direct16_ws_floats.
+ *
+ * Layouts are those of conv2d: x [c, h, w], y and dy [kg, oh, ow], w [kg, c, kh, kw]. The padded
+ * input xp is x with ph rows and pw columns of zeros around it, of width wp = w + 2·pw. */
+#ifndef CNN_DIRECT_H
+#define CNN_DIRECT_H
+
+#include <stddef.h>
+
+typedef struct direct_geom {
+    int c, h, w;            /* input channels of the group, input height and width */
+    int kg;                 /* output channels of the group */
+    int kh, kw, ph, pw, dh, dw;
+    int oh, ow;             /* output (stride 1) */
+} direct_geom;
+
+/* 1 when this CPU runs the kernels (AVX-512F), 0 otherwise (then none of them may be called). */
+int direct16_available(void);
+
+/* Floats of workspace any one call below needs. */
+size_t direct16_ws_floats(const direct_geom *g);
+
+/* Floats of the blocked, transposed weights that direct16_forward reads. */
+size_t direct16_wt_floats(const direct_geom *g);
+
+/* The weights w [kg, c·kh·kw] and bias b [kg] (or NULL: zeros) as direct16_forward reads them:
+ * for each block of 16 output channels, [c·kh·kw + 1][16], the bias last, zero past kg. */
+void direct16_pack_weights(const direct_geom *g, const float *w, const float *b, float *wt);
+
+/* y [kg, oh, ow] = b + Σ w · xp, with weights and bias from direct16_pack_weights. */
+void direct16_forward(const direct_geom *g, const float *x, const float *wt, float *y, float *ws);
+
+/* dwt [c·kh·kw, kg] += Σ_{i,j} xp[c][i + r·dh][j + t·dw] · dy[k][i][j]: the weight gradient,
+ * transposed, as the GEMM path keeps it. Each element is summed over (i, j) in order. */
+void direct16_weight_grad(const direct_geom *g, const float *x, const float *dy, float *dwt, float *ws);
+
+/* dx [c, h, w] = the full convolution of dy with the kernels rotated 180° (note 002), without the
+ * padding rows and columns. dx is overwritten. */
+void direct16_input_grad(const direct_geom *g, const float *dy, const float *w, float *dx, float *ws);
+
+#endif
