@@ -1,6 +1,7 @@
-/* Direct convolution with several input channels and stride 1 (see direct.h), for the small
- * convolutions where im2col + GEMM spends more on copying and tile edges than on arithmetic
- * (LeNet-5's second layer: 6 channels of 14×14 into 16 of 10×10).
+/* Direct convolution with several input channels (see direct.h). For small convolutions im2col +
+ * GEMM spends more on copying and tile edges than on arithmetic (LeNet-5's second layer: 6
+ * channels of 14×14 into 16 of 10×10); for large ones these kernels keep 24 accumulators in
+ * registers against the GEMM's 12 and never build the im2col matrix.
  *
  * Output channels are vectorised, 16 to an AVX-512 register, so no lane is wasted when a group
  * has 16 or 32 of them; each input value is broadcast once and multiplied into every register
@@ -92,7 +93,7 @@ typedef struct fwd_args {
     const float *wt;        /* the first block's packed weights; bias at [ck] */
     size_t wstride;         /* floats from one block's packed weights to the next */
     size_t plane;           /* floats per padded input plane */
-    int c, kh, kw, dh, dw, wp;
+    int c, kh, kw, dh, dw, wp, sw;
     float *out;             /* [M][KB·16] */
 } fwd_args;
 
@@ -109,7 +110,7 @@ TILE void fwd_tile(const fwd_args *a, const int KB, const int M) {
                 const float *s = src + t * a->dw;
                 const __m512 w0 = _mm512_loadu_ps(w), w1 = _mm512_loadu_ps(w + (KB > 1 ? a->wstride : 0));
                 for (int i = 0; i < M; i++) {
-                    const __m512 xv = _mm512_set1_ps(s[i]);
+                    const __m512 xv = _mm512_set1_ps(s[i * a->sw]);
                     acc[0][i] = _mm512_fmadd_ps(xv, w0, acc[0][i]);
                     if (KB > 1) acc[1][i] = _mm512_fmadd_ps(xv, w1, acc[1][i]);
                 }
@@ -134,19 +135,22 @@ void direct16_forward(const direct_geom *g, const float *x, const float *wt, flo
     const int ck = g->c * g->kh * g->kw, blocks = rounded16(g->kg) / 16, P = g->oh * g->ow;
     float out[12 * 32] __attribute__((aligned(64)));
     fwd_args a = {.wstride = (size_t)(ck + 1) * 16, .plane = xp_plane(g), .c = g->c, .kh = g->kh, .kw = g->kw,
-                  .dh = g->dh, .dw = g->dw, .wp = g->w + 2 * g->pw, .out = out};
+                  .dh = g->dh, .dw = g->dw, .wp = g->w + 2 * g->pw, .sw = g->sw, .out = out};
     for (int kb0 = 0; kb0 < blocks; kb0 += 2) {
         const int KB = blocks - kb0 >= 2 ? 2 : 1;
         const int k0 = kb0 * 16, kn = g->kg - k0 < KB * 16 ? g->kg - k0 : KB * 16;
         a.wt = wt + (size_t)kb0 * a.wstride;
+        /* A row in tiles of at most 12 positions, as even as can be: 14 = 7 + 7, not 12 + 2. */
+        const int tiles = (g->ow + 11) / 12;
         for (int oy = 0; oy < g->oh; oy++)
-            for (int ox = 0; ox < g->ow; ox += 12) {
-                const int M = g->ow - ox < 12 ? g->ow - ox : 12;
-                a.x = xp + (size_t)oy * a.wp + ox;
+            for (int ti = 0, ox = 0; ti < tiles; ti++) {
+                const int M = g->ow / tiles + (ti < g->ow % tiles);
+                a.x = xp + (size_t)oy * g->sh * a.wp + (size_t)ox * g->sw;
                 fwd_tab[KB - 1][M - 1](&a);
                 float *yk = y + (size_t)k0 * P + (size_t)oy * g->ow + ox;
                 for (int k = 0; k < kn; k++)
                     for (int i = 0; i < M; i++) yk[(size_t)k * P + i] = out[i * KB * 16 + k];
+                ox += M;
             }
     }
 }
@@ -157,7 +161,7 @@ typedef struct dw_args {
     const float *x;         /* the input channel's padded plane */
     const float *dyt;       /* dyᵀ [oh·ow][ldd] at the first block's channels */
     const int *off;         /* the TB taps' offsets into the plane: r·dh·wp + t·dw */
-    int ldd, oh, ow, wp;
+    int ldd, oh, ow, wp, sh, sw;
     float *out;             /* [TB][KB·16] */
 } dw_args;
 
@@ -170,11 +174,12 @@ TILE void dw_tile(const dw_args *a, const int KB, const int TB) {
     }
     const float *d = a->dyt;
     for (int oy = 0; oy < a->oh; oy++) {
-        const size_t row = (size_t)oy * a->wp;
+        const size_t row = (size_t)oy * a->sh * a->wp;
         for (int ox = 0; ox < a->ow; ox++, d += a->ldd) {
             const __m512 d0 = _mm512_loadu_ps(d), d1 = _mm512_loadu_ps(d + (KB > 1 ? 16 : 0));
+            const size_t at = row + (size_t)ox * a->sw;
             for (int j = 0; j < TB; j++) {
-                const __m512 xv = _mm512_set1_ps(s[j][row + ox]);
+                const __m512 xv = _mm512_set1_ps(s[j][at]);
                 acc[0][j] = _mm512_fmadd_ps(xv, d0, acc[0][j]);
                 if (KB > 1) acc[1][j] = _mm512_fmadd_ps(xv, d1, acc[1][j]);
             }
@@ -202,7 +207,8 @@ void direct16_weight_grad(const direct_geom *g, const float *x, const float *dy,
         for (int k = 0; k < ldd; k++) dyt[(size_t)p * ldd + k] = k < g->kg ? dy[(size_t)k * P + p] : 0.0f;
     float out[12 * 32] __attribute__((aligned(64)));
     int off[12];
-    dw_args a = {.dyt = NULL, .off = off, .ldd = ldd, .oh = g->oh, .ow = g->ow, .wp = wp, .out = out};
+    dw_args a = {.dyt = NULL, .off = off, .ldd = ldd, .oh = g->oh, .ow = g->ow, .wp = wp, .sh = g->sh, .sw = g->sw,
+                 .out = out};
     for (int kb0 = 0; kb0 < blocks; kb0 += 2) {
         const int KB = blocks - kb0 >= 2 ? 2 : 1;
         const int k0 = kb0 * 16, kn = g->kg - k0 < KB * 16 ? g->kg - k0 : KB * 16;

@@ -1,5 +1,5 @@
-/* Internal: direct convolution kernels for several input channels, stride 1, with output
- * channels in blocks of 16 held in AVX-512 registers. The layer (src/layers/conv2d.c) decides
+/* Internal: direct convolution kernels for several input channels, with output channels in
+ * blocks of 16 held in AVX-512 registers. The layer (src/layers/conv2d.c) decides
  * when to use them; these functions see one sample and one group. No allocation: every buffer
  * comes from the caller's workspace, sized by direct16_ws_floats.
  *
@@ -13,8 +13,8 @@
 typedef struct direct_geom {
     int c, h, w;            /* input channels of the group, input height and width */
     int kg;                 /* output channels of the group */
-    int kh, kw, ph, pw, dh, dw;
-    int oh, ow;             /* output (stride 1) */
+    int kh, kw, sh, sw, ph, pw, dh, dw;
+    int oh, ow;             /* output */
 } direct_geom;
 
 /* 1 when this CPU runs the kernels (AVX-512F), 0 otherwise (then none of them may be called). */
@@ -38,7 +38,7 @@ void direct16_forward(const direct_geom *g, const float *x, const float *wt, flo
 void direct16_weight_grad(const direct_geom *g, const float *x, const float *dy, float *dwt, float *ws);
 
 /* dx [c, h, w] = the full convolution of dy with the kernels rotated 180° (note 002), without the
- * padding rows and columns. dx is overwritten. */
+ * padding rows and columns. dx is overwritten. Stride 1 only (sh = sw = 1). */
 void direct16_input_grad(const direct_geom *g, const float *dy, const float *w, float *dx, float *ws);
 
 #endif

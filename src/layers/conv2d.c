@@ -220,20 +220,21 @@ static int chunks_of(int n) { return n < CHUNKS ? n : CHUNKS; }
  * stride runs as a direct convolution: whole output rows as vectors, no im2col. */
 static int conv2d_is_direct(const layer *l) { return l->c == l->o.conv.groups && l->o.conv.sw == 1; }
 
-/* Several input channels per group, stride 1, and the output channels of a group filling blocks
- * of 16 (at most 16, or a multiple): the direct kernels of kernels/direct.c, where the CPU has
- * them and the layer is small enough that im2col + GEMM would cost more in copies and tile
- * edges than in arithmetic. */
+/* Several input channels per group, a kernel larger than 1×1, and output channels that fill at
+ * least half of their last block of 16: the direct kernels of kernels/direct.c, where the CPU
+ * has them. They beat im2col + GEMM on every benchmark shape, small (no copies, no tile edges)
+ * and large (24 accumulators in registers). With a stride, the input gradient still goes through
+ * a GEMM and col2im. */
 static int conv2d_is_direct16(const layer *l) {
     const conv2d_opts *o = &l->o.conv;
     const int cg = l->c / o->groups, kg = l->oc / o->groups;
-    return cg > 1 && o->sh == 1 && o->sw == 1 && (kg <= 16 || kg % 16 == 0) &&
-           (size_t)cg * o->kh * o->kw <= 512 && !(o->kh == 1 && o->kw == 1) && direct16_available();
+    return cg > 1 && !(o->kh == 1 && o->kw == 1) && (kg < 16 || kg % 16 == 0 || kg % 16 >= 8) &&
+           direct16_available();
 }
 
 static direct_geom conv2d_direct_geom(const layer *l) {
     const conv2d_opts *o = &l->o.conv;
-    direct_geom g = {l->c / o->groups, l->h, l->w, l->oc / o->groups, o->kh, o->kw,
+    direct_geom g = {l->c / o->groups, l->h, l->w, l->oc / o->groups, o->kh, o->kw, o->sh, o->sw,
                      o->ph, o->pw, o->dh, o->dw, l->oh, l->ow};
     return g;
 }
@@ -259,7 +260,8 @@ static size_t chunk_col_floats(const layer *l) {
     const size_t col = (size_t)(l->c / o->groups) * o->kh * o->kw * l->oh * l->ow;
     if (conv2d_is_direct16(l)) {
         const direct_geom g = conv2d_direct_geom(l);
-        return direct16_ws_floats(&g);
+        const size_t d = direct16_ws_floats(&g);
+        return o->sh == 1 && o->sw == 1 ? d : d > col ? d : col;   /* strided: col for dX */
     }
     return conv2d_is_direct(l) && direct_floats(l) > col ? direct_floats(l) : col;
 }
@@ -480,7 +482,8 @@ static void conv2d_forward(const layer *l, int n, const float *x, float *y, floa
 
 /* Per chunk: db_c = Σ dy; dW_cᵀ = Σ col_g · dy_gᵀ (the transpose of dy_g · col_gᵀ: packing dy_gᵀ
  * for the GEMM moves kg·P floats where packing col_gᵀ would move ck·P); dcol = W_gᵀ · dy_g, then
- * col2im into dx. Then dW += dW_0 + dW_1 + ..., db likewise, in chunk order. */
+ * col2im into dx (the direct kernels compute the same dW_cᵀ and, at stride 1, dx without col).
+ * Then dW += dW_0 + dW_1 + ..., db likewise, in chunk order. */
 static void conv2d_backward(const layer *l, int n, const float *x, const float *y, const float *dy,
                             float *dx, float *ws) {
     (void)y;
@@ -509,22 +512,24 @@ static void conv2d_backward(const layer *l, int n, const float *x, const float *
                 float *dxs = dx ? dx + ((size_t)s * o->groups + gr) * xg : NULL;
                 if (direct16) {
                     direct16_weight_grad(&dg, xs, dys, dw + (size_t)gr * kg * ck, col);
-                    if (dx) direct16_input_grad(&dg, dys, wg, dxs, col);
-                    continue;
-                }
-                if (direct) {
+                    if (dx && o->sh == 1 && o->sw == 1) {
+                        direct16_input_grad(&dg, dys, wg, dxs, col);
+                        continue;
+                    }
+                } else if (direct) {
                     pad_plane(l, xs, col);
                     direct_weight_grad(l, col, dys, kg, dw + (size_t)gr * kg * ck,
                                        col + 2 * (padded_plane(l) + padded_slack(l)));
                     if (dx) direct_input_grad(l, dys, wg, kg, col + padded_plane(l) + padded_slack(l), dxs);
                     continue;
+                } else {
+                    const float *c = pointwise ? xs : kept_col(l, n, s, gr);
+                    if (!c) {
+                        im2col(&g, xs, col);
+                        c = col;
+                    }
+                    gemm(0, 1, ck, kg, P, c, dys, 1.0f, dw + (size_t)gr * kg * ck);
                 }
-                const float *c = pointwise ? xs : kept_col(l, n, s, gr);
-                if (!c) {
-                    im2col(&g, xs, col);
-                    c = col;
-                }
-                gemm(0, 1, ck, kg, P, c, dys, 1.0f, dw + (size_t)gr * kg * ck);
                 if (!dx) continue;
                 if (pointwise) {
                     gemm(1, 0, ck, P, kg, wg, dys, 0.0f, dxs);
