@@ -19,6 +19,7 @@
  * blocks it is called with, so the accumulators stay in registers. */
 #include "kernels/direct.h"
 
+#include <stddef.h>
 #include <string.h>
 
 #if defined(__x86_64__) && defined(__GNUC__)
@@ -231,51 +232,72 @@ void direct16_weight_grad(const direct_geom *g, const float *x, const float *dy,
     }
 }
 
-/* ---- input gradient: CB input channels × V vectors of 16 consecutive cells of dxp ---- */
+/* ---- the wide tile: J output planes × V vectors of 16 consecutive cells, each a sum over
+ * planes p and taps (r, t) of coef(p, j, r·kw + t) · src_p[cell + r·rstep + t·tstep]. The input
+ * gradient reads dyz with the taps reversed (rot180); the forward pass of a one-channel layer
+ * reads the padded input with them in order. ---- */
 
-typedef struct dx_args {
-    const float *z;         /* dyz of the first output channel, at the tile's first cell */
-    size_t zplane;          /* floats per dyz plane */
-    const float *w;         /* w[0][c0][0][0] */
-    int ck, taps, kg, kh, kw, dh, dw, wp;
-    float *out;             /* dxp of channel c0 at the tile's first cell */
-    size_t oplane;          /* floats per dxp plane */
-} dx_args;
+typedef struct wide_args {
+    const float *src;       /* plane 0 at the tile's first cell, tap (0, 0) */
+    size_t splane;          /* floats from one source plane to the next */
+    int planes, kh, kw;
+    ptrdiff_t rstep, tstep; /* tap (r, t) reads src + r·rstep + t·tstep */
+    const float *coef;      /* coef(p, j, q) = coef[p·cps + j·cjs + q] */
+    size_t cps;
+    int cjs;
+    float *out;             /* output plane j at out + j·oplane */
+    size_t oplane;
+} wide_args;
 
-TILE void dx_tile(const dx_args *a, const int CB, const int V) {
+TILE void wide_tile(const wide_args *a, const int J, const int V) {
     __m512 acc[6][4];
-    for (int c = 0; c < CB; c++)
-        for (int v = 0; v < V; v++) acc[c][v] = _mm512_setzero_ps();
-    for (int k = 0; k < a->kg; k++) {
-        const float *zk = a->z + k * a->zplane, *wk = a->w + (size_t)k * a->ck;
-        for (int r = 0; r < a->kh; r++) {
-            const float *zr = zk + (size_t)(a->kh - 1 - r) * a->dh * a->wp;
+    for (int j = 0; j < J; j++)
+        for (int v = 0; v < V; v++) acc[j][v] = _mm512_setzero_ps();
+    for (int p = 0; p < a->planes; p++) {
+        const float *sp = a->src + p * a->splane, *cp = a->coef + p * a->cps;
+        for (int r = 0; r < a->kh; r++)
             for (int t = 0; t < a->kw; t++) {
-                const float *src = zr + (a->kw - 1 - t) * a->dw;
+                const float *src = sp + r * a->rstep + t * a->tstep;
                 __m512 dv[4];
                 for (int v = 0; v < V; v++) dv[v] = _mm512_loadu_ps(src + 16 * v);
-                for (int c = 0; c < CB; c++) {
-                    const __m512 wv = _mm512_set1_ps(wk[c * a->taps + r * a->kw + t]);
-                    for (int v = 0; v < V; v++) acc[c][v] = _mm512_fmadd_ps(wv, dv[v], acc[c][v]);
+                for (int j = 0; j < J; j++) {
+                    const __m512 wv = _mm512_set1_ps(cp[j * a->cjs + r * a->kw + t]);
+                    for (int v = 0; v < V; v++) acc[j][v] = _mm512_fmadd_ps(wv, dv[v], acc[j][v]);
                 }
             }
-        }
     }
-    for (int c = 0; c < CB; c++)
-        for (int v = 0; v < V; v++) _mm512_storeu_ps(a->out + c * a->oplane + 16 * v, acc[c][v]);
+    for (int j = 0; j < J; j++)
+        for (int v = 0; v < V; v++) _mm512_storeu_ps(a->out + j * a->oplane + 16 * v, acc[j][v]);
 }
 
-#define DX(C, V) \
-    static T16 void dx_##C##_##V(const dx_args *a) { dx_tile(a, C, V); }
-#define DX4(C) DX(C, 1) DX(C, 2) DX(C, 3) DX(C, 4)
-DX4(1)
-DX4(2)
-DX4(3)
-DX4(4)
-DX4(5)
-DX4(6)
-#define ROW4(C) {dx_##C##_1, dx_##C##_2, dx_##C##_3, dx_##C##_4}
-static void (*const dx_tab[6][4])(const dx_args *) = {ROW4(1), ROW4(2), ROW4(3), ROW4(4), ROW4(5), ROW4(6)};
+#define WIDE(J, V) \
+    static T16 void wide_##J##_##V(const wide_args *a) { wide_tile(a, J, V); }
+#define WIDE4(J) WIDE(J, 1) WIDE(J, 2) WIDE(J, 3) WIDE(J, 4)
+WIDE4(1)
+WIDE4(2)
+WIDE4(3)
+WIDE4(4)
+WIDE4(5)
+WIDE4(6)
+#define ROW4(J) {wide_##J##_1, wide_##J##_2, wide_##J##_3, wide_##J##_4}
+static void (*const wide_tab[6][4])(const wide_args *) = {ROW4(1), ROW4(2), ROW4(3), ROW4(4), ROW4(5), ROW4(6)};
+
+/* Every tile of `rows` output planes × nv vectors: rows in blocks of 6, cells in blocks of 4
+ * vectors. a->src, a->coef and a->out are those of the first tile. */
+static void wide_run(wide_args a, int rows, int nv) {
+    const float *src = a.src, *coef = a.coef;
+    float *out = a.out;
+    for (int j0 = 0; j0 < rows; j0 += 6) {
+        const int J = rows - j0 < 6 ? rows - j0 : 6;
+        a.coef = coef + (size_t)j0 * a.cjs;
+        for (int v0 = 0; v0 < nv; v0 += 4) {
+            const int V = nv - v0 < 4 ? nv - v0 : 4;
+            a.src = src + 16 * (size_t)v0;
+            a.out = out + j0 * a.oplane + 16 * (size_t)v0;
+            wide_tab[J - 1][V - 1](&a);
+        }
+    }
+}
 
 void direct16_input_grad(const direct_geom *g, const float *dy, const float *w, float *dx, float *ws) {
     const int wp = g->w + 2 * g->pw, taps = g->kh * g->kw;
@@ -288,24 +310,124 @@ void direct16_input_grad(const direct_geom *g, const float *dy, const float *w, 
         for (int i = 0; i < g->oh; i++)
             memcpy(z + k * zplane + (size_t)(i + (g->kh - 1) * g->dh) * wp + (size_t)(g->kw - 1) * g->dw,
                    dy + ((size_t)k * g->oh + i) * g->ow, (size_t)g->ow * sizeof *dy);
-    /* Only the rows of dxp that are rows of dx: cells q = ph·wp + (0 .. h·wp − 1). */
-    const int nv = (int)(oplane / 16);
-    dx_args a = {.zplane = zplane, .ck = g->c * taps, .taps = taps, .kg = g->kg, .kh = g->kh, .kw = g->kw,
-                 .dh = g->dh, .dw = g->dw, .wp = wp, .oplane = oplane};
-    for (int c0 = 0; c0 < g->c; c0 += 6) {
-        const int CB = g->c - c0 < 6 ? g->c - c0 : 6;
-        a.w = w + (size_t)c0 * taps;
-        for (int v0 = 0; v0 < nv; v0 += 4) {
-            const int V = nv - v0 < 4 ? nv - v0 : 4;
-            a.z = z + (size_t)g->ph * wp + 16 * (size_t)v0;
-            a.out = dxp + c0 * oplane + 16 * (size_t)v0;
-            dx_tab[CB - 1][V - 1](&a);
-        }
-    }
+    /* Only the rows of dxp that are rows of dx: cells q = ph·wp + (0 .. h·wp − 1). Tap (r, t)
+     * reads dyz[q + (kh−1−r)·dh·wp + (kw−1−t)·dw]: rot180(w). */
+    const wide_args a = {.src = z + (size_t)(g->ph + (g->kh - 1) * g->dh) * wp + (size_t)(g->kw - 1) * g->dw,
+                         .splane = zplane, .planes = g->kg, .kh = g->kh, .kw = g->kw,
+                         .rstep = -(ptrdiff_t)g->dh * wp, .tstep = -(ptrdiff_t)g->dw,
+                         .coef = w, .cps = (size_t)g->c * taps, .cjs = taps, .out = dxp, .oplane = oplane};
+    wide_run(a, g->c, (int)(oplane / 16));
     for (int c = 0; c < g->c; c++)
         for (int i = 0; i < g->h; i++)
             memcpy(dx + ((size_t)c * g->h + i) * g->w, dxp + c * oplane + (size_t)i * wp + g->pw,
                    (size_t)g->w * sizeof *dx);
+}
+
+/* ---- one input channel: forward through the wide tile, weight gradient as dot products ---- */
+
+/* The wide rows: oh rows of wp cells, in whole vectors. */
+static int wide_vectors(const direct_geom *g) { return (g->oh * (g->w + 2 * g->pw) + 15) / 16; }
+
+/* The padded plane, with room for the last vector of the last tap to read zeros. */
+static size_t wide_xplane(const direct_geom *g) {
+    return xp_plane(g) + 16 + (size_t)(g->kw - 1) * g->dw;
+}
+
+size_t direct1_ws_floats(const direct_geom *g) {
+    return wide_xplane(g) + (size_t)g->kg * 16 * wide_vectors(g);
+}
+
+/* The padded plane with zeros after it, into xp. */
+static void pad_wide(const direct_geom *g, const float *x, float *xp) {
+    const int wp = g->w + 2 * g->pw;
+    memset(xp, 0, wide_xplane(g) * sizeof *xp);
+    for (int i = 0; i < g->h; i++)
+        memcpy(xp + (size_t)(i + g->ph) * wp + g->pw, x + (size_t)i * g->w, (size_t)g->w * sizeof *x);
+}
+
+void direct1_forward(const direct_geom *g, const float *x, const float *w, const float *b, float *y, float *ws) {
+    const int wp = g->w + 2 * g->pw, nv = wide_vectors(g), taps = g->kh * g->kw;
+    float *xp = ws, *wide = ws + wide_xplane(g);
+    const size_t oplane = 16 * (size_t)nv;
+    pad_wide(g, x, xp);
+    const wide_args a = {.src = xp, .splane = 0, .planes = 1, .kh = g->kh, .kw = g->kw,
+                         .rstep = (ptrdiff_t)g->dh * wp, .tstep = g->dw, .coef = w, .cps = 0, .cjs = taps,
+                         .out = wide, .oplane = oplane};
+    wide_run(a, g->kg, nv);
+    for (int k = 0; k < g->kg; k++) {
+        const float bias = b ? b[k] : 0.0f;
+        for (int i = 0; i < g->oh; i++) {
+            const float *src = wide + k * oplane + (size_t)i * wp;
+            float *dst = y + ((size_t)k * g->oh + i) * g->ow;
+            for (int j = 0; j < g->ow; j++) dst[j] = src[j] + bias;
+        }
+    }
+}
+
+/* J output channels × TB taps: acc[j][t] = Σ over the wide cells of dyw[j] · xp[cell + off[t]],
+ * 16 lanes, then the lanes added in a fixed order. */
+typedef struct red_args {
+    const float *x;         /* the padded plane */
+    const float *dyw;       /* dy of the first channel at width wp, zeros in the other cells */
+    size_t dplane;
+    int nv;
+    int off[5];             /* the taps' offsets into the plane */
+    float *out;             /* [J][TB] */
+} red_args;
+
+TILE void red_tile(const red_args *a, const int J, const int TB) {
+    __m512 acc[4][5];
+    for (int j = 0; j < J; j++)
+        for (int t = 0; t < TB; t++) acc[j][t] = _mm512_setzero_ps();
+    for (int v = 0; v < a->nv; v++) {
+        __m512 dv[4];
+        for (int j = 0; j < J; j++) dv[j] = _mm512_loadu_ps(a->dyw + j * a->dplane + 16 * (size_t)v);
+        for (int t = 0; t < TB; t++) {
+            const __m512 xv = _mm512_loadu_ps(a->x + a->off[t] + 16 * (size_t)v);
+            for (int j = 0; j < J; j++) acc[j][t] = _mm512_fmadd_ps(dv[j], xv, acc[j][t]);
+        }
+    }
+    for (int j = 0; j < J; j++)
+        for (int t = 0; t < TB; t++) a->out[j * TB + t] = _mm512_reduce_add_ps(acc[j][t]);
+}
+
+#define RED(J, T) \
+    static T16 void red_##J##_##T(const red_args *a) { red_tile(a, J, T); }
+#define RED5(J) RED(J, 1) RED(J, 2) RED(J, 3) RED(J, 4) RED(J, 5)
+RED5(1)
+RED5(2)
+RED5(3)
+RED5(4)
+#define ROW5(J) {red_##J##_1, red_##J##_2, red_##J##_3, red_##J##_4, red_##J##_5}
+static void (*const red_tab[4][5])(const red_args *) = {ROW5(1), ROW5(2), ROW5(3), ROW5(4)};
+
+void direct1_weight_grad(const direct_geom *g, const float *x, const float *dy, float *dwt, float *ws) {
+    const int wp = g->w + 2 * g->pw, nv = wide_vectors(g), taps = g->kh * g->kw;
+    float *xp = ws, *dyw = ws + wide_xplane(g);
+    const size_t dplane = 16 * (size_t)nv;
+    pad_wide(g, x, xp);
+    /* dy at the padded width: dyw[k][i·wp + j] = dy[k][i][j] for j < ow, else 0. */
+    memset(dyw, 0, (size_t)g->kg * dplane * sizeof *dyw);
+    for (int k = 0; k < g->kg; k++)
+        for (int i = 0; i < g->oh; i++)
+            memcpy(dyw + k * dplane + (size_t)i * wp, dy + ((size_t)k * g->oh + i) * g->ow,
+                   (size_t)g->ow * sizeof *dy);
+    float out[4 * 5];
+    red_args a = {.x = xp, .dplane = dplane, .nv = nv, .out = out};
+    for (int k0 = 0; k0 < g->kg; k0 += 4) {
+        const int J = g->kg - k0 < 4 ? g->kg - k0 : 4;
+        a.dyw = dyw + k0 * dplane;
+        for (int q0 = 0; q0 < taps; q0 += 5) {
+            const int TB = taps - q0 < 5 ? taps - q0 : 5;
+            for (int t = 0; t < TB; t++) {
+                const int r = (q0 + t) / g->kw, c = (q0 + t) % g->kw;
+                a.off[t] = r * g->dh * wp + c * g->dw;
+            }
+            red_tab[J - 1][TB - 1](&a);
+            for (int j = 0; j < J; j++)
+                for (int t = 0; t < TB; t++) dwt[(size_t)(q0 + t) * g->kg + k0 + j] += out[j * TB + t];
+        }
+    }
 }
 
 #else
@@ -322,6 +444,16 @@ void direct16_weight_grad(const direct_geom *g, const float *x, const float *dy,
 }
 void direct16_input_grad(const direct_geom *g, const float *dy, const float *w, float *dx, float *ws) {
     (void)g, (void)dy, (void)w, (void)dx, (void)ws;
+}
+size_t direct1_ws_floats(const direct_geom *g) {
+    (void)g;
+    return 0;
+}
+void direct1_forward(const direct_geom *g, const float *x, const float *w, const float *b, float *y, float *ws) {
+    (void)g, (void)x, (void)w, (void)b, (void)y, (void)ws;
+}
+void direct1_weight_grad(const direct_geom *g, const float *x, const float *dy, float *dwt, float *ws) {
+    (void)g, (void)x, (void)dy, (void)dwt, (void)ws;
 }
 
 #endif

@@ -41,4 +41,16 @@ void direct16_weight_grad(const direct_geom *g, const float *x, const float *dy,
  * padding rows and columns. dx is overwritten. Stride 1 only (sh = sw = 1). */
 void direct16_input_grad(const direct_geom *g, const float *dy, const float *w, float *dx, float *ws);
 
+/* One input channel per group (g->c == 1), stride 1: the output rows are taken at the padded
+ * width wp, so every tap reads one contiguous run of the padded plane ("wide" rows). */
+
+/* Floats of workspace direct1_forward and direct1_weight_grad need. */
+size_t direct1_ws_floats(const direct_geom *g);
+
+/* y [kg, oh, ow] = b + Σ w · xp, w [kg, kh·kw]; b may be NULL. */
+void direct1_forward(const direct_geom *g, const float *x, const float *w, const float *b, float *y, float *ws);
+
+/* dwt [kh·kw, kg] += Σ_{i,j} xp[i + r·dh][j + t·dw] · dy[k][i][j], each sum in a fixed order. */
+void direct1_weight_grad(const direct_geom *g, const float *x, const float *dy, float *dwt, float *ws);
+
 #endif

@@ -232,6 +232,12 @@ static int conv2d_is_direct16(const layer *l) {
            direct16_available();
 }
 
+/* The one-channel direct path with unit strides runs on the AVX-512 kernels where the CPU has
+ * them (forward and weight gradient; the input gradient keeps the loops below). */
+static int conv2d_is_direct1(const layer *l) {
+    return conv2d_is_direct(l) && l->o.conv.sh == 1 && direct16_available();
+}
+
 static direct_geom conv2d_direct_geom(const layer *l) {
     const conv2d_opts *o = &l->o.conv;
     direct_geom g = {l->c / o->groups, l->h, l->w, l->oc / o->groups, o->kh, o->kw, o->sh, o->sw,
@@ -263,7 +269,13 @@ static size_t chunk_col_floats(const layer *l) {
         const size_t d = direct16_ws_floats(&g);
         return o->sh == 1 && o->sw == 1 ? d : d > col ? d : col;   /* strided: col for dX */
     }
-    return conv2d_is_direct(l) && direct_floats(l) > col ? direct_floats(l) : col;
+    if (conv2d_is_direct(l)) {
+        const direct_geom g = conv2d_direct_geom(l);
+        const size_t d1 = conv2d_is_direct1(l) ? direct1_ws_floats(&g) : 0;
+        const size_t d = direct_floats(l) > d1 ? direct_floats(l) : d1;
+        return d > col ? d : col;
+    }
+    return col;
 }
 
 static size_t chunk_floats(const layer *l) {
@@ -445,7 +457,7 @@ static void conv2d_forward(const layer *l, int n, const float *x, float *y, floa
     const int cg = g.c, kg = l->oc / o->groups, ck = cg * o->kh * o->kw, P = l->oh * l->ow;
     const size_t xg = (size_t)cg * l->h * l->w;
     const int chunks = chunks_of(n), pointwise = conv2d_is_pointwise(l), direct = conv2d_is_direct(l);
-    const int direct16 = conv2d_is_direct16(l);
+    const int direct16 = conv2d_is_direct16(l), direct1 = conv2d_is_direct1(l);
     const direct_geom dg = conv2d_direct_geom(l);
     float *wt = ws + (size_t)chunks * chunk_floats(l);
     if (direct16)
@@ -460,6 +472,11 @@ static void conv2d_forward(const layer *l, int n, const float *x, float *y, floa
                 float *ys = y + ((size_t)s * l->oc + (size_t)gr * kg) * P;
                 if (direct16) {
                     direct16_forward(&dg, xs, wt + gr * direct16_wt_floats(&dg), ys, col);
+                    continue;
+                }
+                if (direct1) {
+                    direct1_forward(&dg, xs, l->param[0] + (size_t)gr * kg * ck, o->bias ? l->param[1] + gr * kg : NULL,
+                                    ys, col);
                     continue;
                 }
                 if (direct) {
@@ -492,7 +509,7 @@ static void conv2d_backward(const layer *l, int n, const float *x, const float *
     const int cg = g.c, kg = l->oc / o->groups, ck = cg * o->kh * o->kw, P = l->oh * l->ow;
     const size_t xg = (size_t)cg * l->h * l->w, col_size = chunk_col_floats(l), wsize = (size_t)l->oc * ck;
     const int chunks = chunks_of(n), pointwise = conv2d_is_pointwise(l), direct = conv2d_is_direct(l);
-    const int direct16 = conv2d_is_direct16(l);
+    const int direct16 = conv2d_is_direct16(l), direct1 = conv2d_is_direct1(l);
     const direct_geom dg = conv2d_direct_geom(l);
     PARALLEL_FOR(ch, chunks) {
         float *col = ws + (size_t)ch * chunk_floats(l), *dw = col + col_size, *db = dw + wsize;
@@ -517,9 +534,13 @@ static void conv2d_backward(const layer *l, int n, const float *x, const float *
                         continue;
                     }
                 } else if (direct) {
-                    pad_plane(l, xs, col);
-                    direct_weight_grad(l, col, dys, kg, dw + (size_t)gr * kg * ck,
-                                       col + 2 * (padded_plane(l) + padded_slack(l)));
+                    if (direct1) {
+                        direct1_weight_grad(&dg, xs, dys, dw + (size_t)gr * kg * ck, col);
+                    } else {
+                        pad_plane(l, xs, col);
+                        direct_weight_grad(l, col, dys, kg, dw + (size_t)gr * kg * ck,
+                                           col + 2 * (padded_plane(l) + padded_slack(l)));
+                    }
                     if (dx) direct_input_grad(l, dys, wg, kg, col + padded_plane(l) + padded_slack(l), dxs);
                     continue;
                 } else {
