@@ -497,6 +497,20 @@ static void conv2d_forward(const layer *l, int n, const float *x, float *y, floa
     }
 }
 
+/* Σ d[0..n), in 16 interleaved lanes added in a fixed order: one chain of n dependent additions
+ * cost more than the rest of the first layer's bias gradient. */
+CNN_CLONES static float plane_sum(const float *restrict d, int n) {
+    float lane[16] = {0};
+    int i = 0;
+    for (; i + 16 <= n; i += 16)
+        for (int u = 0; u < 16; u++) lane[u] += d[i + u];
+    float tail = 0.0f;
+    for (; i < n; i++) tail += d[i];
+    for (int u = 8; u > 0; u /= 2)
+        for (int v = 0; v < u; v++) lane[v] += lane[v + u];
+    return lane[0] + tail;
+}
+
 /* Per chunk: db_c = Σ dy; dW_cᵀ = Σ col_g · dy_gᵀ (the transpose of dy_g · col_gᵀ: packing dy_gᵀ
  * for the GEMM moves kg·P floats where packing col_gᵀ would move ck·P); dcol = W_gᵀ · dy_g, then
  * col2im into dx (the direct kernels compute the same dW_cᵀ and, at stride 1, dx without col).
@@ -516,12 +530,7 @@ static void conv2d_backward(const layer *l, int n, const float *x, const float *
         memset(dw, 0, (wsize + (size_t)l->oc) * sizeof *dw);
         for (int s = (int)(n * ch / chunks); s < (int)(n * (ch + 1) / chunks); s++) {
             if (o->bias)
-                for (int k = 0; k < l->oc; k++) {
-                    const float *d = dy + ((size_t)s * l->oc + k) * P;
-                    float acc = 0.0f;
-                    for (int i = 0; i < P; i++) acc += d[i];
-                    db[k] += acc;
-                }
+                for (int k = 0; k < l->oc; k++) db[k] += plane_sum(dy + ((size_t)s * l->oc + k) * P, P);
             for (int gr = 0; gr < o->groups; gr++) {
                 const float *xs = x + ((size_t)s * o->groups + gr) * xg;
                 const float *dys = dy + ((size_t)s * l->oc + (size_t)gr * kg) * P;
