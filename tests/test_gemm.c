@@ -1,6 +1,6 @@
 /* The GEMM micro-kernels this CPU runs (AVX-512, AVX2+FMA, plain C), each against a plain
- * triple loop in double, over shapes with ragged edges and every transpose the layers use; and
- * LeNet-5's gradients on each kernel against the reference path. */
+ * triple loop in double, over shapes with ragged edges and every transpose the layers use; the
+ * same bits on 1 and 2 threads; and LeNet-5's gradients on each kernel against the reference path. */
 #include "testutil.h"
 
 #include "kernels/kernels.h"
@@ -31,8 +31,13 @@ static void check_shape(int ta, int tb, int M, int N, int K, float beta) {
 
 static void test_every_kernel_every_shape(void **state) {
     (void)state;
-    static const int shapes[][3] = {{1, 1, 1}, {6, 32, 5}, {7, 33, 257}, {13, 100, 150}, {64, 196, 288},
-                                    {121, 17, 3}, {5, 3100, 9}, {2, 2, 600}};
+    /* Ragged edges for 6- and 8-row tiles and 8-, 16- and 32-wide panels (a last panel at most 16
+     * wide takes a narrower kernel), several kc blocks, and column counts at most 128, where A's
+     * rows are read in place (a ragged last tile of them must not read past A). */
+    static const int shapes[][3] = {{1, 1, 1},      {6, 32, 5},    {7, 33, 257},  {13, 100, 150}, {64, 196, 288},
+                                    {121, 17, 3},   {5, 3100, 9},  {2, 2, 600},   {9, 48, 40},    {17, 36, 513},
+                                    {15, 128, 70},  {23, 129, 31}, {8, 16, 1},    {31, 4, 700},   {11, 784, 20},
+                                    {40, 1100, 3}};
     int ran = 0;
     for (size_t k = 0; k < sizeof kernels / sizeof kernels[0]; k++) {
         if (!gemm_use_kernel(kernels[k])) continue;
@@ -44,6 +49,45 @@ static void test_every_kernel_every_shape(void **state) {
     assert_true(ran >= 1);
     assert_true(gemm_use_kernel("c"));      /* every CPU runs the plain C kernel */
     assert_false(gemm_use_kernel("sse9"));
+}
+
+/* K = 0: C = beta·C, with nothing added. */
+static void test_empty_sum(void **state) {
+    (void)state;
+    float C[12 * 40];
+    for (int beta = 0; beta < 2; beta++) {
+        for (int i = 0; i < 12 * 40; i++) C[i] = 1.5f;
+        gemm(0, 0, 12, 40, 0, NULL, NULL, (float)beta, C);
+        for (int i = 0; i < 12 * 40; i++) assert_true(C[i] == (beta ? 1.5f : 0.0f));
+    }
+}
+
+/* 1 and 2 threads give the same bits, whether the threads split C's columns or its rows, on
+ * every kernel. */
+static void test_threads_same_bits(void **state) {
+    (void)state;
+    static const int shapes[][5] = {{0, 0, 64, 700, 300}, {1, 0, 300, 190, 64}, {0, 1, 300, 40, 500},
+                                    {0, 0, 250, 100, 260}, {1, 1, 77, 90, 600}};
+    for (size_t k = 0; k < sizeof kernels / sizeof kernels[0]; k++) {
+        if (!gemm_use_kernel(kernels[k])) continue;
+        for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++) {
+            const int ta = shapes[s][0], tb = shapes[s][1], M = shapes[s][2], N = shapes[s][3], K = shapes[s][4];
+            float *A = malloc((size_t)M * K * sizeof *A), *B = malloc((size_t)K * N * sizeof *B);
+            float *C1 = malloc((size_t)M * N * sizeof *C1), *C2 = malloc((size_t)M * N * sizeof *C2);
+            for (int i = 0; i < M * K; i++) A[i] = (float)sin(0.37 * i);
+            for (int i = 0; i < K * N; i++) B[i] = (float)cos(0.11 * i);
+            for (int beta = 0; beta < 2; beta++) {
+                for (int i = 0; i < M * N; i++) C1[i] = C2[i] = (float)(i % 5) - 2.0f;
+                assert_int_equal(cnn_set_threads(1), CNN_OK);
+                gemm(ta, tb, M, N, K, A, B, (float)beta, C1);
+                assert_int_equal(cnn_set_threads(2), CNN_OK);
+                gemm(ta, tb, M, N, K, A, B, (float)beta, C2);
+                assert_memory_equal(C1, C2, (size_t)M * N * sizeof *C1);
+            }
+            free(A), free(B), free(C1), free(C2);
+        }
+    }
+    assert_int_equal(cnn_set_threads(1), CNN_OK);
 }
 
 /* LeNet-5 forward and backward on each kernel agree with the double reference path. */
@@ -80,6 +124,8 @@ static void test_lenet_on_every_kernel(void **state) {
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_every_kernel_every_shape),
+        cmocka_unit_test(test_empty_sum),
+        cmocka_unit_test(test_threads_same_bits),
         cmocka_unit_test(test_lenet_on_every_kernel),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -24,103 +24,181 @@
 #define HAVE_X86 1
 #endif
 
-#define MR 6
+#define MAX_MR 8
 #define MAX_NR 32
-#define KC 256
-#define MC 120        /* a multiple of MR */
-#define NC 3072       /* a multiple of every NR */
+#define KC 256                  /* the most k per block: a kc block of A's MR rows stays in L1 */
+#define A_BLOCK (64 * 1024)     /* the most floats of packed A per block (256 KB), in L2 */
+#define B_BLOCK (128 * 1024)    /* the most floats of packed B per block (512 KB), in L2 */
 
 /* The loops the compiler vectorises, compiled for AVX-512, AVX2 and the baseline (kernels.h). */
 #define CNN_GEMM_CLONES CNN_CLONES
 
-typedef void (*kernel_fn)(int kc, const float *a, const float *b, float *c, int ldc, int m, int n);
+/* A micro-kernel: tile = A[mr×kc]·B[kc×nr] for an mr×nr tile of C; adds it to C (add = 1) or stores
+ * it (add = 0), in the m×n valid part only. A is a packed panel, element (i, k) at a[k·mr + i]
+ * (lda = 0), or A's own rows, element (i, k) at a[i·lda + k], of which only m exist. B is a packed
+ * panel, element (k, j) at b[k·nr + j], zero-padded to nr columns. */
+typedef void (*kernel_fn)(int kc, const float *a, ptrdiff_t lda, const float *b, float *c, ptrdiff_t ldc, int m,
+                          int n, int add);
 
-/* Adds the m×n valid part of an MR×nr tile held in t to C. */
-static void add_tile(const float *t, int nr, float *c, int ldc, int m, int n) {
+/* Writes the m×n valid part of an mr×nr tile held in t to C. */
+static void put_tile(const float *t, int nr, float *c, ptrdiff_t ldc, int m, int n, int add) {
     for (int i = 0; i < m; i++)
-        for (int j = 0; j < n; j++) c[(size_t)i * ldc + j] += t[i * nr + j];
+        for (int j = 0; j < n; j++) c[i * ldc + j] = add ? c[i * ldc + j] + t[i * nr + j] : t[i * nr + j];
 }
 
-/* Plain C: acc[MR][8], which the compiler may vectorise for the baseline ISA. */
-static void kernel_c(int kc, const float *restrict a, const float *restrict b, float *restrict c, int ldc, int m,
-                     int n) {
-    enum { NR = 8 };
+/* Plain C: acc[6][8], which the compiler may vectorise for the baseline ISA. */
+static void kernel_c(int kc, const float *restrict a, ptrdiff_t lda, const float *restrict b, float *restrict c,
+                     ptrdiff_t ldc, int m, int n, int add) {
+    enum { MR = 6, NR = 8 };
     float acc[MR][NR] = {{0}};
     for (int k = 0; k < kc; k++)
-        for (int i = 0; i < MR; i++)
-            for (int j = 0; j < NR; j++) acc[i][j] += a[k * MR + i] * b[k * NR + j];
-    add_tile(&acc[0][0], NR, c, ldc, m, n);
+        for (int i = 0; i < MR; i++) {
+            const float ai = lda ? a[(i < m ? i : m - 1) * lda + k] : a[k * MR + i];
+            for (int j = 0; j < NR; j++) acc[i][j] += ai * b[k * NR + j];
+        }
+    put_tile(&acc[0][0], NR, c, ldc, m, n, add);
 }
 
 #ifdef HAVE_X86
-__attribute__((target("avx2,fma"))) static void kernel_avx2(int kc, const float *restrict a, const float *restrict b,
-                                                            float *restrict c, int ldc, int m, int n) {
-    enum { NR = 16 };
+__attribute__((target("avx2,fma"))) static void kernel_avx2(int kc, const float *restrict a, ptrdiff_t lda,
+                                                            const float *restrict b, float *restrict c,
+                                                            ptrdiff_t ldc, int m, int n, int add) {
+    enum { MR = 6, NR = 16 };
     __m256 acc[MR][2];
     for (int i = 0; i < MR; i++) acc[i][0] = acc[i][1] = _mm256_setzero_ps();
-    for (int k = 0; k < kc; k++) {
-        const __m256 b0 = _mm256_load_ps(b + k * NR), b1 = _mm256_load_ps(b + k * NR + 8);
-        for (int i = 0; i < MR; i++) {
-            const __m256 ai = _mm256_broadcast_ss(a + k * MR + i);
-            acc[i][0] = _mm256_fmadd_ps(ai, b0, acc[i][0]);
-            acc[i][1] = _mm256_fmadd_ps(ai, b1, acc[i][1]);
+    if (!lda) {
+        for (int k = 0; k < kc; k++) {
+            const __m256 b0 = _mm256_load_ps(b + k * NR), b1 = _mm256_load_ps(b + k * NR + 8);
+            for (int i = 0; i < MR; i++) {
+                const __m256 ai = _mm256_broadcast_ss(a + k * MR + i);
+                acc[i][0] = _mm256_fmadd_ps(ai, b0, acc[i][0]);
+                acc[i][1] = _mm256_fmadd_ps(ai, b1, acc[i][1]);
+            }
+        }
+    } else {
+        const float *r[MR];
+        for (int i = 0; i < MR; i++) r[i] = a + (i < m ? i : m - 1) * lda;
+        for (int k = 0; k < kc; k++) {
+            const __m256 b0 = _mm256_load_ps(b + k * NR), b1 = _mm256_load_ps(b + k * NR + 8);
+            for (int i = 0; i < MR; i++) {
+                const __m256 ai = _mm256_broadcast_ss(r[i] + k);
+                acc[i][0] = _mm256_fmadd_ps(ai, b0, acc[i][0]);
+                acc[i][1] = _mm256_fmadd_ps(ai, b1, acc[i][1]);
+            }
         }
     }
     if (m == MR && n == NR) {
         for (int i = 0; i < MR; i++) {
-            float *ci = c + (size_t)i * ldc;
-            _mm256_storeu_ps(ci, _mm256_add_ps(_mm256_loadu_ps(ci), acc[i][0]));
-            _mm256_storeu_ps(ci + 8, _mm256_add_ps(_mm256_loadu_ps(ci + 8), acc[i][1]));
+            float *ci = c + i * ldc;
+            if (add) {
+                acc[i][0] = _mm256_add_ps(_mm256_loadu_ps(ci), acc[i][0]);
+                acc[i][1] = _mm256_add_ps(_mm256_loadu_ps(ci + 8), acc[i][1]);
+            }
+            _mm256_storeu_ps(ci, acc[i][0]);
+            _mm256_storeu_ps(ci + 8, acc[i][1]);
         }
         return;
     }
     float t[MR * NR];
     for (int i = 0; i < MR; i++) _mm256_storeu_ps(t + i * NR, acc[i][0]), _mm256_storeu_ps(t + i * NR + 8, acc[i][1]);
-    add_tile(t, NR, c, ldc, m, n);
+    put_tile(t, NR, c, ldc, m, n, add);
 }
 
-__attribute__((target("avx512f"))) static void kernel_avx512(int kc, const float *restrict a,
-                                                             const float *restrict b, float *restrict c, int ldc,
-                                                             int m, int n) {
-    enum { NR = 32 };
+/* AVX-512, 8 rows × W columns (W = 32, or 16 for a last panel at most 16 wide): 2·8 or 8
+ * accumulators. Partial tiles store through masks. */
+#define MR512 8
+__attribute__((target("avx512f"), always_inline)) static inline void
+kernel_avx512_w(int kc, const float *restrict a, ptrdiff_t lda, const float *restrict b, float *restrict c,
+                ptrdiff_t ldc, int m, int n, int add, const int W) {
+    enum { MR = MR512 };
     __m512 acc[MR][2];
     for (int i = 0; i < MR; i++) acc[i][0] = acc[i][1] = _mm512_setzero_ps();
-    for (int k = 0; k < kc; k++) {
-        const __m512 b0 = _mm512_load_ps(b + k * NR), b1 = _mm512_load_ps(b + k * NR + 16);
-        for (int i = 0; i < MR; i++) {
-            const __m512 ai = _mm512_set1_ps(a[k * MR + i]);
-            acc[i][0] = _mm512_fmadd_ps(ai, b0, acc[i][0]);
-            acc[i][1] = _mm512_fmadd_ps(ai, b1, acc[i][1]);
+    if (!lda) {
+        for (int k = 0; k < kc; k++) {
+            const __m512 b0 = _mm512_load_ps(b + k * W);
+            const __m512 b1 = W == 32 ? _mm512_load_ps(b + k * W + 16) : b0;
+            for (int i = 0; i < MR; i++) {
+                const __m512 ai = _mm512_set1_ps(a[k * MR + i]);
+                acc[i][0] = _mm512_fmadd_ps(ai, b0, acc[i][0]);
+                if (W == 32) acc[i][1] = _mm512_fmadd_ps(ai, b1, acc[i][1]);
+            }
+        }
+    } else {
+        const float *r[MR];
+        for (int i = 0; i < MR; i++) r[i] = a + (i < m ? i : m - 1) * lda;
+        for (int k = 0; k < kc; k++) {
+            const __m512 b0 = _mm512_load_ps(b + k * W);
+            const __m512 b1 = W == 32 ? _mm512_load_ps(b + k * W + 16) : b0;
+            for (int i = 0; i < MR; i++) {
+                const __m512 ai = _mm512_set1_ps(r[i][k]);
+                acc[i][0] = _mm512_fmadd_ps(ai, b0, acc[i][0]);
+                if (W == 32) acc[i][1] = _mm512_fmadd_ps(ai, b1, acc[i][1]);
+            }
         }
     }
-    if (m == MR && n == NR) {
+    if (n == W) {
         for (int i = 0; i < MR; i++) {
-            float *ci = c + (size_t)i * ldc;
-            _mm512_storeu_ps(ci, _mm512_add_ps(_mm512_loadu_ps(ci), acc[i][0]));
-            _mm512_storeu_ps(ci + 16, _mm512_add_ps(_mm512_loadu_ps(ci + 16), acc[i][1]));
+            if (i >= m) break;
+            float *ci = c + i * ldc;
+            if (add) acc[i][0] = _mm512_add_ps(_mm512_loadu_ps(ci), acc[i][0]);
+            _mm512_storeu_ps(ci, acc[i][0]);
+            if (W == 32) {
+                if (add) acc[i][1] = _mm512_add_ps(_mm512_loadu_ps(ci + 16), acc[i][1]);
+                _mm512_storeu_ps(ci + 16, acc[i][1]);
+            }
         }
         return;
     }
-    float t[MR * NR];
-    for (int i = 0; i < MR; i++) _mm512_storeu_ps(t + i * NR, acc[i][0]), _mm512_storeu_ps(t + i * NR + 16, acc[i][1]);
-    add_tile(t, NR, c, ldc, m, n);
+    const __mmask16 m0 = n >= 16 ? 0xFFFF : (__mmask16)((1u << n) - 1);
+    const __mmask16 m1 = n >= 32 ? 0xFFFF : n <= 16 ? 0 : (__mmask16)((1u << (n - 16)) - 1);
+    for (int i = 0; i < MR; i++) {
+        if (i >= m) break;
+        float *ci = c + i * ldc;
+        if (add) acc[i][0] = _mm512_add_ps(_mm512_maskz_loadu_ps(m0, ci), acc[i][0]);
+        _mm512_mask_storeu_ps(ci, m0, acc[i][0]);
+        if (W == 32) {
+            if (add) acc[i][1] = _mm512_add_ps(_mm512_maskz_loadu_ps(m1, ci + 16), acc[i][1]);
+            _mm512_mask_storeu_ps(ci + 16, m1, acc[i][1]);
+        }
+    }
+}
+
+__attribute__((target("avx512f"))) static void kernel_avx512(int kc, const float *restrict a, ptrdiff_t lda,
+                                                             const float *restrict b, float *restrict c,
+                                                             ptrdiff_t ldc, int m, int n, int add) {
+    kernel_avx512_w(kc, a, lda, b, c, ldc, m, n, add, 32);
+}
+
+__attribute__((target("avx512f"))) static void kernel_avx512_16(int kc, const float *restrict a, ptrdiff_t lda,
+                                                                const float *restrict b, float *restrict c,
+                                                                ptrdiff_t ldc, int m, int n, int add) {
+    kernel_avx512_w(kc, a, lda, b, c, ldc, m, n, add, 16);
 }
 #endif
 
 typedef struct kernel {
     kernel_fn fn;
-    int nr;
+    kernel_fn half;     /* the same kernel nr/2 wide, for a last panel at most that wide; or NULL */
+    int mr, nr;
     const char *name;
 } kernel;
+
+static const kernel all_kernels[] = {
+    {kernel_c, NULL, 6, 8, "c"},
+#ifdef HAVE_X86
+    {kernel_avx2, NULL, 6, 16, "avx2"},
+    {kernel_avx512, kernel_avx512_16, MR512, 32, "avx512"},
+#endif
+};
 
 /* The widest micro-kernel this CPU runs. */
 static kernel pick_kernel(void) {
 #ifdef HAVE_X86
     __builtin_cpu_init();
-    if (__builtin_cpu_supports("avx512f")) return (kernel){kernel_avx512, 32, "avx512"};
-    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return (kernel){kernel_avx2, 16, "avx2"};
+    if (__builtin_cpu_supports("avx512f")) return all_kernels[2];
+    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return all_kernels[1];
 #endif
-    return (kernel){kernel_c, 8, "c"};
+    return all_kernels[0];
 }
 
 static kernel chosen;      /* set once; a race writes the same value */
@@ -134,64 +212,77 @@ const char *gemm_kernel_name(void) { return the_kernel().name; }
 
 int gemm_use_kernel(const char *name) {
     const kernel best = pick_kernel();
-    const kernel all[] = {
-        {kernel_c, 8, "c"},
-#ifdef HAVE_X86
-        {kernel_avx2, 16, "avx2"},
-        {kernel_avx512, 32, "avx512"},
-#endif
-    };
-    for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) {
-        if (strcmp(all[i].name, name)) continue;
+    for (size_t i = 0; i < sizeof all_kernels / sizeof all_kernels[0]; i++) {
+        if (strcmp(all_kernels[i].name, name)) continue;
         /* Only kernels this CPU can run: the widest one, or a narrower one. */
-        if (all[i].nr > best.nr) return 0;
-        chosen = all[i];
+        if (all_kernels[i].nr > best.nr) return 0;
+        chosen = all_kernels[i];
         return 1;
     }
     return 0;
 }
 
-/* Packs rows [i0, i0+mc) × k [p0, p0+kc) of op(A) into MR-row panels, zero-padded. */
-static void pack_a(int ta, const float *A, int M, int K, int i0, int mc, int p0, int kc, float *out) {
-    for (int ib = 0; ib < mc; ib += MR) {
-        float *panel = out + (size_t)ib * kc;
-        const int h = mc - ib < MR ? mc - ib : MR;
-        if (!ta) {
-            for (int i = 0; i < h; i++) {
-                const float *src = A + (size_t)(i0 + ib + i) * K + p0;
-                for (int p = 0; p < kc; p++) panel[(size_t)p * MR + i] = src[p];
-            }
-        } else {
-            for (int p = 0; p < kc; p++) {
-                const float *src = A + (size_t)(p0 + p) * M + i0 + ib;
-                for (int i = 0; i < h; i++) panel[(size_t)p * MR + i] = src[i];
-            }
-        }
-        for (int i = h; i < MR; i++)
-            for (int p = 0; p < kc; p++) panel[(size_t)p * MR + i] = 0.0f;
+/* dst[0, n) = src[0, n): loops of a constant length for the panel widths, which the compiler
+ * turns into a few vector moves rather than a call to memcpy. */
+static inline void copy_floats(float *restrict dst, const float *restrict src, int n) {
+    switch (n) {
+    case 32: for (int j = 0; j < 32; j++) dst[j] = src[j]; break;
+    case 16: for (int j = 0; j < 16; j++) dst[j] = src[j]; break;
+    case 8: for (int j = 0; j < 8; j++) dst[j] = src[j]; break;
+    case 6: for (int j = 0; j < 6; j++) dst[j] = src[j]; break;
+    default: for (int j = 0; j < n; j++) dst[j] = src[j];
     }
 }
 
-/* Packs k [p0, p0+kc) × columns [j0, j0+nc) of op(B) into nr-column panels, zero-padded. */
-static void pack_b(int tb, const float *B, int N, int K, int p0, int kc, int j0, int nc, int nr, float *out) {
+/* Packs rows [i0, i0+mc) × k [p0, p0+kc) of op(A) into mr-row panels, zero-padded. */
+CNN_GEMM_CLONES static void pack_a(int ta, const float *restrict A, int M, int K, int i0, int mc, int p0, int kc,
+                                   int mr, float *restrict out) {
+    for (int ib = 0; ib < mc; ib += mr) {
+        float *panel = out + (size_t)ib * kc;
+        const int h = mc - ib < mr ? mc - ib : mr;
+        for (int p = 0; p < kc; p++) {
+            float *dst = panel + (size_t)p * mr;
+            if (!ta)
+                for (int i = 0; i < h; i++) dst[i] = A[(size_t)(i0 + ib + i) * K + p0 + p];
+            else
+                copy_floats(dst, A + (size_t)(p0 + p) * M + i0 + ib, h);
+            for (int i = h; i < mr; i++) dst[i] = 0.0f;
+        }
+    }
+}
+
+/* The width of the panel at column jb of a block nc wide: nr, or nr/2 for a last one that narrow. */
+static int panel_width(const kernel *kn, int nc, int jb) {
+    return kn->half && nc - jb <= kn->nr / 2 ? kn->nr / 2 : kn->nr;
+}
+
+/* Packs k [p0, p0+kc) × columns [j0, j0+nc) of op(B) into panels (panel_width), zero-padded; the
+ * panel at column jb starts at out + jb·kc. B as it is goes row by row, each row once and in order. */
+CNN_GEMM_CLONES static void pack_b(int tb, const float *restrict B, int N, int K, int p0, int kc, int j0, int nc,
+                                   int nr, int half, float *restrict out) {
+    const int last = nc - (nc - 1) % nr - 1, lw = half && nc - last <= nr / 2 ? nr / 2 : nr;
+    if (!tb) {
+        for (int p = 0; p < kc; p++) {
+            const float *src = B + (size_t)(p0 + p) * N + j0;
+            int jb = 0;
+            for (; jb < last; jb += nr) {
+                copy_floats(out + (size_t)jb * kc + (size_t)p * nr, src + jb, nr);
+            }
+            float *dst = out + (size_t)jb * kc + (size_t)p * lw;
+            copy_floats(dst, src + jb, nc - jb);
+            for (int j = nc - jb; j < lw; j++) dst[j] = 0.0f;
+        }
+        return;
+    }
+    /* Bᵀ: read w rows of B side by side, write each panel row once and in order. */
     for (int jb = 0; jb < nc; jb += nr) {
+        const int pw = jb == last ? lw : nr, w = nc - jb < pw ? nc - jb : pw;
         float *panel = out + (size_t)jb * kc;
-        const int w = nc - jb < nr ? nc - jb : nr;
-        if (!tb) {
-            for (int p = 0; p < kc; p++) {
-                const float *src = B + (size_t)(p0 + p) * N + j0 + jb;
-                float *dst = panel + (size_t)p * nr;
-                for (int j = 0; j < w; j++) dst[j] = src[j];
-                for (int j = w; j < nr; j++) dst[j] = 0.0f;
-            }
-        } else {
-            /* Bᵀ: read w rows of B side by side, write each panel row once and in order. */
-            const float *src = B + (size_t)(j0 + jb) * K + p0;
-            for (int p = 0; p < kc; p++) {
-                float *dst = panel + (size_t)p * nr;
-                for (int j = 0; j < w; j++) dst[j] = src[(size_t)j * K + p];
-                for (int j = w; j < nr; j++) dst[j] = 0.0f;
-            }
+        const float *src = B + (size_t)(j0 + jb) * K + p0;
+        for (int p = 0; p < kc; p++) {
+            float *dst = panel + (size_t)p * pw;
+            for (int j = 0; j < w; j++) dst[j] = src[(size_t)j * K + p];
+            for (int j = w; j < pw; j++) dst[j] = 0.0f;
         }
     }
 }
@@ -234,50 +325,104 @@ CNN_GEMM_CLONES static void gemm_small_m(int ta, int tb, int M, int N, int K, co
     }
 }
 
+/* One GEMM's shape, operands and blocking. */
+typedef struct job {
+    int ta, tb, M, N, K;
+    const float *A, *B;
+    float *C;
+    int add;            /* C += (beta = 1) or C = (beta = 0) in the first kc block */
+    kernel kn;
+    int direct_a;       /* the kernel reads A's rows as they are, unpacked */
+    int nkb, mc, nc;    /* number of kc blocks; rows and columns per block */
+} job;
+
+/* k block b of nkb: [K·b/nkb, K·(b+1)/nkb), all about the same size. */
+static int kb_start(int K, int nkb, int b) { return (int)((long)K * b / nkb); }
+
+/* n split into about equal blocks of at most most, each a multiple of unit (but the last). */
+static int even_block(int n, int most, int unit) {
+    if (most < unit) most = unit;
+    const int blocks = (n + most - 1) / most, per = (n + blocks - 1) / blocks;
+    return (per + unit - 1) / unit * unit;
+}
+
+/* Rows [r0, r1) × columns [c0, c1) of C, on this thread, with its own buffers. */
+static void run_part(const job *jb, int r0, int r1, int c0, int c1) {
+    static _Thread_local float apack[A_BLOCK + MAX_MR * KC] __attribute__((aligned(64)));
+    static _Thread_local float bpack[B_BLOCK + MAX_NR * KC] __attribute__((aligned(64)));
+    const kernel *kn = &jb->kn;
+    const int N = jb->N, K = jb->K, mr = kn->mr, nr = kn->nr;
+    for (int j0 = c0; j0 < c1; j0 += jb->nc) {
+        const int nc = c1 - j0 < jb->nc ? c1 - j0 : jb->nc;
+        for (int b = 0; b < jb->nkb; b++) {
+            const int p0 = kb_start(K, jb->nkb, b), kc = kb_start(K, jb->nkb, b + 1) - p0;
+            const int add = jb->add || b > 0;
+            pack_b(jb->tb, jb->B, N, K, p0, kc, j0, nc, nr, kn->half != NULL, bpack);
+            for (int i0 = r0; i0 < r1; i0 += jb->mc) {
+                const int mc = r1 - i0 < jb->mc ? r1 - i0 : jb->mc;
+                const float *ap = apack;
+                ptrdiff_t lda = 0, astep = (ptrdiff_t)mr * kc;
+                if (jb->direct_a) {
+                    ap = jb->A + (size_t)i0 * K + p0;
+                    lda = K, astep = (ptrdiff_t)mr * K;
+                } else {
+                    pack_a(jb->ta, jb->A, jb->M, K, i0, mc, p0, kc, mr, apack);
+                }
+                for (int ib = 0; ib < mc; ib += mr) {
+                    const int m = mc - ib < mr ? mc - ib : mr;
+                    const float *a = ap + (ib / mr) * astep;
+                    float *c = jb->C + (size_t)(i0 + ib) * N + j0;
+                    for (int q = 0; q < nc; q += nr) {
+                        const int n = nc - q < nr ? nc - q : nr;
+                        const kernel_fn fn = panel_width(kn, nc, q) == nr ? kn->fn : kn->half;
+                        fn(kc, a, lda, bpack + (size_t)q * kc, c + q, N, m, n, add);
+                    }
+                }
+            }
+        }
+    }
+}
+
 void gemm(int ta, int tb, int M, int N, int K, const float *A, const float *B, float beta, float *C) {
-    if (beta == 0.0f)
-        for (int i = 0; i < M; i++) memset(C + (size_t)i * N, 0, (size_t)N * sizeof *C);
-    if (M == 0 || N == 0 || K == 0) return;
-    if (M <= SMALL_M) {
-        gemm_small_m(ta, tb, M, N, K, A, B, C);
+    if (M == 0 || N == 0) return;
+    if (K == 0 || M <= SMALL_M) {
+        if (beta == 0.0f)
+            for (int i = 0; i < M; i++) memset(C + (size_t)i * N, 0, (size_t)N * sizeof *C);
+        if (K > 0) gemm_small_m(ta, tb, M, N, K, A, B, C);
         return;
     }
-    kernel kn = the_kernel();
+    job jb = {ta, tb, M, N, K, A, B, C, beta != 0.0f, the_kernel(), 0, 0, 0, 0};
+    /* Every block size depends on the shape alone, and each element of C is summed over k in
+     * increasing order, kc blocks in order: the result does not depend on the thread count. */
+    jb.nkb = (K + KC - 1) / KC;
+    const int kcmax = (K + jb.nkb - 1) / jb.nkb;
+    /* With few columns each element of A serves few tiles: the kernel reads A's rows in place. */
+    jb.direct_a = !ta && N <= 4 * jb.kn.nr;
+    jb.mc = even_block(M, A_BLOCK / kcmax / jb.kn.mr * jb.kn.mr, jb.kn.mr);
+    jb.nc = even_block(N, B_BLOCK / kcmax / jb.kn.nr * jb.kn.nr, jb.kn.nr);
     /* Threads only at the outermost level: a GEMM called from a parallel loop stays on its thread. */
     int threads = cnn_get_threads();
 #ifdef _OPENMP
     if (omp_in_parallel()) threads = 1;
 #endif
-#ifdef HAVE_X86
-    /* A matrix at most 16 wide would fill half of each 32-wide AVX-512 tile: use the 16-wide one.
-     * The choice depends on the shape alone, so results stay the same for any thread count. */
-    if (N <= 16 && kn.nr == 32) kn = (kernel){kernel_avx2, 16, "avx2"};
+    if (threads <= 1 || (double)M * N * K < (double)(1 << 20)) {
+        run_part(&jb, 0, M, 0, N);
+        return;
+    }
+    /* Each thread computes whole tiles of its own band of columns (or of rows, for a tall C). */
+    const int by_cols = N >= M, unit = by_cols ? jb.kn.nr : jb.kn.mr, len = by_cols ? N : M;
+    const int units = (len + unit - 1) / unit;
+    CNN_PRAGMA(omp parallel num_threads(threads))
+    {
+        int t = 0, nt = 1;
+#ifdef _OPENMP
+        t = omp_get_thread_num(), nt = omp_get_num_threads();
 #endif
-    /* Per-thread buffers sized for the largest blocks: no allocation per call. */
-    static _Thread_local float apack[MC * KC] __attribute__((aligned(64)));
-    static _Thread_local float bpack[(size_t)NC * KC] __attribute__((aligned(64)));
-    for (int j0 = 0; j0 < N; j0 += NC) {
-        const int nc = N - j0 < NC ? N - j0 : NC;
-        for (int p0 = 0; p0 < K; p0 += KC) {
-            const int kc = K - p0 < KC ? K - p0 : KC;
-            pack_b(tb, B, N, K, p0, kc, j0, nc, kn.nr, bpack);
-            for (int i0 = 0; i0 < M; i0 += MC) {
-                const int mc = M - i0 < MC ? M - i0 : MC;
-                pack_a(ta, A, M, K, i0, mc, p0, kc, apack);
-                /* Column panels may go to different threads: each tile of C is computed whole by
-                 * one thread, in the same order, so the result does not depend on the split. The
-                 * packed blocks live in this thread's buffers, which the others read. */
-                const float *ap = apack, *bp = bpack;
-                const int panels = (nc + kn.nr - 1) / kn.nr;
-                const int par = threads > 1 && (long)mc * nc * kc >= (1L << 17);
-                CNN_PRAGMA(omp parallel for schedule(static) num_threads(threads) if (par))
-                for (int q = 0; q < panels; q++) {
-                    const int jb = q * kn.nr;
-                    for (int ib = 0; ib < mc; ib += MR)
-                        kn.fn(kc, ap + (size_t)ib * kc, bp + (size_t)jb * kc, C + (size_t)(i0 + ib) * N + j0 + jb, N,
-                              mc - ib < MR ? mc - ib : MR, nc - jb < kn.nr ? nc - jb : kn.nr);
-                }
-            }
+        int lo = (int)((long)units * t / nt) * unit, hi = (int)((long)units * (t + 1) / nt) * unit;
+        if (hi > len) hi = len;
+        if (lo < hi) {
+            if (by_cols) run_part(&jb, 0, M, lo, hi);
+            else run_part(&jb, lo, hi, 0, N);
         }
     }
 }
