@@ -234,12 +234,49 @@ static inline void copy_floats(float *restrict dst, const float *restrict src, i
     }
 }
 
+/* dst[k·ldd + i] = src[i·lds + k] for 8 rows i and k in [0, n): 8×8 blocks transposed in AVX
+ * registers, the last n mod 8 one by one. For CPUs with AVX2 (the AVX2 and AVX-512 kernels). */
+#ifdef HAVE_X86
+__attribute__((target("avx2"))) static void transpose_8_rows(const float *restrict src, size_t lds, int n,
+                                                            float *restrict dst, size_t ldd) {
+    int k = 0;
+    for (; k + 8 <= n; k += 8) {
+        __m256 r[8], t[8], u[8];
+        for (int i = 0; i < 8; i++) r[i] = _mm256_loadu_ps(src + i * lds + k);
+        for (int i = 0; i < 8; i += 2) {
+            t[i] = _mm256_unpacklo_ps(r[i], r[i + 1]);
+            t[i + 1] = _mm256_unpackhi_ps(r[i], r[i + 1]);
+        }
+        for (int i = 0; i < 8; i += 4) {
+            u[i] = _mm256_shuffle_ps(t[i], t[i + 2], 0x44);
+            u[i + 1] = _mm256_shuffle_ps(t[i], t[i + 2], 0xEE);
+            u[i + 2] = _mm256_shuffle_ps(t[i + 1], t[i + 3], 0x44);
+            u[i + 3] = _mm256_shuffle_ps(t[i + 1], t[i + 3], 0xEE);
+        }
+        for (int i = 0; i < 4; i++) {
+            _mm256_storeu_ps(dst + (k + i) * ldd, _mm256_permute2f128_ps(u[i], u[i + 4], 0x20));
+            _mm256_storeu_ps(dst + (k + i + 4) * ldd, _mm256_permute2f128_ps(u[i], u[i + 4], 0x31));
+        }
+    }
+    for (; k < n; k++)
+        for (int i = 0; i < 8; i++) dst[k * ldd + i] = src[i * lds + k];
+}
+#endif
+
 /* Packs rows [i0, i0+mc) × k [p0, p0+kc) of op(A) into mr-row panels, zero-padded. */
 CNN_GEMM_CLONES static void pack_a(int ta, const float *restrict A, int M, int K, int i0, int mc, int p0, int kc,
-                                   int mr, float *restrict out) {
+                                   int mr, int avx2, float *restrict out) {
     for (int ib = 0; ib < mc; ib += mr) {
         float *panel = out + (size_t)ib * kc;
         const int h = mc - ib < mr ? mc - ib : mr;
+#ifdef HAVE_X86
+        if (!ta && avx2 && h == 8 && mr == 8) {
+            transpose_8_rows(A + (size_t)(i0 + ib) * K + p0, (size_t)K, kc, panel, 8);
+            continue;
+        }
+#else
+        (void)avx2;
+#endif
         for (int p = 0; p < kc; p++) {
             float *dst = panel + (size_t)p * mr;
             if (!ta)
@@ -259,7 +296,7 @@ static int panel_width(const kernel *kn, int nc, int jb) {
 /* Packs k [p0, p0+kc) × columns [j0, j0+nc) of op(B) into panels (panel_width), zero-padded; the
  * panel at column jb starts at out + jb·kc. B as it is goes row by row, each row once and in order. */
 CNN_GEMM_CLONES static void pack_b(int tb, const float *restrict B, int N, int K, int p0, int kc, int j0, int nc,
-                                   int nr, int half, float *restrict out) {
+                                   int nr, int half, int avx2, float *restrict out) {
     const int last = nc - (nc - 1) % nr - 1, lw = half && nc - last <= nr / 2 ? nr / 2 : nr;
     if (!tb) {
         for (int p = 0; p < kc; p++) {
@@ -279,9 +316,16 @@ CNN_GEMM_CLONES static void pack_b(int tb, const float *restrict B, int N, int K
         const int pw = jb == last ? lw : nr, w = nc - jb < pw ? nc - jb : pw;
         float *panel = out + (size_t)jb * kc;
         const float *src = B + (size_t)(j0 + jb) * K + p0;
+        int j8 = 0;     /* columns done 8 at a time */
+#ifdef HAVE_X86
+        if (avx2)
+            for (; j8 + 8 <= w; j8 += 8) transpose_8_rows(src + (size_t)j8 * K, (size_t)K, kc, panel + j8, (size_t)pw);
+#else
+        (void)avx2;
+#endif
         for (int p = 0; p < kc; p++) {
             float *dst = panel + (size_t)p * pw;
-            for (int j = 0; j < w; j++) dst[j] = src[(size_t)j * K + p];
+            for (int j = j8; j < w; j++) dst[j] = src[(size_t)j * K + p];
             for (int j = w; j < pw; j++) dst[j] = 0.0f;
         }
     }
@@ -357,7 +401,7 @@ static void run_part(const job *jb, int r0, int r1, int c0, int c1) {
         for (int b = 0; b < jb->nkb; b++) {
             const int p0 = kb_start(K, jb->nkb, b), kc = kb_start(K, jb->nkb, b + 1) - p0;
             const int add = jb->add || b > 0;
-            pack_b(jb->tb, jb->B, N, K, p0, kc, j0, nc, nr, kn->half != NULL, bpack);
+            pack_b(jb->tb, jb->B, N, K, p0, kc, j0, nc, nr, kn->half != NULL, nr >= 16, bpack);
             for (int i0 = r0; i0 < r1; i0 += jb->mc) {
                 const int mc = r1 - i0 < jb->mc ? r1 - i0 : jb->mc;
                 const float *ap = apack;
@@ -366,7 +410,7 @@ static void run_part(const job *jb, int r0, int r1, int c0, int c1) {
                     ap = jb->A + (size_t)i0 * K + p0;
                     lda = K, astep = (ptrdiff_t)mr * K;
                 } else {
-                    pack_a(jb->ta, jb->A, jb->M, K, i0, mc, p0, kc, mr, apack);
+                    pack_a(jb->ta, jb->A, jb->M, K, i0, mc, p0, kc, mr, nr >= 16, apack);
                 }
                 for (int ib = 0; ib < mc; ib += mr) {
                     const int m = mc - ib < mr ? mc - ib : mr;
