@@ -85,6 +85,11 @@ static void build_grid(void) {
     add_point(17, "input 6 14 14\nconv2d out_channels=16 kernel_size=5\n");
     add_point(3, "input 4 6 6\nconv2d out_channels=64 kernel_size=3 padding=1 groups=2\n");
     add_point(2, "input 7 5 27\nconv2d out_channels=48 kernel_size=5,4 padding=2,1 dilation=1,2 bias=false\n");
+    /* 16 or more input channels per group: the input gradient as a forward pass over dy with the
+     * rotated kernels (24 = 16 + 8 per group); padding wider than the kernel keeps the other way */
+    add_point(3, "input 16 6 7\nconv2d out_channels=16 kernel_size=3 padding=1\n");
+    add_point(2, "input 48 5 6\nconv2d out_channels=48 kernel_size=3,2 padding=2,0 dilation=2,1 groups=2\n");
+    add_point(2, "input 16 4 5\nconv2d out_channels=16 kernel_size=2 padding=2\n");
     static const char *pk[] = {"2", "3", "3,2"};
     for (int avg = 0; avg < 2; avg++)
         for (int ki = 0; ki < 3; ki++)

@@ -42,10 +42,37 @@ static size_t z_plane(const direct_geom *g) {
 /* The input-gradient planes: the h rows of dxp at width wp, rounded up to whole vectors. */
 static size_t dxp_plane(const direct_geom *g) { return (size_t)rounded16(g->h * (g->w + 2 * g->pw)); }
 
-size_t direct16_ws_floats(const direct_geom *g) {
+/* The input gradient as a forward pass, when it pays and the padding allows: the layer that maps
+ * dy (kg channels, oh × ow) to dx (c channels, h × w) through the rotated kernels. */
+static int input_by_channels(const direct_geom *g) {
+    return g->c >= 16 && (g->c % 16 == 0 || g->c % 16 >= 8) && g->sh == 1 && g->sw == 1 &&
+           g->ph <= (g->kh - 1) * g->dh && g->pw <= (g->kw - 1) * g->dw;
+}
+
+static direct_geom input_geom(const direct_geom *g) {
+    const direct_geom t = {.c = g->kg, .h = g->oh, .w = g->ow, .kg = g->c, .kh = g->kh, .kw = g->kw, .sh = 1,
+                           .sw = 1, .ph = (g->kh - 1) * g->dh - g->ph, .pw = (g->kw - 1) * g->dw - g->pw,
+                           .dh = g->dh, .dw = g->dw, .oh = g->h, .ow = g->w};
+    return t;
+}
+
+static size_t forward_ws(const direct_geom *g) {
     const size_t xp = g->ph || g->pw ? (size_t)g->c * xp_plane(g) : 0;
-    const size_t dyt = (size_t)g->oh * g->ow * rounded16(g->kg);
-    return xp + dyt + (size_t)g->kg * z_plane(g) + (size_t)g->c * dxp_plane(g);
+    return xp + (size_t)g->oh * g->ow * rounded16(g->kg);
+}
+
+size_t direct16_ws_floats(const direct_geom *g) {
+    const size_t own = forward_ws(g) + (size_t)g->kg * z_plane(g) + (size_t)g->c * dxp_plane(g);
+    if (!input_by_channels(g)) return own;
+    const direct_geom t = input_geom(g);
+    const size_t in = forward_ws(&t);
+    return in > own ? in : own;
+}
+
+size_t direct16_wti_floats(const direct_geom *g) {
+    if (!input_by_channels(g)) return 0;
+    const direct_geom t = input_geom(g);
+    return direct16_wt_floats(&t);
 }
 
 size_t direct16_wt_floats(const direct_geom *g) {
@@ -84,6 +111,21 @@ void direct16_pack_weights(const direct_geom *g, const float *w, const float *b,
                 const int k = kb * 16 + u;
                 o[(size_t)q * 16 + u] = k >= g->kg ? 0.0f : q < ck ? w[(size_t)k * ck + q] : b ? b[k] : 0.0f;
             }
+    }
+}
+
+void direct16_pack_input_weights(const direct_geom *g, const float *w, float *wti) {
+    if (!input_by_channels(g)) return;
+    const int taps = g->kh * g->kw, ck = g->c * taps, kt = g->kg * taps;
+    for (int cb = 0; cb < rounded16(g->c) / 16; cb++) {
+        float *o = wti + (size_t)cb * (kt + 1) * 16;
+        for (int k = 0; k < g->kg; k++)
+            for (int q = 0; q < taps; q++)
+                for (int u = 0; u < 16; u++) {
+                    const int c = cb * 16 + u;
+                    o[((size_t)k * taps + q) * 16 + u] = c < g->c ? w[(size_t)k * ck + (size_t)c * taps + taps - 1 - q] : 0.0f;
+                }
+        for (int u = 0; u < 16; u++) o[(size_t)kt * 16 + u] = 0.0f;
     }
 }
 
@@ -299,7 +341,13 @@ static void wide_run(wide_args a, int rows, int nv) {
     }
 }
 
-void direct16_input_grad(const direct_geom *g, const float *dy, const float *w, float *dx, float *ws) {
+void direct16_input_grad(const direct_geom *g, const float *dy, const float *w, const float *wti, float *dx,
+                         float *ws) {
+    if (input_by_channels(g)) {
+        const direct_geom t = input_geom(g);
+        direct16_forward(&t, dy, wti, dx, ws);
+        return;
+    }
     const int wp = g->w + 2 * g->pw, taps = g->kh * g->kw;
     const size_t zplane = z_plane(g), oplane = dxp_plane(g);
     float *z = ws + (g->ph || g->pw ? (size_t)g->c * xp_plane(g) : 0) + (size_t)g->oh * g->ow * rounded16(g->kg);
@@ -442,8 +490,10 @@ void direct16_forward(const direct_geom *g, const float *x, const float *wt, flo
 void direct16_weight_grad(const direct_geom *g, const float *x, const float *dy, float *dwt, float *ws) {
     (void)g, (void)x, (void)dy, (void)dwt, (void)ws;
 }
-void direct16_input_grad(const direct_geom *g, const float *dy, const float *w, float *dx, float *ws) {
-    (void)g, (void)dy, (void)w, (void)dx, (void)ws;
+void direct16_pack_input_weights(const direct_geom *g, const float *w, float *wti) { (void)g, (void)w, (void)wti; }
+void direct16_input_grad(const direct_geom *g, const float *dy, const float *w, const float *wti, float *dx,
+                         float *ws) {
+    (void)g, (void)dy, (void)w, (void)wti, (void)dx, (void)ws;
 }
 size_t direct1_ws_floats(const direct_geom *g) {
     (void)g;

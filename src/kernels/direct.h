@@ -37,9 +37,22 @@ void direct16_forward(const direct_geom *g, const float *x, const float *wt, flo
  * transposed, as the GEMM path keeps it. Each element is summed over (i, j) in order. */
 void direct16_weight_grad(const direct_geom *g, const float *x, const float *dy, float *dwt, float *ws);
 
+/* Floats of the weights direct16_input_grad reads, packed by direct16_pack_input_weights. */
+size_t direct16_wti_floats(const direct_geom *g);
+
+/* The rotated, transposed weights w'[c][k][r][t] = w[k][c][kh−1−r][kw−1−t], packed as
+ * direct16_pack_weights packs a layer's weights (with a zero bias), when the input gradient runs
+ * as a forward pass with input channels in registers (16 or more of them); otherwise nothing. */
+void direct16_pack_input_weights(const direct_geom *g, const float *w, float *wti);
+
 /* dx [c, h, w] = the full convolution of dy with the kernels rotated 180° (note 002), without the
- * padding rows and columns. dx is overwritten. Stride 1 only (sh = sw = 1). */
-void direct16_input_grad(const direct_geom *g, const float *dy, const float *w, float *dx, float *ws);
+ * padding rows and columns. dx is overwritten. Stride 1 only (sh = sw = 1). With 16 or more input
+ * channels it is the forward pass of the layer whose weights direct16_pack_input_weights packed
+ * into wti, over dy padded by (kh−1)·dh − ph rows and (kw−1)·dw − pw columns, 16 input channels
+ * to a register; with fewer, dy is padded into dyz and each vector holds 16 cells of one input
+ * channel. */
+void direct16_input_grad(const direct_geom *g, const float *dy, const float *w, const float *wti, float *dx,
+                         float *ws);
 
 /* One input channel per group (g->c == 1), stride 1: the output rows are taken at the padded
  * width wp, so every tap reads one contiguous run of the padded plane ("wide" rows). */

@@ -426,7 +426,7 @@ static size_t conv2d_workspace(const layer *l, int n) {
     size_t wt = 0;
     if (conv2d_is_direct16(l)) {
         const direct_geom g = conv2d_direct_geom(l);
-        wt = (size_t)l->o.conv.groups * direct16_wt_floats(&g);
+        wt = (size_t)l->o.conv.groups * (direct16_wt_floats(&g) + direct16_wti_floats(&g));
     }
     return (size_t)chunks_of(n) * chunk_floats(l) + wt;
 }
@@ -525,6 +525,11 @@ static void conv2d_backward(const layer *l, int n, const float *x, const float *
     const int chunks = chunks_of(n), pointwise = conv2d_is_pointwise(l), direct = conv2d_is_direct(l);
     const int direct16 = conv2d_is_direct16(l), direct1 = conv2d_is_direct1(l);
     const direct_geom dg = conv2d_direct_geom(l);
+    /* The input gradient's packed weights, after the forward pass's in the workspace. */
+    float *wti = ws + (size_t)chunks * chunk_floats(l) + (size_t)o->groups * (direct16 ? direct16_wt_floats(&dg) : 0);
+    if (direct16 && dx)
+        for (int gr = 0; gr < o->groups; gr++)
+            direct16_pack_input_weights(&dg, l->param[0] + (size_t)gr * kg * ck, wti + gr * direct16_wti_floats(&dg));
     PARALLEL_FOR(ch, chunks) {
         float *col = ws + (size_t)ch * chunk_floats(l), *dw = col + col_size, *db = dw + wsize;
         memset(dw, 0, (wsize + (size_t)l->oc) * sizeof *dw);
@@ -539,7 +544,7 @@ static void conv2d_backward(const layer *l, int n, const float *x, const float *
                 if (direct16) {
                     direct16_weight_grad(&dg, xs, dys, dw + (size_t)gr * kg * ck, col);
                     if (dx && o->sh == 1 && o->sw == 1) {
-                        direct16_input_grad(&dg, dys, wg, dxs, col);
+                        direct16_input_grad(&dg, dys, wg, wti + gr * direct16_wti_floats(&dg), dxs, col);
                         continue;
                     }
                 } else if (direct) {
