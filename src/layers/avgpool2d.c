@@ -9,6 +9,8 @@
  *   dy[i,j] / divisor(i,j), so the sum of the gradient is kept (up to the padded cells' share).
  */
 #include "layers/layer.h"
+#include "core/threads.h"
+#include "kernels/kernels.h"
 
 #include <string.h>
 
@@ -65,11 +67,41 @@ static void avgpool2d_backward_ref(const layer *l, int n, const double *x, const
 
 /* ---- fast path ----------------------------------------------------------------------------- */
 
+/* The common 2×2, stride 2, unpadded case over whole rows, so that it vectorises. The divisor is
+ * 4 whatever count_include_pad says (no window reaches past the input), and x / 4 in double
+ * rounded to float is x · 0.25f: the same bits as the general loop, whose order of addition
+ * (a + b) + c + d this keeps. */
+static int is_2x2(const layer *l) {
+    const pool_opts *o = &l->o.pool;
+    return o->kh == 2 && o->kw == 2 && o->sh == 2 && o->sw == 2 && o->ph == 0 && o->pw == 0 &&
+           2 * l->oh <= l->h && 2 * l->ow <= l->w;
+}
+
+CNN_CLONES static void forward_row_2x2(const float *restrict r0, const float *restrict r1, float *restrict out,
+                                       int ow) {
+    for (int j = 0; j < ow; j++) out[j] = (((r0[2 * j] + r0[2 * j + 1]) + r1[2 * j]) + r1[2 * j + 1]) * 0.25f;
+}
+
+/* Every cell of a window gets a quarter of its dy; cells no window covers (odd sizes) get 0. */
+CNN_CLONES static void backward_row_2x2(const float *restrict gr, float *restrict d0, float *restrict d1, int ow) {
+    for (int j = 0; j < ow; j++) {
+        const float g = gr[j] * 0.25f;
+        d0[2 * j] = d0[2 * j + 1] = d1[2 * j] = d1[2 * j + 1] = g;
+    }
+}
+
 static void avgpool2d_forward(const layer *l, int n, const float *x, float *y, float *ws_) {
     (void)ws_;
-    for (int s = 0; s < n * l->c; s++) {
+    const int fast = is_2x2(l);
+    PARALLEL_FOR(s, (long)n * l->c) {
         const float *xc = x + (size_t)s * l->h * l->w;
         float *yc = y + (size_t)s * l->oh * l->ow;
+        if (fast) {
+            for (int i = 0; i < l->oh; i++)
+                forward_row_2x2(xc + (size_t)2 * i * l->w, xc + (size_t)(2 * i + 1) * l->w, yc + (size_t)i * l->ow,
+                                l->ow);
+            continue;
+        }
         for (int i = 0; i < l->oh; i++)
             for (int j = 0; j < l->ow; j++) {
                 int h0, h1, w0, w1;
@@ -85,10 +117,20 @@ static void avgpool2d_forward(const layer *l, int n, const float *x, float *y, f
 static void avgpool2d_backward(const layer *l, int n, const float *x, const float *y, const float *dy,
                                float *dx, float *ws_) {
     (void)x, (void)y, (void)ws_;
-    memset(dx, 0, (size_t)n * l->c * l->h * l->w * sizeof *dx);
-    for (int s = 0; s < n * l->c; s++) {
+    const int fast = is_2x2(l);
+    PARALLEL_FOR(s, (long)n * l->c) {
         float *dxc = dx + (size_t)s * l->h * l->w;
         const float *dyc = dy + (size_t)s * l->oh * l->ow;
+        if (fast) {
+            for (int i = 0; i < l->oh; i++) {
+                float *d0 = dxc + (size_t)2 * i * l->w;
+                backward_row_2x2(dyc + (size_t)i * l->ow, d0, d0 + l->w, l->ow);
+                for (int j = 2 * l->ow; j < l->w; j++) d0[j] = d0[l->w + j] = 0.0f;
+            }
+            for (int h = 2 * l->oh; h < l->h; h++) memset(dxc + (size_t)h * l->w, 0, (size_t)l->w * sizeof *dxc);
+            continue;
+        }
+        memset(dxc, 0, (size_t)l->h * l->w * sizeof *dxc);
         for (int i = 0; i < l->oh; i++)
             for (int j = 0; j < l->ow; j++) {
                 int h0, h1, w0, w1;
