@@ -29,6 +29,9 @@
 #define KC 256                  /* the most k per block: a kc block of A's MR rows stays in L1 */
 #define A_BLOCK (64 * 1024)     /* the most floats of packed A per block (256 KB), in L2 */
 #define B_BLOCK (128 * 1024)    /* the most floats of packed B per block (512 KB), in L2 */
+#ifndef PREFETCH_LOCALITY
+#define PREFETCH_LOCALITY 2
+#endif
 
 /* The loops the compiler vectorises, compiled for AVX-512, AVX2 and the baseline (kernels.h). */
 #define CNN_GEMM_CLONES CNN_CLONES
@@ -112,12 +115,12 @@ kernel_avx512_w(int kc, const float *restrict a, ptrdiff_t lda, const float *res
                 ptrdiff_t ldc, int m, int n, int add, const int W) {
     enum { MR = MR512 };
     __m512 acc[MR][2];
-    for (int i = 0; i < MR; i++) acc[i][0] = acc[i][1] = _mm512_setzero_ps();
+    _Pragma("GCC unroll 8") for (int i = 0; i < MR; i++) acc[i][0] = acc[i][1] = _mm512_setzero_ps();
     if (!lda) {
         for (int k = 0; k < kc; k++) {
             const __m512 b0 = _mm512_load_ps(b + k * W);
             const __m512 b1 = W == 32 ? _mm512_load_ps(b + k * W + 16) : b0;
-            for (int i = 0; i < MR; i++) {
+            _Pragma("GCC unroll 8") for (int i = 0; i < MR; i++) {
                 const __m512 ai = _mm512_set1_ps(a[k * MR + i]);
                 acc[i][0] = _mm512_fmadd_ps(ai, b0, acc[i][0]);
                 if (W == 32) acc[i][1] = _mm512_fmadd_ps(ai, b1, acc[i][1]);
@@ -125,11 +128,11 @@ kernel_avx512_w(int kc, const float *restrict a, ptrdiff_t lda, const float *res
         }
     } else {
         const float *r[MR];
-        for (int i = 0; i < MR; i++) r[i] = a + (i < m ? i : m - 1) * lda;
+        _Pragma("GCC unroll 8") for (int i = 0; i < MR; i++) r[i] = a + (i < m ? i : m - 1) * lda;
         for (int k = 0; k < kc; k++) {
             const __m512 b0 = _mm512_load_ps(b + k * W);
             const __m512 b1 = W == 32 ? _mm512_load_ps(b + k * W + 16) : b0;
-            for (int i = 0; i < MR; i++) {
+            _Pragma("GCC unroll 8") for (int i = 0; i < MR; i++) {
                 const __m512 ai = _mm512_set1_ps(r[i][k]);
                 acc[i][0] = _mm512_fmadd_ps(ai, b0, acc[i][0]);
                 if (W == 32) acc[i][1] = _mm512_fmadd_ps(ai, b1, acc[i][1]);
@@ -137,7 +140,7 @@ kernel_avx512_w(int kc, const float *restrict a, ptrdiff_t lda, const float *res
         }
     }
     if (n == W) {
-        for (int i = 0; i < MR; i++) {
+        _Pragma("GCC unroll 8") for (int i = 0; i < MR; i++) {
             if (i >= m) break;
             float *ci = c + i * ldc;
             if (add) acc[i][0] = _mm512_add_ps(_mm512_loadu_ps(ci), acc[i][0]);
@@ -151,7 +154,7 @@ kernel_avx512_w(int kc, const float *restrict a, ptrdiff_t lda, const float *res
     }
     const __mmask16 m0 = n >= 16 ? 0xFFFF : (__mmask16)((1u << n) - 1);
     const __mmask16 m1 = n >= 32 ? 0xFFFF : n <= 16 ? 0 : (__mmask16)((1u << (n - 16)) - 1);
-    for (int i = 0; i < MR; i++) {
+    _Pragma("GCC unroll 8") for (int i = 0; i < MR; i++) {
         if (i >= m) break;
         float *ci = c + i * ldc;
         if (add) acc[i][0] = _mm512_add_ps(_mm512_maskz_loadu_ps(m0, ci), acc[i][0]);
@@ -390,6 +393,27 @@ static int even_block(int n, int most, int unit) {
     return (per + unit - 1) / unit * unit;
 }
 
+/* A walk over the cache lines of a block of rows (of B, to be packed next), a few at a time. */
+typedef struct prefetch {
+    const char *row;        /* the first row */
+    size_t stride;          /* bytes from a row to the next */
+    int rows, lines;        /* rows, and cache lines in each */
+    int r, l;               /* the next line: row r, line l */
+} prefetch;
+
+static prefetch prefetch_rows(const float *first, size_t stride, int rows, int len) {
+    const uintptr_t a = (uintptr_t)first;
+    const int lines = (int)(((a + (size_t)len * sizeof(float) + 63) & ~(uintptr_t)63) - (a & ~(uintptr_t)63)) / 64;
+    return (prefetch){(const char *)(a & ~(uintptr_t)63), stride * sizeof(float), rows, lines, 0, 0};
+}
+
+static inline void prefetch_some(prefetch *pf, int count) {
+    for (; count > 0 && pf->r < pf->rows; count--) {
+        __builtin_prefetch(pf->row + pf->r * pf->stride + (size_t)pf->l * 64, 0, PREFETCH_LOCALITY);
+        if (++pf->l == pf->lines) pf->l = 0, pf->r++;
+    }
+}
+
 /* Rows [r0, r1) × columns [c0, c1) of C, on this thread, with its own buffers. */
 static void run_part(const job *jb, int r0, int r1, int c0, int c1) {
     static _Thread_local float apack[A_BLOCK + MAX_MR * KC] __attribute__((aligned(64)));
@@ -402,6 +426,20 @@ static void run_part(const job *jb, int r0, int r1, int c0, int c1) {
             const int p0 = kb_start(K, jb->nkb, b), kc = kb_start(K, jb->nkb, b + 1) - p0;
             const int add = jb->add || b > 0;
             pack_b(jb->tb, jb->B, N, K, p0, kc, j0, nc, nr, kn->half != NULL, nr >= 16, bpack);
+            /* The block of B packed next comes into cache while the kernels run on this one. */
+            prefetch pf = {0};
+            {
+                int j1 = j0, b1 = b + 1;
+                if (b1 == jb->nkb) j1 += jb->nc, b1 = 0;
+                if (j1 < c1) {
+                    const int p1 = kb_start(K, jb->nkb, b1), kc1 = kb_start(K, jb->nkb, b1 + 1) - p1;
+                    const int nc1 = c1 - j1 < jb->nc ? c1 - j1 : jb->nc;
+                    pf = jb->tb ? prefetch_rows(jb->B + (size_t)j1 * K + p1, (size_t)K, nc1, kc1)
+                                : prefetch_rows(jb->B + (size_t)p1 * N + j1, (size_t)N, kc1, nc1);
+                }
+            }
+            const int tiles = (r1 - r0 + mr - 1) / mr * ((nc + nr - 1) / nr);
+            const int per_tile = (pf.rows * pf.lines + tiles - 1) / tiles;
             for (int i0 = r0; i0 < r1; i0 += jb->mc) {
                 const int mc = r1 - i0 < jb->mc ? r1 - i0 : jb->mc;
                 const float *ap = apack;
@@ -420,6 +458,7 @@ static void run_part(const job *jb, int r0, int r1, int c0, int c1) {
                         const int n = nc - q < nr ? nc - q : nr;
                         const kernel_fn fn = panel_width(kn, nc, q) == nr ? kn->fn : kn->half;
                         fn(kc, a, lda, bpack + (size_t)q * kc, c + q, N, m, n, add);
+                        prefetch_some(&pf, per_tile);
                     }
                 }
             }
