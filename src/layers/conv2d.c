@@ -33,7 +33,9 @@
  * dilation of dY in the weight gradient.
  *
  * The reference path below computes exactly these formulas with plain loops in double; the fast
- * path is im2col + GEMM in float, and the tests hold it to the reference.
+ * path, in float, is the direct kernels of kernels/direct.c where the CPU has AVX-512 (the input
+ * gradient there is the same full convolution of dY with rot180(w), over a zero-bordered dY), and
+ * im2col + GEMM otherwise. The tests hold every fast path to the reference.
  */
 #include "layers/layer.h"
 #include "core/error.h"
