@@ -123,7 +123,8 @@ void direct16_pack_input_weights(const direct_geom *g, const float *w, float *wt
             for (int q = 0; q < taps; q++)
                 for (int u = 0; u < 16; u++) {
                     const int c = cb * 16 + u;
-                    o[((size_t)k * taps + q) * 16 + u] = c < g->c ? w[(size_t)k * ck + (size_t)c * taps + taps - 1 - q] : 0.0f;
+                    o[((size_t)k * taps + q) * 16 + u] =
+                        c < g->c ? w[(size_t)k * ck + (size_t)c * taps + taps - 1 - q] : 0.0f;   /* rot180 */
                 }
         for (int u = 0; u < 16; u++) o[(size_t)kt * 16 + u] = 0.0f;
     }

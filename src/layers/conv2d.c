@@ -195,7 +195,7 @@ static void conv2d_backward_ref(const layer *l, int n, const double *x, const do
         }
 }
 
-/* ---- fast path: im2col + GEMM in float ---------------------------------------------------- */
+/* ---- fast path: direct kernels, or im2col + GEMM, in float ------------------------------- */
 
 /* The batch is cut into at most CHUNKS runs of consecutive samples, the same cut for any thread
  * count. Threads share out the chunks; each chunk has its own slice of the workspace, and its own
