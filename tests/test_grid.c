@@ -2,6 +2,7 @@
  * fast path held to the reference path on the same grid. One cmocka test per grid point. */
 #include "testutil.h"
 
+#include "kernels/direct.h"
 #include "layers/loss.h"
 
 #define MAX_POINTS 1024
@@ -12,27 +13,37 @@ static char *models[MAX_POINTS];
 static char *names[MAX_POINTS];
 static int npoints;
 
-static void add_point(int n, const char *fmt, ...) {
+/* A point's spec is "n gemm\nmodel": gemm = 1 runs it with the direct convolution kernels off, so
+ * that on a CPU with AVX-512 the im2col + GEMM path is held to the reference as well. */
+static void add_spec(int n, int gemm, const char *text) {
     if (npoints == MAX_POINTS) return;
+    char name[600];
+    const char *layer = strchr(text, '\n') + 1;
+    snprintf(name, sizeof name, "N=%d %s%.*s", n, gemm ? "[im2col] " : "", (int)strcspn(layer, "\n"), layer);
+    models[npoints] = malloc(strlen(text) + 16);
+    snprintf(models[npoints], strlen(text) + 16, "%d %d\n%s", n, gemm, text);
+    names[npoints] = strdup(name);
+    npoints++;
+}
+
+/* A grid point; a convolution is checked on both of its fast paths. */
+static void add_point(int n, const char *fmt, ...) {
     char text[512];
     va_list ap;
     va_start(ap, fmt);
     vsnprintf(text, sizeof text, fmt, ap);
     va_end(ap);
-    char name[600];
-    const char *layer = strchr(text, '\n') + 1;
-    snprintf(name, sizeof name, "N=%d %.*s", n, (int)strcspn(layer, "\n"), layer);
-    models[npoints] = malloc(strlen(text) + 8);
-    snprintf(models[npoints], strlen(text) + 8, "%d\n%s", n, text);
-    names[npoints] = strdup(name);
-    npoints++;
+    add_spec(n, 0, text);
+    if (strstr(text, "conv2d") && direct16_available()) add_spec(n, 1, text);
 }
 
 /* Runs cnn_gradcheck on the model of one grid point and asserts every row. */
 static void test_point(void **state) {
     const char *spec = *state;
     const int n = atoi(spec);
+    const int gemm = atoi(strchr(spec, ' ') + 1);
     const char *text = strchr(spec, '\n') + 1;
+    direct16_enable(!gemm);
     cnn_net *net = NULL;
     if (cnn_net_parse(text, &net) != CNN_OK) fail_msg("parse: %s\n%s", cnn_last_error(), text);
     assert_int_equal(cnn_net_init(net, 7), CNN_OK);
@@ -53,6 +64,7 @@ static void test_point(void **state) {
                      r->fast_rel_err, text);
     }
     cnn_net_free(net);
+    direct16_enable(1);
 }
 
 static void build_grid(void) {

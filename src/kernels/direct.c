@@ -97,9 +97,21 @@ static const float *padded_input(const direct_geom *g, const float *x, float *ws
     return ws;
 }
 
+static int enabled = 1;
+
+int direct16_enable(int on) {
+    const int was = enabled;
+    enabled = on != 0;
+    return was;
+}
+
 int direct16_available(void) {
-    __builtin_cpu_init();
-    return __builtin_cpu_supports("avx512f") ? 1 : 0;
+    static int cpu = -1;   /* a race writes the same value */
+    if (cpu < 0) {
+        __builtin_cpu_init();
+        cpu = __builtin_cpu_supports("avx512f") ? 1 : 0;
+    }
+    return enabled && cpu;
 }
 
 void direct16_pack_weights(const direct_geom *g, const float *w, const float *b, float *wt) {
@@ -482,6 +494,10 @@ void direct1_weight_grad(const direct_geom *g, const float *x, const float *dy, 
 #else
 
 int direct16_available(void) { return 0; }
+int direct16_enable(int on) {
+    (void)on;
+    return 0;
+}
 void direct16_pack_weights(const direct_geom *g, const float *w, const float *b, float *wt) {
     (void)g, (void)w, (void)b, (void)wt;
 }

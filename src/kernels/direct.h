@@ -17,8 +17,14 @@ typedef struct direct_geom {
     int oh, ow;             /* output */
 } direct_geom;
 
-/* 1 when this CPU runs the kernels (AVX-512F), 0 otherwise (then none of them may be called). */
+/* 1 when this CPU runs the kernels (AVX-512F) and they are enabled, 0 otherwise (then none of
+ * them may be called). */
 int direct16_available(void);
+
+/* For tests: on = 0 makes direct16_available() answer 0, so conv2d takes its im2col + GEMM path
+ * on this CPU too; on = 1 undoes it. Returns the previous setting. Change it only while no net
+ * is built: a net's workspace is sized for the path it will take. */
+int direct16_enable(int on);
 
 /* Floats of workspace any one call below needs. */
 size_t direct16_ws_floats(const direct_geom *g);
