@@ -32,12 +32,12 @@ static void check_shape(int ta, int tb, int M, int N, int K, float beta) {
 static void test_every_kernel_every_shape(void **state) {
     (void)state;
     /* Ragged edges for 6- and 8-row tiles and 8-, 16- and 32-wide panels (a last panel at most 16
-     * wide takes a narrower kernel), several kc blocks, and column counts at most 128, where A's
+     * wide takes a narrower kernel), several kc blocks, and column counts at most 256, where A's
      * rows are read in place (a ragged last tile of them must not read past A). */
     static const int shapes[][3] = {{1, 1, 1},      {6, 32, 5},    {7, 33, 257},  {13, 100, 150}, {64, 196, 288},
                                     {121, 17, 3},   {5, 3100, 9},  {2, 2, 600},   {9, 48, 40},    {17, 36, 513},
                                     {15, 128, 70},  {23, 129, 31}, {8, 16, 1},    {31, 4, 700},   {11, 784, 20},
-                                    {40, 1100, 3}};
+                                    {40, 1100, 3},  {24, 300, 100}, {70, 520, 300}};
     int ran = 0;
     for (size_t k = 0; k < sizeof kernels / sizeof kernels[0]; k++) {
         if (!gemm_use_kernel(kernels[k])) continue;

@@ -479,8 +479,9 @@ void gemm(int ta, int tb, int M, int N, int K, const float *A, const float *B, f
      * increasing order, kc blocks in order: the result does not depend on the thread count. */
     jb.nkb = (K + KC - 1) / KC;
     const int kcmax = (K + jb.nkb - 1) / jb.nkb;
-    /* With few columns each element of A serves few tiles: the kernel reads A's rows in place. */
-    jb.direct_a = !ta && N <= 4 * jb.kn.nr;
+    /* With few columns each element of A serves few tiles (at most 8): the kernel reads A's rows
+     * in place rather than pack them. */
+    jb.direct_a = !ta && N <= 8 * jb.kn.nr;
     jb.mc = even_block(M, A_BLOCK / kcmax / jb.kn.mr * jb.kn.mr, jb.kn.mr);
     jb.nc = even_block(N, B_BLOCK / kcmax / jb.kn.nr * jb.kn.nr, jb.kn.nr);
     /* Threads only at the outermost level: a GEMM called from a parallel loop stays on its thread. */
