@@ -394,8 +394,11 @@ static size_t wide_xplane(const direct_geom *g) {
     return xp_plane(g) + 16 + (size_t)(g->kw - 1) * g->dw;
 }
 
+/* Output channels go through the wide tiles 6 at a time, so the wide buffer holds 6 planes. */
+#define WIDE_ROWS 6
+
 size_t direct1_ws_floats(const direct_geom *g) {
-    return wide_xplane(g) + (size_t)g->kg * 16 * wide_vectors(g);
+    return wide_xplane(g) + (size_t)WIDE_ROWS * 16 * wide_vectors(g);
 }
 
 /* The padded plane with zeros after it, into xp. */
@@ -411,16 +414,19 @@ void direct1_forward(const direct_geom *g, const float *x, const float *w, const
     float *xp = ws, *wide = ws + wide_xplane(g);
     const size_t oplane = 16 * (size_t)nv;
     pad_wide(g, x, xp);
-    const wide_args a = {.src = xp, .splane = 0, .planes = 1, .kh = g->kh, .kw = g->kw,
-                         .rstep = (ptrdiff_t)g->dh * wp, .tstep = g->dw, .coef = w, .cps = 0, .cjs = taps,
-                         .out = wide, .oplane = oplane};
-    wide_run(a, g->kg, nv);
-    for (int k = 0; k < g->kg; k++) {
-        const float bias = b ? b[k] : 0.0f;
-        for (int i = 0; i < g->oh; i++) {
-            const float *src = wide + k * oplane + (size_t)i * wp;
-            float *dst = y + ((size_t)k * g->oh + i) * g->ow;
-            for (int j = 0; j < g->ow; j++) dst[j] = src[j] + bias;
+    wide_args a = {.src = xp, .splane = 0, .planes = 1, .kh = g->kh, .kw = g->kw, .rstep = (ptrdiff_t)g->dh * wp,
+                   .tstep = g->dw, .cps = 0, .cjs = taps, .out = wide, .oplane = oplane};
+    for (int k0 = 0; k0 < g->kg; k0 += WIDE_ROWS) {
+        const int rows = g->kg - k0 < WIDE_ROWS ? g->kg - k0 : WIDE_ROWS;
+        a.coef = w + (size_t)k0 * taps;
+        wide_run(a, rows, nv);
+        for (int k = k0; k < k0 + rows; k++) {
+            const float bias = b ? b[k] : 0.0f;
+            for (int i = 0; i < g->oh; i++) {
+                const float *src = wide + (k - k0) * oplane + (size_t)i * wp;
+                float *dst = y + ((size_t)k * g->oh + i) * g->ow;
+                for (int j = 0; j < g->ow; j++) dst[j] = src[j] + bias;
+            }
         }
     }
 }
@@ -467,17 +473,17 @@ void direct1_weight_grad(const direct_geom *g, const float *x, const float *dy, 
     float *xp = ws, *dyw = ws + wide_xplane(g);
     const size_t dplane = 16 * (size_t)nv;
     pad_wide(g, x, xp);
-    /* dy at the padded width: dyw[k][i·wp + j] = dy[k][i][j] for j < ow, else 0. */
-    memset(dyw, 0, (size_t)g->kg * dplane * sizeof *dyw);
-    for (int k = 0; k < g->kg; k++)
-        for (int i = 0; i < g->oh; i++)
-            memcpy(dyw + k * dplane + (size_t)i * wp, dy + ((size_t)k * g->oh + i) * g->ow,
-                   (size_t)g->ow * sizeof *dy);
     float out[4 * 5];
-    red_args a = {.x = xp, .dplane = dplane, .nv = nv, .out = out};
+    red_args a = {.x = xp, .dyw = dyw, .dplane = dplane, .nv = nv, .out = out};
     for (int k0 = 0; k0 < g->kg; k0 += 4) {
         const int J = g->kg - k0 < 4 ? g->kg - k0 : 4;
-        a.dyw = dyw + k0 * dplane;
+        /* These channels' dy at the padded width: dyw[j][i·wp + c] = dy[k0 + j][i][c] for c < ow,
+         * else 0. */
+        memset(dyw, 0, (size_t)J * dplane * sizeof *dyw);
+        for (int j = 0; j < J; j++)
+            for (int i = 0; i < g->oh; i++)
+                memcpy(dyw + j * dplane + (size_t)i * wp, dy + ((size_t)(k0 + j) * g->oh + i) * g->ow,
+                       (size_t)g->ow * sizeof *dy);
         for (int q0 = 0; q0 < taps; q0 += 5) {
             const int TB = taps - q0 < 5 ? taps - q0 : 5;
             for (int t = 0; t < TB; t++) {

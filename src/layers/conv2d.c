@@ -222,6 +222,13 @@ static int chunks_of(int n) { return n < CHUNKS ? n : CHUNKS; }
  * stride runs as a direct convolution: whole output rows as vectors, no im2col. */
 static int conv2d_is_direct(const layer *l) { return l->c == l->o.conv.groups && l->o.conv.sw == 1; }
 
+static direct_geom conv2d_direct_geom(const layer *l) {
+    const conv2d_opts *o = &l->o.conv;
+    direct_geom g = {l->c / o->groups, l->h, l->w, l->oc / o->groups, o->kh, o->kw, o->sh, o->sw,
+                     o->ph, o->pw, o->dh, o->dw, l->oh, l->ow};
+    return g;
+}
+
 /* Several input channels per group, a kernel larger than 1×1, and output channels that fill at
  * least half of their last block of 16: the direct kernels of kernels/direct.c, where the CPU
  * has them. They beat im2col + GEMM on every benchmark shape, small (no copies, no tile edges)
@@ -230,8 +237,13 @@ static int conv2d_is_direct(const layer *l) { return l->c == l->o.conv.groups &&
 static int conv2d_is_direct16(const layer *l) {
     const conv2d_opts *o = &l->o.conv;
     const int cg = l->c / o->groups, kg = l->oc / o->groups;
-    return cg > 1 && !(o->kh == 1 && o->kw == 1) && (kg < 16 || kg % 16 == 0 || kg % 16 >= 8) &&
-           direct16_available();
+    if (!(cg > 1 && !(o->kh == 1 && o->kw == 1) && (kg < 16 || kg % 16 == 0 || kg % 16 >= 8) &&
+          direct16_available()))
+        return 0;
+    /* Their buffers grow with the input and output planes, im2col's with the kernel: a layer whose
+     * buffers would pass 2^26 floats (256 MB) per sample keeps im2col, and its limits. */
+    const direct_geom g = conv2d_direct_geom(l);
+    return direct16_ws_floats(&g) <= ((size_t)1 << 26);
 }
 
 /* The one-channel direct path with unit strides runs on the AVX-512 kernels where the CPU has
@@ -240,12 +252,6 @@ static int conv2d_is_direct1(const layer *l) {
     return conv2d_is_direct(l) && l->o.conv.sh == 1 && direct16_available();
 }
 
-static direct_geom conv2d_direct_geom(const layer *l) {
-    const conv2d_opts *o = &l->o.conv;
-    direct_geom g = {l->c / o->groups, l->h, l->w, l->oc / o->groups, o->kh, o->kw, o->sh, o->sw,
-                     o->ph, o->pw, o->dh, o->dw, l->oh, l->ow};
-    return g;
-}
 
 static size_t padded_plane(const layer *l) {
     return (size_t)(l->h + 2 * l->o.conv.ph) * (size_t)(l->w + 2 * l->o.conv.pw);
