@@ -1,5 +1,7 @@
 # cnn - build, test and demo. `make` builds the library and the CLI; `make test` runs every test;
 # `make test SANITIZE=1` runs them under AddressSanitizer and UndefinedBehaviorSanitizer.
+# `make BLAS=openblas` (with any target) builds a variant whose gemm() calls OpenBLAS's
+# cblas_sgemm instead of cnn's own micro-kernels, in build/openblas.
 
 CC      ?= gcc
 SANITIZE ?= 0
@@ -13,11 +15,30 @@ SANFLAGS :=
 OPT     := -O3 -g
 endif
 
-CFLAGS  := -std=c11 $(OPT) -ffp-contract=fast -fopenmp -Wall -Wextra -fPIC -MMD -MP -D_POSIX_C_SOURCE=200809L -Iinclude -Isrc $(SANFLAGS) $(EXTRA_CFLAGS)
-LDLIBS  := -ljansson -lz -lstb -lcairo -lm
+# GEMM: cnn's own packed micro-kernels (src/kernels/gemm.c, the default), or OpenBLAS
+# (src/kernels/gemm_openblas.c, Debian's libopenblas-dev) with BLAS=openblas.
+BLAS ?=
+ifeq ($(BLAS),openblas)
+BUILD   := $(BUILD)/openblas
+BLAS_CFLAGS := -DCNN_BLAS_OPENBLAS
+BLAS_LIBS := -lopenblas
+BLAS_DEPS := openblas
+GEMM_SRC := src/kernels/gemm_openblas.c
+else ifneq ($(filter-out own,$(BLAS)),)
+$(error BLAS=$(BLAS): use BLAS=openblas, or nothing for cnn's own GEMM kernels)
+else
+BLAS_CFLAGS :=
+BLAS_LIBS :=
+BLAS_DEPS :=
+GEMM_SRC := src/kernels/gemm.c
+endif
+
+CFLAGS  := -std=c11 $(OPT) -ffp-contract=fast -fopenmp -Wall -Wextra -fPIC -MMD -MP -D_POSIX_C_SOURCE=200809L -Iinclude -Isrc $(BLAS_CFLAGS) $(SANFLAGS) $(EXTRA_CFLAGS)
+LDLIBS  := -ljansson -lz -lstb -lcairo -lm $(BLAS_LIBS)
 LDFLAGS := $(SANFLAGS) -fopenmp
 
-LIB_SRC  := $(wildcard src/*/*.c)
+# One of the two GEMMs, never both.
+LIB_SRC  := $(filter-out src/kernels/gemm.c src/kernels/gemm_openblas.c,$(wildcard src/*/*.c)) $(GEMM_SRC)
 CLI_SRC  := $(wildcard cli/*.c)
 TEST_SRC := $(wildcard tests/test_*.c)
 LIB_OBJ  := $(LIB_SRC:%.c=$(BUILD)/obj/%.o)
@@ -30,7 +51,7 @@ all: deps $(BUILD)/libcnn.a $(BUILD)/libcnn.so $(BUILD)/cnn
 
 # Installs the Debian packages the build and tests need, if any is missing.
 deps:
-	@sh tools/install-deps.sh build
+	@sh tools/install-deps.sh build $(BLAS_DEPS)
 
 $(BUILD)/obj/%.o: %.c
 	@mkdir -p $(dir $@)
@@ -69,7 +90,7 @@ $(BUILD)/peak: bench/peak.c
 
 # The side-by-side benchmark against PyTorch; writes the tables of BENCHMARKS.md.
 bench: all $(BUILD)/bench_cnn $(BUILD)/peak
-	@sh tools/install-deps.sh bench
+	@sh tools/install-deps.sh bench $(BLAS_DEPS)
 	/usr/bin/python3 bench/run.py --build $(BUILD)
 
 demo: all data
@@ -85,7 +106,9 @@ FUZZ_BUILD   := build/fuzz
 FUZZ_SAN     := -fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer
 FUZZ_CFLAGS   = -std=c11 -O1 -g -fopenmp -Wall -Wextra -MMD -MP -D_POSIX_C_SOURCE=200809L -Iinclude -Isrc \
                 -Icli -fsanitize=fuzzer-no-link $(FUZZ_SAN)
-FUZZ_LIB_OBJ := $(LIB_SRC:%.c=$(FUZZ_BUILD)/obj/%.o)
+# The fuzz targets always link cnn's own GEMM.
+FUZZ_LIB_SRC := $(filter-out src/kernels/gemm_openblas.c,$(wildcard src/*/*.c))
+FUZZ_LIB_OBJ := $(FUZZ_LIB_SRC:%.c=$(FUZZ_BUILD)/obj/%.o)
 FUZZ_BIN     := $(FUZZ_TARGETS:%=$(FUZZ_BUILD)/fuzz_%)
 
 .PHONY: fuzz fuzz-deps fuzz-corpus
@@ -104,7 +127,7 @@ $(FUZZ_BUILD)/fuzz_matrix: $(FUZZ_BUILD)/obj/cli/matrix.o
 $(FUZZ_BUILD)/obj/src/io/stb_image.o: FUZZ_SAN := -fsanitize=address -fno-omit-frame-pointer
 
 fuzz-deps:
-	@sh tools/install-deps.sh build
+	@sh tools/install-deps.sh build $(BLAS_DEPS)
 	@sh tools/install-fuzz-deps.sh
 
 fuzz: fuzz-deps

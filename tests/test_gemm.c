@@ -1,11 +1,23 @@
 /* The GEMM micro-kernels this CPU runs (AVX-512, AVX2+FMA, plain C), each against a plain
  * triple loop in double, over shapes with ragged edges and every transpose the layers use; the
- * same bits on 1 and 2 threads; and LeNet-5's gradients on each kernel against the reference path. */
+ * same bits on 1 and 2 threads; and LeNet-5's gradients on each kernel against the reference path.
+ * In the OpenBLAS build (`make test BLAS=openblas`) the same checks run once, on OpenBLAS. */
 #include "testutil.h"
 
 #include "kernels/kernels.h"
 
 static const char *const kernels[] = {"c", "avx2", "avx512"};
+#define NKERNELS (sizeof kernels / sizeof kernels[0])
+
+/* Makes gemm use the k-th GEMM of this build: 1, or 0 where the CPU lacks it. The OpenBLAS build
+ * has one, OpenBLAS, which picks its own kernels. */
+static int use_gemm(size_t k) {
+#ifdef CNN_BLAS_OPENBLAS
+    return k == 0;
+#else
+    return gemm_use_kernel(kernels[k]);
+#endif
+}
 
 static void check_shape(int ta, int tb, int M, int N, int K, float beta) {
     float *A = malloc((size_t)M * K * sizeof *A), *B = malloc((size_t)K * N * sizeof *B);
@@ -39,16 +51,41 @@ static void test_every_kernel_every_shape(void **state) {
                                     {15, 128, 70},  {23, 129, 31}, {8, 16, 1},    {31, 4, 700},   {11, 784, 20},
                                     {40, 1100, 3},  {24, 300, 100}, {70, 520, 300}};
     int ran = 0;
-    for (size_t k = 0; k < sizeof kernels / sizeof kernels[0]; k++) {
-        if (!gemm_use_kernel(kernels[k])) continue;
+    for (size_t k = 0; k < NKERNELS; k++) {
+        if (!use_gemm(k)) continue;
         ran++;
         for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++)
             for (int t = 0; t < 3; t++)
                 check_shape(t == 1, t == 2, shapes[s][0], shapes[s][1], shapes[s][2], s % 2 ? 1.0f : 0.0f);
     }
     assert_true(ran >= 1);
+#ifdef CNN_BLAS_OPENBLAS
+    assert_string_equal(gemm_kernel_name(), "openblas");
+    assert_false(gemm_use_kernel("c"));     /* nothing to choose from */
+#else
     assert_true(gemm_use_kernel("c"));      /* every CPU runs the plain C kernel */
+#endif
     assert_false(gemm_use_kernel("sse9"));
+}
+
+/* beta = 0: C is only written, so whatever it held (here NaN) does not reach the result. */
+static void test_beta_zero_ignores_c(void **state) {
+    (void)state;
+    static const int shapes[][5] = {{0, 0, 3, 50, 7}, {0, 1, 64, 120, 400}, {1, 0, 120, 40, 64}, {0, 0, 20, 0, 5}};
+    for (size_t k = 0; k < NKERNELS; k++) {
+        if (!use_gemm(k)) continue;
+        for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++) {
+            const int ta = shapes[s][0], tb = shapes[s][1], M = shapes[s][2], N = shapes[s][3], K = shapes[s][4];
+            float *A = malloc((size_t)M * K * sizeof *A), *B = malloc(((size_t)K * N + 1) * sizeof *B);
+            float *C = malloc(((size_t)M * N + 1) * sizeof *C);
+            for (int i = 0; i < M * K; i++) A[i] = 0.25f;
+            for (int i = 0; i < K * N; i++) B[i] = 0.5f;
+            for (int i = 0; i < M * N; i++) C[i] = NAN;
+            gemm(ta, tb, M, N, K, A, B, 0.0f, C);
+            for (int i = 0; i < M * N; i++) assert_true(C[i] == 0.125f * K);
+            free(A), free(B), free(C);
+        }
+    }
 }
 
 /* K = 0: C = beta·C, with nothing added. */
@@ -68,8 +105,8 @@ static void test_threads_same_bits(void **state) {
     (void)state;
     static const int shapes[][5] = {{0, 0, 64, 700, 300}, {1, 0, 300, 190, 64}, {0, 1, 300, 40, 500},
                                     {0, 0, 250, 100, 260}, {1, 1, 77, 90, 600}};
-    for (size_t k = 0; k < sizeof kernels / sizeof kernels[0]; k++) {
-        if (!gemm_use_kernel(kernels[k])) continue;
+    for (size_t k = 0; k < NKERNELS; k++) {
+        if (!use_gemm(k)) continue;
         for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++) {
             const int ta = shapes[s][0], tb = shapes[s][1], M = shapes[s][2], N = shapes[s][3], K = shapes[s][4];
             float *A = malloc((size_t)M * K * sizeof *A), *B = malloc((size_t)K * N * sizeof *B);
@@ -102,8 +139,8 @@ static void test_lenet_on_every_kernel(void **state) {
     for (int i = 0; i < 3 * 784; i++) x[i] = (float)((i * 31 % 97) / 48.0 - 1.0);
     for (int i = 0; i < 30; i++) dy[i] = (float)((i * 7 % 11) / 5.0 - 1.0);
     tu_run(ref, x, 3, dy);
-    for (size_t k = 0; k < sizeof kernels / sizeof kernels[0]; k++) {
-        if (!gemm_use_kernel(kernels[k])) continue;
+    for (size_t k = 0; k < NKERNELS; k++) {
+        if (!use_gemm(k)) continue;
         cnn_net *fast = NULL;
         assert_int_equal(cnn_net_load("models/lenet5.cnn", &fast), CNN_OK);
         assert_int_equal(cnn_net_init(fast, 5), CNN_OK);
@@ -125,6 +162,7 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_every_kernel_every_shape),
         cmocka_unit_test(test_empty_sum),
+        cmocka_unit_test(test_beta_zero_ignores_c),
         cmocka_unit_test(test_threads_same_bits),
         cmocka_unit_test(test_lenet_on_every_kernel),
     };

@@ -11,14 +11,17 @@
 #endif
 
 /* C[M,N] = beta·C + op(A)·op(B), where op(A) is A [M,K] (ta = 0) or Aᵀ with A stored [K,M]
- * (ta = 1), and op(B) is B [K,N] (tb = 0) or Bᵀ with B stored [N,K] (tb = 1). beta is 0 or 1. */
+ * (ta = 1), and op(B) is B [K,N] (tb = 0) or Bᵀ with B stored [N,K] (tb = 1). beta is 0 or 1.
+ * cnn's own packed micro-kernels (gemm.c), or with `make BLAS=openblas` (CNN_BLAS_OPENBLAS defined)
+ * OpenBLAS's cblas_sgemm on one thread (gemm_openblas.c). */
 void gemm(int ta, int tb, int M, int N, int K, const float *A, const float *B, float beta, float *C);
 
-/* The micro-kernel gemm runs on this CPU: "avx512", "avx2" or "c". */
+/* The micro-kernel gemm runs on this CPU: "avx512", "avx2" or "c"; "openblas" in that build. */
 const char *gemm_kernel_name(void);
 
 /* For tests and benchmarks: makes gemm use the named micro-kernel, if this CPU runs it.
- * Returns 1, or 0 (nothing changes) for an unknown name or one the CPU lacks. */
+ * Returns 1, or 0 (nothing changes) for an unknown name or one the CPU lacks; always 0 in the
+ * OpenBLAS build, which has no kernels of its own to choose from. */
 int gemm_use_kernel(const char *name);
 
 /* The im2col geometry of a convolution over one image of c channels. */
