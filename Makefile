@@ -1,7 +1,8 @@
 # cnn - build, test and demo. `make` builds the library and the CLI; `make test` runs every test;
 # `make test SANITIZE=1` runs them under AddressSanitizer and UndefinedBehaviorSanitizer.
 # `make BLAS=openblas` (with any target) builds a variant whose gemm() calls OpenBLAS's
-# cblas_sgemm instead of cnn's own micro-kernels, in build/openblas.
+# cblas_sgemm instead of cnn's own micro-kernels, in build/openblas; `make bench-blas` compares
+# the two.
 
 CC      ?= gcc
 SANITIZE ?= 0
@@ -45,7 +46,7 @@ LIB_OBJ  := $(LIB_SRC:%.c=$(BUILD)/obj/%.o)
 CLI_OBJ  := $(CLI_SRC:%.c=$(BUILD)/obj/%.o)
 TEST_BIN := $(TEST_SRC:tests/%.c=$(BUILD)/tests/%)
 
-.PHONY: all deps data test demo bench clean
+.PHONY: all deps data test demo bench bench-blas clean
 .SECONDARY:
 all: deps $(BUILD)/libcnn.a $(BUILD)/libcnn.so $(BUILD)/cnn
 
@@ -92,6 +93,14 @@ $(BUILD)/peak: bench/peak.c
 bench: all $(BUILD)/bench_cnn $(BUILD)/peak
 	@sh tools/install-deps.sh bench $(BLAS_DEPS)
 	/usr/bin/python3 bench/run.py --build $(BUILD)
+
+# cnn's own GEMM kernels against OpenBLAS: builds both variants (build/ and build/openblas/) and
+# times the GEMMs of the layers and a few whole workloads in each, alternating, one process per run.
+# BLAS_ARGS passes options to bench/blas.py, e.g. BLAS_ARGS="--runs 9 --threads 1".
+bench-blas:
+	@$(MAKE) --no-print-directory BLAS= SANITIZE=0 all build/bench_cnn
+	@$(MAKE) --no-print-directory BLAS=openblas SANITIZE=0 all build/openblas/bench_cnn
+	/usr/bin/python3 bench/blas.py --own build --openblas build/openblas
 
 demo: all data
 	@sh tools/demo.sh $(BUILD)

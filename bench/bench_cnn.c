@@ -3,6 +3,7 @@
  *
  *   bench_cnn WORKLOAD [--threads T] [--runs R]
  *   bench_cnn --info     {"gemm_kernel": ..., "compiler": ...}: the GEMM micro-kernel this CPU runs
+ *                        ("openblas" in the BLAS=openblas build, with OpenBLAS's configuration)
  *
  * Workloads (the same ones bench_torch.py times):
  *   lenet_train_B        LeNet-5 training steps (forward, loss, backward, SGD) at batch B: images/s
@@ -10,9 +11,22 @@
  *   lenet_infer_256      LeNet-5 forward of 256 images: images/s
  *   conv_i .. conv_v     conv2d forward, and forward+backward (dX and dW): ms and GFLOP/s
  *   maxpool, avgpool, relu   forward+backward on N64 C64 56×56: ms
+ *
+ * Workloads of cnn alone (bench/blas.py times them in the own-kernel and OpenBLAS builds; run.py
+ * does not ask for them):
+ *   gemm_L_f, gemm_L_dw, gemm_L_dx   one gemm() call of conv2d layer L (ii .. v) per sample, as
+ *                        conv2d.c makes it: forward W·col, the weight gradient col·dyᵀ (beta 1)
+ *                        and the column gradient Wᵀ·dy: ms and GFLOP/s
+ *   gemm_fc1_f, gemm_fc1_dx, gemm_fc1_dw   LeNet-5's first linear layer (400 → 120) at batch 64:
+ *                        x·Wᵀ, dy·W and dyᵀ·x (beta 1), as linear.c makes them
  */
 #include "cnn.h"
 #include "kernels/kernels.h"
+
+#ifdef CNN_BLAS_OPENBLAS
+char *openblas_get_config(void);
+char *openblas_get_corename(void);
+#endif
 
 #include <math.h>
 #include <stdio.h>
@@ -119,6 +133,58 @@ static double layer(const char *text, int n, int backward, int iters, double *fl
     return t;
 }
 
+/* The GEMMs of the layers, each the call that conv2d.c or linear.c makes. */
+static const struct {
+    const char *name;
+    int ta, tb, M, N, K;
+    float beta;
+} gemms[] = {
+    /* conv (ii), N64 C6 14² K16 5×5: kg = 16, ck = 150, P = 100 (LeNet-5's second layer) */
+    {"gemm_ii_f", 0, 0, 16, 100, 150, 0.0f},
+    {"gemm_ii_dw", 0, 1, 150, 16, 100, 1.0f},
+    {"gemm_ii_dx", 1, 0, 150, 100, 16, 0.0f},
+    /* conv (iii), C64 56² K64 3×3 pad 1: kg = 64, ck = 576, P = 3136 */
+    {"gemm_iii_f", 0, 0, 64, 3136, 576, 0.0f},
+    {"gemm_iii_dw", 0, 1, 576, 64, 3136, 1.0f},
+    {"gemm_iii_dx", 1, 0, 576, 3136, 64, 0.0f},
+    /* conv (iv), C128 28² K128 3×3 pad 1: kg = 128, ck = 1152, P = 784 */
+    {"gemm_iv_f", 0, 0, 128, 784, 1152, 0.0f},
+    {"gemm_iv_dw", 0, 1, 1152, 128, 784, 1.0f},
+    {"gemm_iv_dx", 1, 0, 1152, 784, 128, 0.0f},
+    /* conv (v), as (iv) with stride 2: P = 196 */
+    {"gemm_v_f", 0, 0, 128, 196, 1152, 0.0f},
+    {"gemm_v_dw", 0, 1, 1152, 128, 196, 1.0f},
+    {"gemm_v_dx", 1, 0, 1152, 196, 128, 0.0f},
+    /* LeNet-5's linear 400 → 120 at batch 64: y = x·Wᵀ, dx = dy·W, dW += dyᵀ·x */
+    {"gemm_fc1_f", 0, 1, 64, 120, 400, 0.0f},
+    {"gemm_fc1_dx", 0, 0, 64, 400, 120, 0.0f},
+    {"gemm_fc1_dw", 1, 0, 120, 400, 64, 1.0f},
+};
+
+/* Seconds per gemm() call of gemms[k], over enough calls for about 10¹⁰ flops (at least 5),
+ * after 3 calls of warm-up; the flops of one call in *flops. */
+static double gemm_time(size_t k, double *flops) {
+    const int M = gemms[k].M, N = gemms[k].N, K = gemms[k].K;
+    float *A = malloc((size_t)M * K * sizeof *A), *B = malloc((size_t)K * N * sizeof *B);
+    float *C = malloc((size_t)M * N * sizeof *C);
+    fill(A, (size_t)M * K, 5);
+    fill(B, (size_t)K * N, 6);
+    fill(C, (size_t)M * N, 7);
+    *flops = 2.0 * M * N * K;
+    int iters = (int)(1e10 / *flops);
+    if (iters < 5) iters = 5;
+    /* With beta = 1 C grows by a bounded amount per call (|A|, |B| ≤ 1): no overflow in any count
+     * of calls here, and no denormals. */
+    double t0 = 0;
+    for (int it = -3; it < iters; it++) {
+        if (it == 0) t0 = now();
+        gemm(gemms[k].ta, gemms[k].tb, M, N, K, A, B, gemms[k].beta, C);
+    }
+    const double t = (now() - t0) / iters;
+    free(A), free(B), free(C);
+    return t;
+}
+
 static const struct {
     const char *name, *model;
     int n;
@@ -144,7 +210,13 @@ int main(int argc, char **argv) {
 #else
         const char *cc = "unknown";
 #endif
+#ifdef CNN_BLAS_OPENBLAS
+        printf("{\"gemm_kernel\": \"%s\", \"compiler\": \"%s\", \"openblas\": {\"config\": \"%s\", "
+               "\"corename\": \"%s\"}}\n",
+               gemm_kernel_name(), cc, openblas_get_config(), openblas_get_corename());
+#else
         printf("{\"gemm_kernel\": \"%s\", \"compiler\": \"%s\"}\n", gemm_kernel_name(), cc);
+#endif
         return 0;
     }
     const char *w = argv[1];
@@ -168,6 +240,17 @@ int main(int argc, char **argv) {
         } else if (!strcmp(w, "lenet_infer_256")) {
             const double t = lenet_infer(256, 40);
             printf("{\"workload\": \"%s\", \"threads\": %d, \"images_per_s\": %.1f}\n", w, threads, 40 * 256 / t);
+        } else if (!strncmp(w, "gemm_", 5)) {
+            size_t k = 0;
+            while (k < sizeof gemms / sizeof gemms[0] && strcmp(w, gemms[k].name)) k++;
+            if (k == sizeof gemms / sizeof gemms[0]) {
+                fprintf(stderr, "bench_cnn: unknown workload '%s'\n", w);
+                return 2;
+            }
+            double flops;
+            const double t = gemm_time(k, &flops);
+            printf("{\"workload\": \"%s\", \"threads\": %d, \"ms\": %.4f, \"gflops\": %.2f}\n", w, threads,
+                   t * 1e3, flops / t / 1e9);
         } else {
             int found = 0;
             for (size_t k = 0; k < sizeof layers / sizeof layers[0]; k++) {
