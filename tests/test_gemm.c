@@ -49,7 +49,9 @@ static void test_every_kernel_every_shape(void **state) {
     static const int shapes[][3] = {{1, 1, 1},      {6, 32, 5},    {7, 33, 257},  {13, 100, 150}, {64, 196, 288},
                                     {121, 17, 3},   {5, 3100, 9},  {2, 2, 600},   {9, 48, 40},    {17, 36, 513},
                                     {15, 128, 70},  {23, 129, 31}, {8, 16, 1},    {31, 4, 700},   {11, 784, 20},
-                                    {40, 1100, 3},  {24, 300, 100}, {70, 520, 300}};
+                                    {40, 1100, 3},  {24, 300, 100}, {70, 520, 300},
+                                    /* at most 4 rows: dot products four columns at a time, and the rest */
+                                    {3, 10, 37},    {1, 121, 400}};
     int ran = 0;
     for (size_t k = 0; k < NKERNELS; k++) {
         if (!use_gemm(k)) continue;

@@ -340,23 +340,48 @@ CNN_GEMM_CLONES static void pack_b(int tb, const float *restrict B, int N, int K
  * row of C gathers rows of B scaled by A's entries, in increasing k. */
 #define SMALL_M 4
 
+/* The end of a 16-lane dot product: the terms from k16 to K in one chain, the lanes added
+ * pairwise in a fixed order. */
+static inline float dot_finish(float *lane, const float *a, const float *b, int k16, int K) {
+    float tail = 0.0f;
+    for (int p = k16; p < K; p++) tail += a[p] * b[p];
+    for (int u = 8; u > 0; u /= 2)
+        for (int v = 0; v < u; v++) lane[v] += lane[v + u];
+    return lane[0] + tail;
+}
+
 CNN_GEMM_CLONES static void gemm_small_m(int ta, int tb, int M, int N, int K, const float *restrict A,
                                          const float *restrict B, float *restrict C) {
     for (int i = 0; i < M; i++) {
         float *c = C + (size_t)i * N;
         if (tb && !ta) {
+            /* Four dot products at a time: four independent chains of additions instead of one,
+             * each summed exactly as it would be alone. */
             const float *a = A + (size_t)i * K;
-            for (int j = 0; j < N; j++) {
+            const int K16 = K / 16 * 16;
+            int j = 0;
+            for (; j + 4 <= N; j += 4) {
+                const float *b0 = B + (size_t)j * K, *b1 = b0 + K, *b2 = b1 + K, *b3 = b2 + K;
+                float l0[16] = {0}, l1[16] = {0}, l2[16] = {0}, l3[16] = {0};
+                for (int p = 0; p < K16; p += 16)
+                    for (int u = 0; u < 16; u++) {
+                        const float av = a[p + u];
+                        l0[u] += av * b0[p + u];
+                        l1[u] += av * b1[p + u];
+                        l2[u] += av * b2[p + u];
+                        l3[u] += av * b3[p + u];
+                    }
+                c[j] += dot_finish(l0, a, b0, K16, K);
+                c[j + 1] += dot_finish(l1, a, b1, K16, K);
+                c[j + 2] += dot_finish(l2, a, b2, K16, K);
+                c[j + 3] += dot_finish(l3, a, b3, K16, K);
+            }
+            for (; j < N; j++) {
                 const float *b = B + (size_t)j * K;
                 float lane[16] = {0};
-                int p = 0;
-                for (; p + 16 <= K; p += 16)
+                for (int p = 0; p < K16; p += 16)
                     for (int u = 0; u < 16; u++) lane[u] += a[p + u] * b[p + u];
-                float tail = 0.0f;
-                for (; p < K; p++) tail += a[p] * b[p];
-                for (int u = 8; u > 0; u /= 2)
-                    for (int v = 0; v < u; v++) lane[v] += lane[v + u];
-                c[j] += lane[0] + tail;
+                c[j] += dot_finish(lane, a, b, K16, K);
             }
             continue;
         }
