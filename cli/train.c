@@ -587,6 +587,9 @@ int cmd_train(int argc, char **argv) {
                            "same data", c.resume, (long long)resume_at.samples, c.data, (long long)data.train.n);
         goto done;
     }
+    /* The handlers go in before the line that says training has begun: a signal sent on seeing
+     * it must find them in place, not end the process by the default action. */
+    catch_stop_signals();
     fprintf(stderr, "training %s on %s (%lld train, %lld test), %s lr %g, batch %d, epochs %llu..%llu\n", c.model,
             data.name, (long long)data.train.n, (long long)data.test.n, optim_name(c.opt.kind), c.opt.lr, batch,
             start_epoch + 1, c.epochs);
@@ -594,7 +597,6 @@ int cmd_train(int argc, char **argv) {
         fprintf(stderr, "resuming epoch %llu after batch %lld of %lld\n", start_epoch + 1, (long long)resume_at.batch,
                 (long long)steps_per_epoch);
 
-    catch_stop_signals();
     for (unsigned long long e = start_epoch; e < c.epochs; e++) {
         const double lr = cnn_schedule_lr(c.schedule, c.opt.lr, (int)e, (int)c.epochs, (int)c.step_size, c.gamma);
         epoch_order(perm, data.train.n, c.seed, e, c.shuffle);
