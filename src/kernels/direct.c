@@ -142,6 +142,41 @@ void direct16_pack_input_weights(const direct_geom *g, const float *w, float *wt
     }
 }
 
+/* r[i][j] becomes r[j][i]: a 16×16 transpose in registers (unpack, then shuffles of pairs,
+ * then of 128-bit quarters). */
+TILE void tr16(__m512 *r) {
+    __m512 t[16];
+    for (int i = 0; i < 16; i += 2) {
+        t[i] = _mm512_unpacklo_ps(r[i], r[i + 1]);
+        t[i + 1] = _mm512_unpackhi_ps(r[i], r[i + 1]);
+    }
+    for (int i = 0; i < 16; i += 4) {
+        r[i] = _mm512_shuffle_ps(t[i], t[i + 2], _MM_SHUFFLE(1, 0, 1, 0));
+        r[i + 1] = _mm512_shuffle_ps(t[i], t[i + 2], _MM_SHUFFLE(3, 2, 3, 2));
+        r[i + 2] = _mm512_shuffle_ps(t[i + 1], t[i + 3], _MM_SHUFFLE(1, 0, 1, 0));
+        r[i + 3] = _mm512_shuffle_ps(t[i + 1], t[i + 3], _MM_SHUFFLE(3, 2, 3, 2));
+    }
+    for (int h = 0; h < 16; h += 8)
+        for (int i = 0; i < 4; i++) {
+            t[h + i] = _mm512_shuffle_f32x4(r[h + i], r[h + 4 + i], 0x88);
+            t[h + 4 + i] = _mm512_shuffle_f32x4(r[h + i], r[h + 4 + i], 0xdd);
+        }
+    for (int i = 0; i < 8; i++) {
+        r[i] = _mm512_shuffle_f32x4(t[i], t[8 + i], 0x88);
+        r[8 + i] = _mm512_shuffle_f32x4(t[i], t[8 + i], 0xdd);
+    }
+}
+
+/* dst[j·ldd + i] = src[i·lds + j] for i < rows, j < cols (both at most 16): the transpose of a
+ * block, through registers; what lies outside the block is neither read nor written. */
+static T16 void transpose_block(const float *src, size_t lds, int rows, int cols, float *dst, size_t ldd) {
+    const __mmask16 in = (__mmask16)((1u << cols) - 1), out = (__mmask16)((1u << rows) - 1);
+    __m512 r[16];
+    for (int i = 0; i < 16; i++) r[i] = i < rows ? _mm512_maskz_loadu_ps(in, src + i * lds) : _mm512_setzero_ps();
+    tr16(r);
+    for (int j = 0; j < cols; j++) _mm512_mask_storeu_ps(dst + j * ldd, out, r[j]);
+}
+
 /* ---- forward: KB blocks of 16 output channels × M consecutive positions of one output row ---- */
 
 typedef struct fwd_args {
@@ -203,9 +238,11 @@ void direct16_forward(const direct_geom *g, const float *x, const float *wt, flo
                 const int M = g->ow / tiles + (ti < g->ow % tiles);
                 a.x = xp + (size_t)oy * g->sh * a.wp + (size_t)ox * g->sw;
                 fwd_tab[KB - 1][M - 1](&a);
+                /* out [M][KB·16] → y [k][position]: one transpose per block of 16 channels. */
                 float *yk = y + (size_t)k0 * P + (size_t)oy * g->ow + ox;
-                for (int k = 0; k < kn; k++)
-                    for (int i = 0; i < M; i++) yk[(size_t)k * P + i] = out[i * KB * 16 + k];
+                for (int kb = 0; kb * 16 < kn; kb++)
+                    transpose_block(out + kb * 16, (size_t)KB * 16, M, kn - kb * 16 < 16 ? kn - kb * 16 : 16,
+                                    yk + (size_t)kb * 16 * P, (size_t)P);
                 ox += M;
             }
     }
@@ -259,8 +296,14 @@ void direct16_weight_grad(const direct_geom *g, const float *x, const float *dy,
     const int P = g->oh * g->ow, ldd = rounded16(g->kg), taps = g->kh * g->kw, blocks = ldd / 16;
     const int wp = g->w + 2 * g->pw;
     /* dyᵀ: one row of ldd channels per output position, zero past kg. */
-    for (int p = 0; p < P; p++)
-        for (int k = 0; k < ldd; k++) dyt[(size_t)p * ldd + k] = k < g->kg ? dy[(size_t)k * P + p] : 0.0f;
+    for (int k0 = 0; k0 < ldd; k0 += 16)
+        for (int p0 = 0; p0 < P; p0 += 16) {
+            const int rows = g->kg - k0 < 16 ? g->kg - k0 : 16, cols = P - p0 < 16 ? P - p0 : 16;
+            transpose_block(dy + (size_t)k0 * P + p0, (size_t)P, rows, cols, dyt + (size_t)p0 * ldd + k0, (size_t)ldd);
+            if (rows < 16)   /* the channels past kg */
+                for (int j = 0; j < cols; j++)
+                    for (int i = rows; i < 16; i++) dyt[(size_t)(p0 + j) * ldd + k0 + i] = 0.0f;
+        }
     float out[12 * 32] __attribute__((aligned(64)));
     int off[12];
     dw_args a = {.dyt = NULL, .off = off, .ldd = ldd, .oh = g->oh, .ow = g->ow, .wp = wp, .sh = g->sh, .sw = g->sw,
