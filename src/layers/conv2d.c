@@ -584,17 +584,21 @@ static void conv2d_backward(const layer *l, int n, const float *x, const float *
             }
         }
     }
-    for (int ch = 0; ch < chunks; ch++) {
-        const float *dw = ws + (size_t)ch * chunk_floats(l) + col_size, *db = dw + wsize;
-        for (int gr = 0; gr < o->groups; gr++) {    /* the chunk holds each group's dWᵀ [ck, kg] */
-            const float *t = dw + (size_t)gr * kg * ck;
-            float *g = l->grad[0] + (size_t)gr * kg * ck;
-            for (int k = 0; k < kg; k++)
-                for (int c = 0; c < ck; c++) g[(size_t)k * ck + c] += t[(size_t)c * kg + k];
+    /* Each chunk holds each group's dWᵀ [ck, kg]. Rows of dW go to the threads; each element
+     * still adds the chunks' parts in chunk order. */
+    PARALLEL_FOR(row, l->oc) {
+        const int gr = (int)row / kg, k = (int)row % kg;
+        float *g = l->grad[0] + (size_t)row * ck;
+        for (int ch = 0; ch < chunks; ch++) {
+            const float *t = ws + (size_t)ch * chunk_floats(l) + col_size + (size_t)gr * kg * ck;
+            for (int c = 0; c < ck; c++) g[c] += t[(size_t)c * kg + k];
         }
-        if (o->bias)
-            for (int k = 0; k < l->oc; k++) l->grad[1][k] += db[k];
     }
+    if (o->bias)
+        for (int ch = 0; ch < chunks; ch++) {
+            const float *db = ws + (size_t)ch * chunk_floats(l) + col_size + wsize;
+            for (int k = 0; k < l->oc; k++) l->grad[1][k] += db[k];
+        }
 }
 
 const layer_ops conv2d_ops = {
