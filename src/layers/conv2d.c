@@ -584,14 +584,17 @@ static void conv2d_backward(const layer *l, int n, const float *x, const float *
             }
         }
     }
-    /* Each chunk holds each group's dWᵀ [ck, kg]. Rows of dW go to the threads; each element
-     * still adds the chunks' parts in chunk order. */
-    PARALLEL_FOR(row, l->oc) {
-        const int gr = (int)row / kg, k = (int)row % kg;
-        float *g = l->grad[0] + (size_t)row * ck;
+    /* Each chunk holds each group's dWᵀ [ck, kg]. Blocks of 16 rows of dW go to the threads, each
+     * reading 16 consecutive floats of a dWᵀ row at a time; each element still adds the chunks'
+     * parts in chunk order. */
+    const int kblocks = (kg + 15) / 16;
+    PARALLEL_FOR(blk, (long)o->groups * kblocks) {
+        const int gr = (int)blk / kblocks, k0 = (int)blk % kblocks * 16, kn = kg - k0 < 16 ? kg - k0 : 16;
+        float *g = l->grad[0] + ((size_t)gr * kg + k0) * ck;
         for (int ch = 0; ch < chunks; ch++) {
-            const float *t = ws + (size_t)ch * chunk_floats(l) + col_size + (size_t)gr * kg * ck;
-            for (int c = 0; c < ck; c++) g[c] += t[(size_t)c * kg + k];
+            const float *t = ws + (size_t)ch * chunk_floats(l) + col_size + (size_t)gr * kg * ck + k0;
+            for (int c = 0; c < ck; c++)
+                for (int k = 0; k < kn; k++) g[(size_t)k * ck + c] += t[(size_t)c * kg + k];
         }
     }
     if (o->bias)
