@@ -67,16 +67,10 @@ static void avgpool2d_backward_ref(const layer *l, int n, const double *x, const
 
 /* ---- fast path ----------------------------------------------------------------------------- */
 
-/* The common 2×2, stride 2, unpadded case over whole rows, so that it vectorises. The divisor is
- * 4 whatever count_include_pad says (no window reaches past the input), and x / 4 in double
- * rounded to float is x · 0.25f: the same bits as the general loop, whose order of addition
- * (a + b) + c + d this keeps. */
-static int is_2x2(const layer *l) {
-    const pool_opts *o = &l->o.pool;
-    return o->kh == 2 && o->kw == 2 && o->sh == 2 && o->sw == 2 && o->ph == 0 && o->pw == 0 &&
-           2 * l->oh <= l->h && 2 * l->ow <= l->w;
-}
-
+/* The common 2×2, stride 2, unpadded case (pool_is_2x2) over whole rows, so that it vectorises.
+ * The divisor is 4 whatever count_include_pad says (no window reaches past the input), and x / 4
+ * in double rounded to float is x · 0.25f: the same bits as the general loop, whose order of
+ * addition (a + b) + c + d this keeps. */
 CNN_CLONES static void forward_row_2x2(const float *restrict r0, const float *restrict r1, float *restrict out,
                                        int ow) {
     for (int j = 0; j < ow; j++) out[j] = (((r0[2 * j] + r0[2 * j + 1]) + r1[2 * j]) + r1[2 * j + 1]) * 0.25f;
@@ -92,7 +86,7 @@ CNN_CLONES static void backward_row_2x2(const float *restrict gr, float *restric
 
 static void avgpool2d_forward(const layer *l, int n, const float *x, float *y, float *ws_) {
     (void)ws_;
-    const int fast = is_2x2(l);
+    const int fast = pool_is_2x2(l);
     PARALLEL_FOR(s, (long)n * l->c) {
         const float *xc = x + (size_t)s * l->h * l->w;
         float *yc = y + (size_t)s * l->oh * l->ow;
@@ -117,7 +111,7 @@ static void avgpool2d_forward(const layer *l, int n, const float *x, float *y, f
 static void avgpool2d_backward(const layer *l, int n, const float *x, const float *y, const float *dy,
                                float *dx, float *ws_) {
     (void)x, (void)y, (void)ws_;
-    const int fast = is_2x2(l);
+    const int fast = pool_is_2x2(l);
     PARALLEL_FOR(s, (long)n * l->c) {
         float *dxc = dx + (size_t)s * l->h * l->w;
         const float *dyc = dy + (size_t)s * l->oh * l->ow;

@@ -127,3 +127,9 @@ cnn_status pool_setup(layer *l) {
     l->ow = pool_out_size(l->w, o->kw, o->sw, o->pw, o->ceil_mode);
     return CNN_OK;
 }
+
+int pool_is_2x2(const layer *l) {
+    const pool_opts *o = &l->o.pool;
+    return o->kh == 2 && o->kw == 2 && o->sh == 2 && o->sw == 2 && o->ph == 0 && o->pw == 0 &&
+           2 * l->oh <= l->h && 2 * l->ow <= l->w;
+}

@@ -102,6 +102,9 @@ cnn_status opt_unknown(const layer *l, const char *key);
 void pool_defaults(layer *l);
 cnn_status pool_option(layer *l, const char *key, const char *value);
 cnn_status pool_setup(layer *l);
+/* 1 for the pooling fast paths' case: a 2×2 window, stride 2, no padding, every window inside
+ * the input (so ceil_mode adds none). */
+int pool_is_2x2(const layer *l);
 
 /* Output size of pooling along one dimension, with PyTorch's ceil_mode rule (a window that would
  * start in the right padding is dropped). */

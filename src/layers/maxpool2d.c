@@ -84,12 +84,6 @@ static inline int argmax(const layer *l, const float *xc, int i, int j) {
     return best;
 }
 
-static int is_2x2(const layer *l) {
-    const pool_opts *o = &l->o.pool;
-    return o->kh == 2 && o->kw == 2 && o->sh == 2 && o->sw == 2 && o->ph == 0 && o->pw == 0 &&
-           2 * l->oh <= l->h && 2 * l->ow <= l->w;
-}
-
 /* The common 2×2, stride 2, unpadded case, written as selects over whole rows so that it
  * vectorises. The window's cells a, b (top row) and c, d are in row-major order. */
 CNN_CLONES static void forward_row_2x2(const float *restrict r0, const float *restrict r1, float *restrict out,
@@ -153,7 +147,7 @@ static void backward_2x2(const layer *l, const float *xc, const float *dyc, floa
 
 static void maxpool2d_forward(const layer *l, int n, const float *x, float *y, float *ws) {
     (void)ws;
-    const int fast = is_2x2(l);
+    const int fast = pool_is_2x2(l);
     PARALLEL_FOR(s, (long)n * l->c) {
         const float *xc = x + (size_t)s * l->h * l->w;
         float *yc = y + (size_t)s * l->oh * l->ow;
@@ -169,7 +163,7 @@ static void maxpool2d_forward(const layer *l, int n, const float *x, float *y, f
 static void maxpool2d_backward(const layer *l, int n, const float *x, const float *y, const float *dy,
                                float *dx, float *ws) {
     (void)y, (void)ws;
-    const int fast = is_2x2(l);
+    const int fast = pool_is_2x2(l);
     PARALLEL_FOR(s, (long)n * l->c) {
         const float *xc = x + (size_t)s * l->h * l->w;
         const float *dyc = dy + (size_t)s * l->oh * l->ow;
