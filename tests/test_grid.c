@@ -102,6 +102,12 @@ static void build_grid(void) {
     add_point(3, "input 16 6 7\nconv2d out_channels=16 kernel_size=3 padding=1\n");
     add_point(2, "input 48 5 6\nconv2d out_channels=48 kernel_size=3,2 padding=2,0 dilation=2,1 groups=2\n");
     add_point(2, "input 16 4 5\nconv2d out_channels=16 kernel_size=2 padding=2\n");
+    /* strided, 16 or more input channels: the input gradient phase by phase, including phases no
+     * tap reaches (kernel 2, stride 3), strides that share a factor with the dilation, and 24 */
+    add_point(3, "input 16 7 9\nconv2d out_channels=16 kernel_size=3 stride=2 padding=1\n");
+    add_point(2, "input 24 9 8\nconv2d out_channels=24 kernel_size=3,2 stride=3,2 padding=1,0 dilation=2,1\n");
+    add_point(2, "input 16 8 8\nconv2d out_channels=16 kernel_size=2 stride=3 bias=false\n");
+    add_point(2, "input 32 9 10\nconv2d out_channels=32 kernel_size=3 stride=2 padding=2 dilation=2 groups=2\n");
     static const char *pk[] = {"2", "3", "3,2"};
     for (int avg = 0; avg < 2; avg++)
         for (int ki = 0; ki < 3; ki++)
@@ -249,12 +255,50 @@ static void test_whole_mixed(void **state) {
               "padding=1 ceil_mode=true\nflatten\nlinear out_features=7\nrelu\nlinear out_features=3 bias=false\n", 2);
 }
 
+/* The strided input gradient overwrites all of dx, cells of phases that no tap reaches included:
+ * a 2×2 kernel with stride 3 reaches no row or column h with h mod 3 = 2. dx starts as NaN; every
+ * cell must come out as the full convolution of dy with the rotated kernels, those cells 0. */
+static void test_direct_input_grad_overwrites_dx(void **state) {
+    (void)state;
+    if (!direct16_available()) skip();
+    const direct_geom g = {.c = 16, .h = 8, .w = 8, .kg = 16, .kh = 2, .kw = 2, .sh = 3, .sw = 3,
+                           .ph = 0, .pw = 0, .dh = 1, .dw = 1, .oh = 3, .ow = 3};
+    assert_true(direct16_input_direct(&g));
+    enum { C = 16, H = 8, K = 16, OH = 3 };
+    static float w[K * C * 4], dy[K * OH * OH], dx[C * H * H];
+    for (int i = 0; i < K * C * 4; i++) w[i] = (float)((i * 7) % 13 - 6) / 8.0f;
+    for (int i = 0; i < K * OH * OH; i++) dy[i] = (float)((i * 5) % 11 - 5) / 4.0f;
+    for (int i = 0; i < C * H * H; i++) dx[i] = NAN;
+    float *wti = malloc(direct16_wti_floats(&g) * sizeof *wti), *ws = malloc(direct16_ws_floats(&g) * sizeof *ws);
+    assert_non_null(wti);
+    assert_non_null(ws);
+    direct16_pack_input_weights(&g, w, wti);
+    direct16_input_grad(&g, dy, w, wti, dx, ws);
+    for (int c = 0; c < C; c++)
+        for (int h = 0; h < H; h++)
+            for (int x = 0; x < H; x++) {
+                double want = 0.0;   /* dx[c][h][x] = Σ dy[k][i][j] · w[k][c][h − 3i][x − 3j] */
+                for (int k = 0; k < K; k++)
+                    for (int i = 0; i < OH; i++)
+                        for (int j = 0; j < OH; j++) {
+                            const int r = h - 3 * i, t = x - 3 * j;
+                            if (r >= 0 && r < 2 && t >= 0 && t < 2)
+                                want += (double)dy[(k * OH + i) * OH + j] * w[((k * C + c) * 2 + r) * 2 + t];
+                        }
+                const float got = dx[(c * H + h) * H + x];
+                if (!(fabs(got - want) <= 1e-5 * (1.0 + fabs(want))))
+                    fail_msg("dx[%d][%d][%d] = %g, want %g", c, h, x, got, want);
+                if (h % 3 == 2 || x % 3 == 2) assert_true(got == 0.0f);
+            }
+    free(wti), free(ws);
+}
+
 int main(void) {
     build_grid();
     const struct CMUnitTest fixed[] = {
         cmocka_unit_test(test_cross_entropy), cmocka_unit_test(test_mse),
         cmocka_unit_test(test_whole_lenet5), cmocka_unit_test(test_whole_lenet5_batch21),
-        cmocka_unit_test(test_whole_mixed),
+        cmocka_unit_test(test_whole_mixed), cmocka_unit_test(test_direct_input_grad_overwrites_dx),
     };
     const int nfixed = (int)(sizeof fixed / sizeof fixed[0]);
     struct CMUnitTest *tests = calloc((size_t)(npoints + nfixed), sizeof *tests);

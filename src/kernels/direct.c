@@ -61,18 +61,96 @@ static size_t forward_ws(const direct_geom *g) {
     return xp + (size_t)g->oh * g->ow * rounded16(g->kg);
 }
 
+/* With a stride, dx splits into sh·sw phases: the cells h with (h + ph) mod sh = q, and likewise
+ * for columns. Within a phase, h = start + sh·j, and the taps r that reach such a cell are those
+ * with r·dh ≡ q (mod sh), L = sh / gcd(sh, dh) apart; tap r reads dy row (h + ph − r·dh) / sh =
+ * j + e(r). Taken from the largest r down, e rises by dh / gcd(sh, dh) at each step: each phase is
+ * a stride-1 forward pass over dy with a dilated sub-kernel of the rotated kernels. */
+typedef struct phase1 {
+    int start, count;   /* dx indices start + s·j, j < count */
+    int taps, r_hi, L;  /* taps r_hi, r_hi − L, ... */
+    int e0, dil;        /* tap number i reads dy index j + e0 + i·dil */
+} phase1;
+
+static int gcd(int a, int b) { return b ? gcd(b, a % b) : a; }
+
+static phase1 phase_of(int q, int s, int k, int d, int p, int n) {
+    phase1 f = {0};
+    f.start = ((q - p) % s + s) % s;
+    f.count = f.start < n ? (n - f.start + s - 1) / s : 0;
+    int r = 0;
+    while (r < k && ((q - r * d) % s + s) % s) r++;
+    f.L = s / gcd(s, d);
+    f.taps = r < k ? (k - 1 - r) / f.L + 1 : 0;
+    f.r_hi = r + (f.taps - 1) * f.L;
+    f.e0 = (f.start + p - f.r_hi * d) / s;
+    f.dil = d / gcd(s, d);
+    return f;
+}
+
+/* The strided input gradient by phases, when it pays: 16 or more input channels. */
+static int input_by_phases(const direct_geom *g) {
+    return (g->sh > 1 || g->sw > 1) && g->c >= 16 && (g->c % 16 == 0 || g->c % 16 >= 8);
+}
+
+/* Phase (qh, qw)'s forward geometry: dy, cut and padded to the rows and columns it reads. */
+static direct_geom phase_geom(const direct_geom *g, const phase1 *fh, const phase1 *fw) {
+    const direct_geom t = {.c = g->kg, .h = fh->count + (fh->taps - 1) * fh->dil,
+                           .w = fw->count + (fw->taps - 1) * fw->dil, .kg = g->c, .kh = fh->taps, .kw = fw->taps,
+                           .sh = 1, .sw = 1, .ph = 0, .pw = 0, .dh = fh->dil, .dw = fw->dil, .oh = fh->count,
+                           .ow = fw->count};
+    return t;
+}
+
+/* Whether phase (qh, qw) has cells and taps; its two halves in *fh, *fw. */
+static int phase_at(const direct_geom *g, int qh, int qw, phase1 *fh, phase1 *fw) {
+    *fh = phase_of(qh, g->sh, g->kh, g->dh, g->ph, g->h);
+    *fw = phase_of(qw, g->sw, g->kw, g->dw, g->pw, g->w);
+    return fh->count > 0 && fw->count > 0 && fh->taps > 0 && fw->taps > 0;
+}
+
+static size_t phases_ws(const direct_geom *g) {
+    size_t most = 0;
+    for (int qh = 0; qh < g->sh; qh++)
+        for (int qw = 0; qw < g->sw; qw++) {
+            phase1 fh, fw;
+            if (!phase_at(g, qh, qw, &fh, &fw)) continue;
+            const direct_geom t = phase_geom(g, &fh, &fw);
+            const size_t n = (size_t)t.c * t.h * t.w + (size_t)t.kg * t.oh * t.ow + forward_ws(&t);
+            most = n > most ? n : most;
+        }
+    return most;
+}
+
 size_t direct16_ws_floats(const direct_geom *g) {
     const size_t own = forward_ws(g) + (size_t)g->kg * z_plane(g) + (size_t)g->c * dxp_plane(g);
-    if (!input_by_channels(g)) return own;
-    const direct_geom t = input_geom(g);
-    const size_t in = forward_ws(&t);
+    size_t in = 0;
+    if (input_by_channels(g)) {
+        const direct_geom t = input_geom(g);
+        in = forward_ws(&t);
+    } else if (input_by_phases(g)) {
+        in = phases_ws(g);
+    }
     return in > own ? in : own;
 }
 
+int direct16_input_direct(const direct_geom *g) { return (g->sh == 1 && g->sw == 1) || input_by_phases(g); }
+
 size_t direct16_wti_floats(const direct_geom *g) {
-    if (!input_by_channels(g)) return 0;
-    const direct_geom t = input_geom(g);
-    return direct16_wt_floats(&t);
+    if (input_by_channels(g)) {
+        const direct_geom t = input_geom(g);
+        return direct16_wt_floats(&t);
+    }
+    if (!input_by_phases(g)) return 0;
+    size_t n = 0;
+    for (int qh = 0; qh < g->sh; qh++)
+        for (int qw = 0; qw < g->sw; qw++) {
+            phase1 fh, fw;
+            if (!phase_at(g, qh, qw, &fh, &fw)) continue;
+            const direct_geom t = phase_geom(g, &fh, &fw);
+            n += direct16_wt_floats(&t);
+        }
+    return n;
 }
 
 size_t direct16_wt_floats(const direct_geom *g) {
@@ -126,7 +204,39 @@ void direct16_pack_weights(const direct_geom *g, const float *w, const float *b,
     }
 }
 
+/* Phase by phase, the sub-kernels w'[c][k][i][j] = w[k][c][r_hi − i·L][t_hi − j·L'] packed as
+ * direct16_pack_weights packs a layer's weights, with a zero bias. */
+static void pack_phase_weights(const direct_geom *g, const float *w, float *wti) {
+    const int taps = g->kh * g->kw, ck = g->c * taps;
+    for (int qh = 0; qh < g->sh; qh++)
+        for (int qw = 0; qw < g->sw; qw++) {
+            phase1 fh, fw;
+            if (!phase_at(g, qh, qw, &fh, &fw)) continue;
+            const direct_geom t = phase_geom(g, &fh, &fw);
+            const int kt = g->kg * fh.taps * fw.taps;
+            for (int cb = 0; cb < rounded16(g->c) / 16; cb++) {
+                float *o = wti + (size_t)cb * (kt + 1) * 16;
+                for (int k = 0; k < g->kg; k++)
+                    for (int i = 0; i < fh.taps; i++)
+                        for (int j = 0; j < fw.taps; j++) {
+                            const int r = fh.r_hi - i * fh.L, tt = fw.r_hi - j * fw.L;
+                            float *row = o + (((size_t)k * fh.taps + i) * fw.taps + j) * 16;
+                            for (int u = 0; u < 16; u++) {
+                                const int c = cb * 16 + u;
+                                row[u] = c < g->c ? w[(size_t)k * ck + (size_t)c * taps + r * g->kw + tt] : 0.0f;
+                            }
+                        }
+                for (int u = 0; u < 16; u++) o[(size_t)kt * 16 + u] = 0.0f;
+            }
+            wti += direct16_wt_floats(&t);
+        }
+}
+
 void direct16_pack_input_weights(const direct_geom *g, const float *w, float *wti) {
+    if (input_by_phases(g)) {
+        pack_phase_weights(g, w, wti);
+        return;
+    }
     if (!input_by_channels(g)) return;
     const int taps = g->kh * g->kw, ck = g->c * taps, kt = g->kg * taps;
     for (int cb = 0; cb < rounded16(g->c) / 16; cb++) {
@@ -397,11 +507,57 @@ static void wide_run(wide_args a, int rows, int nv) {
     }
 }
 
+/* The strided input gradient, phase by phase: dy cut and zero-padded to what the phase reads, a
+ * forward pass with the phase's sub-kernels, its output spread onto dx's cells of the phase. A
+ * phase that no tap reaches gets zeros. */
+static void input_grad_phases(const direct_geom *g, const float *dy, const float *wti, float *dx, float *ws) {
+    for (int qh = 0; qh < g->sh; qh++)
+        for (int qw = 0; qw < g->sw; qw++) {
+            phase1 fh, fw;
+            const int live = phase_at(g, qh, qw, &fh, &fw);
+            if (!live) {
+                for (int c = 0; c < g->c; c++)
+                    for (int i = 0; i < fh.count; i++)
+                        for (int j = 0; j < fw.count; j++)
+                            dx[((size_t)c * g->h + fh.start + (size_t)i * g->sh) * g->w + fw.start + j * g->sw] = 0.0f;
+                continue;
+            }
+            const direct_geom t = phase_geom(g, &fh, &fw);
+            float *in = ws, *out = in + (size_t)t.c * t.h * t.w, *rest = out + (size_t)t.kg * t.oh * t.ow;
+            /* in[k][i][j] = dy[k][e0 + i][e0' + j], zero outside dy: columns j0 .. j1 − 1 are inside. */
+            const int j0 = fw.e0 < 0 ? -fw.e0 : 0, j1 = g->ow - fw.e0 < t.w ? g->ow - fw.e0 : t.w;
+            for (int k = 0; k < g->kg; k++)
+                for (int i = 0; i < t.h; i++) {
+                    const int y = fh.e0 + i;
+                    float *row = in + ((size_t)k * t.h + i) * t.w;
+                    if (y < 0 || y >= g->oh || j1 <= j0) {
+                        memset(row, 0, (size_t)t.w * sizeof *row);
+                        continue;
+                    }
+                    memset(row, 0, (size_t)j0 * sizeof *row);
+                    memcpy(row + j0, dy + ((size_t)k * g->oh + y) * g->ow + fw.e0 + j0, (size_t)(j1 - j0) * sizeof *row);
+                    memset(row + j1, 0, (size_t)(t.w - j1) * sizeof *row);
+                }
+            direct16_forward(&t, in, wti, out, rest);
+            for (int c = 0; c < g->c; c++)
+                for (int i = 0; i < t.oh; i++) {
+                    const float *src = out + ((size_t)c * t.oh + i) * t.ow;
+                    float *dst = dx + ((size_t)c * g->h + fh.start + (size_t)i * g->sh) * g->w + fw.start;
+                    for (int j = 0; j < t.ow; j++) dst[(size_t)j * g->sw] = src[j];
+                }
+            wti += direct16_wt_floats(&t);
+        }
+}
+
 void direct16_input_grad(const direct_geom *g, const float *dy, const float *w, const float *wti, float *dx,
                          float *ws) {
     if (input_by_channels(g)) {
         const direct_geom t = input_geom(g);
         direct16_forward(&t, dy, wti, dx, ws);
+        return;
+    }
+    if (input_by_phases(g)) {
+        input_grad_phases(g, dy, wti, dx, ws);
         return;
     }
     const int wp = g->w + 2 * g->pw, taps = g->kh * g->kw;
@@ -557,6 +713,10 @@ void direct16_weight_grad(const direct_geom *g, const float *x, const float *dy,
     (void)g, (void)x, (void)dy, (void)dwt, (void)ws;
 }
 void direct16_pack_input_weights(const direct_geom *g, const float *w, float *wti) { (void)g, (void)w, (void)wti; }
+int direct16_input_direct(const direct_geom *g) {
+    (void)g;
+    return 0;
+}
 void direct16_input_grad(const direct_geom *g, const float *dy, const float *w, const float *wti, float *dx,
                          float *ws) {
     (void)g, (void)dy, (void)w, (void)wti, (void)dx, (void)ws;

@@ -51,8 +51,12 @@ size_t direct16_wti_floats(const direct_geom *g);
  * as a forward pass with input channels in registers (16 or more of them); otherwise nothing. */
 void direct16_pack_input_weights(const direct_geom *g, const float *w, float *wti);
 
+/* 1 when direct16_input_grad takes this layer: stride 1, or a stride with 16 or more input
+ * channels (then it works phase by phase, see direct.c); otherwise the caller uses im2col's. */
+int direct16_input_direct(const direct_geom *g);
+
 /* dx [c, h, w] = the full convolution of dy with the kernels rotated 180° (note 002), without the
- * padding rows and columns. dx is overwritten. Stride 1 only (sh = sw = 1). With 16 or more input
+ * padding rows and columns. dx is overwritten. Only where direct16_input_direct says so. With 16 or more input
  * channels it is the forward pass of the layer whose weights direct16_pack_input_weights packed
  * into wti, over dy padded by (kh−1)·dh − ph rows and (kw−1)·dw − pw columns, 16 input channels
  * to a register; with fewer, dy is padded into dyz and each vector holds 16 cells of one input

@@ -232,8 +232,8 @@ static direct_geom conv2d_direct_geom(const layer *l) {
 /* Several input channels per group, a kernel larger than 1×1, and output channels that fill at
  * least half of their last block of 16: the direct kernels of kernels/direct.c, where the CPU
  * has them. They beat im2col + GEMM on every benchmark shape, small (no copies, no tile edges)
- * and large (24 accumulators in registers). With a stride, the input gradient still goes through
- * a GEMM and col2im. */
+ * and large (24 accumulators in registers). With a stride and fewer than 16 input channels the
+ * input gradient still goes through a GEMM and col2im (direct16_input_direct). */
 static int conv2d_is_direct16(const layer *l) {
     const conv2d_opts *o = &l->o.conv;
     const int cg = l->c / o->groups, kg = l->oc / o->groups;
@@ -275,7 +275,7 @@ static size_t chunk_col_floats(const layer *l) {
     if (conv2d_is_direct16(l)) {
         const direct_geom g = conv2d_direct_geom(l);
         const size_t d = direct16_ws_floats(&g);
-        return o->sh == 1 && o->sw == 1 ? d : d > col ? d : col;   /* strided: col for dX */
+        return direct16_input_direct(&g) ? d : d > col ? d : col;   /* else col for im2col's dX */
     }
     if (conv2d_is_direct(l)) {
         const direct_geom g = conv2d_direct_geom(l);
@@ -551,7 +551,7 @@ static void conv2d_backward(const layer *l, int n, const float *x, const float *
                 float *dxs = dx ? dx + ((size_t)s * o->groups + gr) * xg : NULL;
                 if (direct16) {
                     direct16_weight_grad(&dg, xs, dys, dw + (size_t)gr * kg * ck, col);
-                    if (dx && o->sh == 1 && o->sw == 1) {
+                    if (dx && direct16_input_direct(&dg)) {
                         direct16_input_grad(&dg, dys, wg, wti + gr * direct16_wti_floats(&dg), dxs, col);
                         continue;
                     }
