@@ -20,22 +20,7 @@
 #include <zlib.h>
 
 #include "cnn.h"
-
-/* Fails the test, showing the message, unless cnn_last_error() contains `sub`. */
-#define assert_error_contains(sub)                                                                 \
-    do {                                                                                           \
-        if (!strstr(cnn_last_error(), (sub)))                                                      \
-            fail_msg("error message \"%s\" does not contain \"%s\"", cnn_last_error(), (sub));     \
-    } while (0)
-
-/* Fails unless status `s` is `want`, showing the message. */
-#define assert_status(s, want)                                                                     \
-    do {                                                                                           \
-        cnn_status s_ = (s);                                                                       \
-        if (s_ != (want))                                                                          \
-            fail_msg("status %s (\"%s\"), expected %s", cnn_status_name(s_), cnn_last_error(),     \
-                     cnn_status_name(want));                                                       \
-    } while (0)
+#include "testutil.h"
 
 #define PATH 512
 
@@ -52,25 +37,9 @@ static int group_setup(void **state) {
 }
 
 /* Removes a directory tree (regular files and directories only, as the tests make). */
-static int rm_tree(const char *path) {
-    struct stat sb;
-    if (lstat(path, &sb) != 0) return -1;
-    if (!S_ISDIR(sb.st_mode)) return remove(path);
-    DIR *d = opendir(path);
-    if (!d) return -1;
-    struct dirent *e;
-    while ((e = readdir(d)) != NULL) {
-        if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0) continue;
-        char p[PATH];
-        if (snprintf(p, sizeof p, "%s/%s", path, e->d_name) < PATH) rm_tree(p);
-    }
-    closedir(d);
-    return rmdir(path);
-}
-
 static int group_teardown(void **state) {
     (void)state;
-    return rm_tree(tmpdir);
+    return tu_remove_tree(tmpdir);
 }
 
 /* buf[PATH] = dir/name. */
@@ -99,10 +68,7 @@ static void write_bytes(const char *path, const void *buf, size_t len) {
         if (len) assert_int_equal(gzwrite(gz, buf, (unsigned)len), (int)len);
         assert_int_equal(gzclose(gz), Z_OK);
     } else {
-        FILE *f = fopen(path, "wb");
-        assert_non_null(f);
-        if (len) assert_int_equal(fwrite(buf, 1, len, f), len);
-        assert_int_equal(fclose(f), 0);
+        tu_write_bytes(path, buf, len);
     }
 }
 

@@ -38,6 +38,7 @@
 
 #include "cnn.h"
 #include "clirun.h"
+#include "testutil.h"
 
 #define PATH_LEN 1024
 #define MSG_LEN 4096
@@ -57,14 +58,7 @@ static char *tmp_path(char *buf, const char *name) {
     return buf;
 }
 
-static void write_bytes(const char *path, const void *data, size_t len) {
-    FILE *f = fopen(path, "wb");
-    if (!f) fail_msg("cannot create %s: %s", path, strerror(errno));
-    if (len) assert_int_equal(fwrite(data, 1, len, f), len);
-    assert_int_equal(fclose(f), 0);
-}
-
-static void write_text(const char *path, const char *text) { write_bytes(path, text, strlen(text)); }
+static void write_text(const char *path, const char *text) { tu_write_bytes(path, text, strlen(text)); }
 
 /* Reads up to cap - 1 bytes of a file into buf as a NUL-terminated string ("" if it cannot be
  * read). The buffers are static, never malloc'd: a failing test longjmps out of its body, and
@@ -86,23 +80,6 @@ static int file_exists(const char *path) {
 }
 
 /* Removes the directory `dir` and everything in it (two levels are enough here). */
-static void remove_tree(const char *dir, int depth) {
-    DIR *d = opendir(dir);
-    if (d) {
-        struct dirent *e;
-        char path[PATH_LEN];
-        while ((e = readdir(d)) != NULL) {
-            if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, "..")) continue;
-            snprintf(path, sizeof path, "%s/%s", dir, e->d_name);
-            struct stat sb;
-            if (depth > 0 && lstat(path, &sb) == 0 && S_ISDIR(sb.st_mode)) remove_tree(path, depth - 1);
-            else unlink(path);
-        }
-        closedir(d);
-    }
-    rmdir(dir);
-}
-
 /* Fails unless `haystack` contains every string of the NULL-terminated `subs`. */
 static void assert_contains_all(const char *what, const char *haystack, const char *const *subs) {
     for (int i = 0; subs[i]; i++)
@@ -224,7 +201,7 @@ static int group_setup(void **state) {
 
 static int group_teardown(void **state) {
     (void)state;
-    remove_tree(tmpdir, 2);
+    tu_remove_tree(tmpdir);
     return 0;
 }
 
@@ -576,7 +553,7 @@ static void test_load_model_with_nul_byte(void **state) {
     (void)state;
     char p[PATH_LEN];
     tmp_path(p, "lib_nul.cnn");
-    write_bytes(p, "input 1 8 8\nre\0lu\n", 18);
+    tu_write_bytes(p, "input 1 8 8\nre\0lu\n", 18);
     cnn_net *net = NULL;
     assert_int_equal(cnn_net_load(p, &net), CNN_ERR_PARSE);
     assert_null(net);
@@ -767,7 +744,7 @@ static void write_crafted(const char *path, uint64_t header_len, const char *jso
     for (int i = 0; i < 8; i++) buf[i] = (unsigned char)(header_len >> (8 * i));
     memcpy(buf + 8, json, j);
     if (data_len) memcpy(buf + 8 + j, data, data_len);
-    write_bytes(path, buf, 8 + j + data_len);
+    tu_write_bytes(path, buf, 8 + j + data_len);
     free(buf);
 }
 
@@ -934,7 +911,7 @@ static void test_cli_grad_model_with_nul_byte(void **state) {
     (void)state;
     char m[PATH_LEN];
     tmp_path(m, "nul.cnn");
-    write_bytes(m, "input 1 4 4\nre\0lu\n", 18);
+    tu_write_bytes(m, "input 1 4 4\nre\0lu\n", 18);
     GRAD_BAD("model_nul", m, weights_path, in_go_path, NULL, m, "NUL");
 }
 
@@ -970,7 +947,7 @@ static void test_cli_grad_weights_shorter_than_8_bytes(void **state) {
     (void)state;
     char w[PATH_LEN];
     tmp_path(w, "w_5_bytes.safetensors");
-    write_bytes(w, "\x10\0\0\0\0", 5);
+    tu_write_bytes(w, "\x10\0\0\0\0", 5);
     GRAD_BAD("w_5_bytes", model_path, w, in_go_path, NULL, w, "5 bytes", "fewer than the 8");
 }
 
@@ -1131,7 +1108,7 @@ static void test_cli_grad_input_file_truncated(void **state) {
     assert_int_equal(stat(in_go_path, &sb), 0);
     assert_true(sb.st_size > 9 && (size_t)sb.st_size < sizeof bytes);
     read_into(in_go_path, bytes, sizeof bytes); /* binary, but every byte is read */
-    write_bytes(in, bytes, (size_t)sb.st_size - 9);
+    tu_write_bytes(in, bytes, (size_t)sb.st_size - 9);
     GRAD_BAD("in_truncated", model_path, weights_path, in, NULL, in, "truncated");
 }
 

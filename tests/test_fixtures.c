@@ -30,6 +30,7 @@
 #include <cmocka.h>
 
 #include "cnn.h"
+#include "testutil.h"
 
 #define MIN_FIXTURES 50
 #define TOLERANCE 1e-4
@@ -69,20 +70,6 @@ static char *read_text(const char *path) {
 }
 
 /* Removes every entry of a flat directory, then the directory. */
-static void remove_tree(const char *dir) {
-    DIR *d = opendir(dir);
-    if (d) {
-        struct dirent *e;
-        char path[PATH_LEN];
-        while ((e = readdir(d)) != NULL) {
-            if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0) continue;
-            if (join(path, dir, e->d_name)) unlink(path);
-        }
-        closedir(d);
-    }
-    rmdir(dir);
-}
-
 /* Runs argv with stdout and stderr sent to log_path; returns the wait status, or -1. */
 static int run_logged(char *const argv[], const char *log_path) {
     fflush(stdout);
@@ -217,7 +204,7 @@ static void test_fixture(void **state) {
     }
     if (!join(out, tmpl, "out.safetensors") || !join(log_path, tmpl, "log")) {
         free(args);
-        remove_tree(tmpl);
+        tu_remove_tree(tmpl);
         fail_msg("%s: path too long", dir);
     }
 
@@ -249,7 +236,7 @@ static void test_fixture(void **state) {
         cnn_st_free(exp_st);
         cnn_st_free(out_st);
     }
-    remove_tree(tmpl);
+    tu_remove_tree(tmpl);
     if (what[0]) fail_msg("%s: %s", dir, what);
 }
 

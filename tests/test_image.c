@@ -36,6 +36,7 @@
 
 #include "cnn.h"
 #include "clirun.h"
+#include "testutil.h"
 
 #define PATH_LEN 1024
 #define CLI_TIMEOUT_S 120
@@ -49,14 +50,7 @@ static char *tmp_path(char *buf, const char *name) {
     return buf;
 }
 
-static void write_bytes(const char *path, const void *data, size_t len) {
-    FILE *f = fopen(path, "wb");
-    if (!f) fail_msg("cannot create %s: %s", path, strerror(errno));
-    if (len) assert_int_equal(fwrite(data, 1, len, f), len);
-    assert_int_equal(fclose(f), 0);
-}
-
-static void write_text(const char *path, const char *text) { write_bytes(path, text, strlen(text)); }
+static void write_text(const char *path, const char *text) { tu_write_bytes(path, text, strlen(text)); }
 
 /* Reads a whole (small) file into buf; returns its length. */
 static size_t read_file(const char *path, void *buf, size_t cap) {
@@ -66,23 +60,6 @@ static size_t read_file(const char *path, void *buf, size_t cap) {
     fclose(f);
     assert_true(len < cap);
     return len;
-}
-
-static void remove_tree(const char *dir) {
-    DIR *d = opendir(dir);
-    if (d) {
-        struct dirent *e;
-        char path[PATH_LEN];
-        while ((e = readdir(d)) != NULL) {
-            if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, "..")) continue;
-            snprintf(path, sizeof path, "%s/%s", dir, e->d_name);
-            struct stat sb;
-            if (lstat(path, &sb) == 0 && S_ISDIR(sb.st_mode)) rmdir(path);
-            else unlink(path);
-        }
-        closedir(d);
-    }
-    rmdir(dir);
 }
 
 static void assert_contains_all(const char *what, const char *haystack, const char *const *subs) {
@@ -172,7 +149,7 @@ static void test_pgm_binary_exact(void **state) {
     (void)state;
     const unsigned char pgm[] = "P5\n# a comment\n2 2\n255\n\x00\x40\x80\xff";
     char p[PATH_LEN];
-    write_bytes(tmp_path(p, "grey.pgm"), pgm, sizeof pgm - 1);
+    tu_write_bytes(tmp_path(p, "grey.pgm"), pgm, sizeof pgm - 1);
     const float want[4] = {0.0f, 64 / 255.0f, 128 / 255.0f, 1.0f};
     expect_exact(p, 1, 2, 2, want);
 }
@@ -372,16 +349,16 @@ static void test_error_truncated_png(void **state) {
     static unsigned char bytes[1 << 16];
     size_t len = read_file(p, bytes, sizeof bytes);
     assert_true(len > 100);
-    write_bytes(tmp_path(p, "truncated.png"), bytes, len / 2);
+    tu_write_bytes(tmp_path(p, "truncated.png"), bytes, len / 2);
     EXPECT_ERROR(p, 1, 4, 4, CNN_ERR_FORMAT, p, "PNG", "does not decode");
-    write_bytes(tmp_path(p, "truncated_header.png"), bytes, 12);
+    tu_write_bytes(tmp_path(p, "truncated_header.png"), bytes, 12);
     EXPECT_ERROR(p, 1, 4, 4, CNN_ERR_FORMAT, p, "PNG", "does not decode");
 }
 
 static void test_error_empty_file(void **state) {
     (void)state;
     char p[PATH_LEN];
-    write_bytes(tmp_path(p, "empty.png"), "", 0);
+    tu_write_bytes(tmp_path(p, "empty.png"), "", 0);
     EXPECT_ERROR(p, 1, 4, 4, CNN_ERR_FORMAT, p, "empty");
 }
 
@@ -424,7 +401,7 @@ static char *huge_png(char *p, const char *name, uint32_t w, uint32_t h) {
     put32be(c, 0);
     memcpy(c + 4, "IEND", 4);
     put32be(c + 8, (uint32_t)crc32(0, c + 4, 4));
-    write_bytes(tmp_path(p, name), b, sizeof b);
+    tu_write_bytes(tmp_path(p, name), b, sizeof b);
     return p;
 }
 
@@ -437,7 +414,7 @@ static char *huge_bmp(char *p, const char *name, uint32_t w, uint32_t h) {
     put32le(b + 18, w);
     put32le(b + 22, h);
     b[26] = 1, b[28] = 24;
-    write_bytes(tmp_path(p, name), b, sizeof b);
+    tu_write_bytes(tmp_path(p, name), b, sizeof b);
     return p;
 }
 
@@ -704,7 +681,7 @@ static int group_setup(void **state) {
 
 static int group_teardown(void **state) {
     (void)state;
-    remove_tree(tmpdir);
+    tu_remove_tree(tmpdir);
     return 0;
 }
 

@@ -27,6 +27,7 @@
 #include <zlib.h>
 
 #include "cnn.h"
+#include "testutil.h"
 
 /* ---------------------------------------------------------------------------------------------
  * Watching allocations
@@ -84,21 +85,6 @@ static void assert_never_tried(const char *what, uint64_t claimed, size_t bound)
                  "size may take", what, largest, bound);
 }
 
-/* Fails the test, showing the message, unless cnn_last_error() contains `sub`. */
-#define assert_error_contains(sub)                                                                 \
-    do {                                                                                           \
-        if (!strstr(cnn_last_error(), (sub)))                                                      \
-            fail_msg("error message \"%s\" does not contain \"%s\"", cnn_last_error(), (sub));     \
-    } while (0)
-
-#define assert_status(s, want)                                                                     \
-    do {                                                                                           \
-        cnn_status s_ = (s);                                                                       \
-        if (s_ != (want))                                                                          \
-            fail_msg("status %s (\"%s\"), expected %s", cnn_status_name(s_), cnn_last_error(),     \
-                     cnn_status_name(want));                                                       \
-    } while (0)
-
 /* What reading a file may take beyond its own size: the 64 KiB first buffer of cnn_st_load and
  * small fixed structures. */
 #define SLACK 65536
@@ -118,9 +104,7 @@ static int group_setup(void **state) {
 
 static int group_teardown(void **state) {
     (void)state;
-    char cmd[128];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmpdir);
-    return system(cmd) == 0 ? 0 : -1;
+    return tu_remove_tree(tmpdir);
 }
 
 static const char *tpath(char *buf, const char *name) {

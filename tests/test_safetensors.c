@@ -16,17 +16,11 @@
 #include <unistd.h>
 
 #include "cnn.h"
+#include "testutil.h"
 
 #ifndef TEST_DATA_DIR
 #define TEST_DATA_DIR "tests/data"
 #endif
-
-/* Fails the test, showing the message, unless cnn_last_error() contains `sub`. */
-#define assert_error_contains(sub)                                                                 \
-    do {                                                                                           \
-        if (!strstr(cnn_last_error(), (sub)))                                                      \
-            fail_msg("error message \"%s\" does not contain \"%s\"", cnn_last_error(), (sub));     \
-    } while (0)
 
 /* ---------------------------------------------------------------------------------------------
  * Helpers
@@ -47,15 +41,7 @@ static int group_setup(void **state) {
 
 static int group_teardown(void **state) {
     (void)state;
-    static const char *names[] = {"round.safetensors", "layout.safetensors", "torch.safetensors",
-                                  "bad.safetensors", "empty.safetensors", "never.safetensors",
-                                  "never.safetensors.tmp"};
-    char p[128];
-    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
-        tmp_path(p, sizeof p, names[i]);
-        remove(p);
-    }
-    return rmdir(tmpdir);
+    return tu_remove_tree(tmpdir);
 }
 
 /* A safetensors file in memory: the 8-byte little-endian `header_len`, `json`, then `data`.

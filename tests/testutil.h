@@ -1,7 +1,10 @@
-/* Helpers shared by the tests: build a net from model text, run it on one path, compare arrays. */
+/* Helpers shared by the tests: build a net from model text, run it on one path, compare arrays;
+ * assert on statuses and messages; write files and remove a temporary directory. */
 #ifndef CNN_TESTUTIL_H
 #define CNN_TESTUTIL_H
 
+#include <dirent.h>
+#include <errno.h>
 #include <math.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -9,6 +12,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 #include <cmocka.h>
 
 #include "cnn.h"
@@ -50,6 +55,48 @@ static inline void tu_close(const char *what, const float *got, const double *wa
         if (!(fabs((double)got[i] - want[i]) <= tol * scale))
             fail_msg("%s[%d] = %.9g, expected %.9g", what, i, (double)got[i], want[i]);
     }
+}
+
+/* Fails the test, showing the message, unless cnn_last_error() contains `sub`. */
+#define assert_error_contains(sub)                                                                 \
+    do {                                                                                           \
+        if (!strstr(cnn_last_error(), (sub)))                                                      \
+            fail_msg("error message \"%s\" does not contain \"%s\"", cnn_last_error(), (sub));     \
+    } while (0)
+
+/* Fails unless status `s` is `want`, showing the message. */
+#define assert_status(s, want)                                                                     \
+    do {                                                                                           \
+        cnn_status s_ = (s);                                                                       \
+        if (s_ != (want))                                                                          \
+            fail_msg("status %s (\"%s\"), expected %s", cnn_status_name(s_), cnn_last_error(),     \
+                     cnn_status_name(want));                                                       \
+    } while (0)
+
+/* Writes len bytes to path, replacing it; fails the test if it cannot. */
+static inline void tu_write_bytes(const char *path, const void *data, size_t len) {
+    FILE *f = fopen(path, "wb");
+    if (!f) fail_msg("cannot create %s: %s", path, strerror(errno));
+    if (len) assert_int_equal(fwrite(data, 1, len, f), len);
+    assert_int_equal(fclose(f), 0);
+}
+
+/* Removes path and, if it is a directory, everything under it (a test's temporary directory).
+ * Returns 0, or -1 if something could not be removed. */
+static inline int tu_remove_tree(const char *path) {
+    struct stat sb;
+    if (lstat(path, &sb) != 0) return -1;
+    if (!S_ISDIR(sb.st_mode)) return remove(path);
+    DIR *d = opendir(path);
+    if (!d) return -1;
+    int rc = 0;
+    for (struct dirent *e; (e = readdir(d)) != NULL;) {
+        if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, "..")) continue;
+        char p[1024];
+        if (snprintf(p, sizeof p, "%s/%s", path, e->d_name) >= (int)sizeof p || tu_remove_tree(p)) rc = -1;
+    }
+    closedir(d);
+    return rmdir(path) || rc ? -1 : 0;
 }
 
 #endif
