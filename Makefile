@@ -136,8 +136,7 @@ $(FUZZ_BUILD)/fuzz_matrix: $(FUZZ_BUILD)/obj/cli/matrix.o
 $(FUZZ_BUILD)/obj/src/io/stb_image.o: FUZZ_SAN := -fsanitize=address -fno-omit-frame-pointer
 
 fuzz-deps:
-	@sh tools/install-deps.sh build $(BLAS_DEPS)
-	@sh tools/install-fuzz-deps.sh
+	@sh tools/install-deps.sh fuzz $(BLAS_DEPS)
 
 fuzz: fuzz-deps
 	@$(MAKE) --no-print-directory $(FUZZ_BIN)

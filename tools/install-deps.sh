@@ -2,6 +2,7 @@
 # Installs the Debian packages that cnn needs and that this machine lacks.
 #   sh tools/install-deps.sh build    what the library, the CLI and the tests need (the default)
 #   sh tools/install-deps.sh bench    that, and what `make bench` needs besides
+#   sh tools/install-deps.sh fuzz     that, and what `make fuzz` and CI's leak check need besides
 #   sh tools/install-deps.sh MODE openblas   MODE's packages and OpenBLAS's headers and library,
 #                                     for `make BLAS=openblas` (optional; the default build lacks it)
 #
@@ -10,6 +11,9 @@
 #   bench: python3-torch, the PyTorch side of the benchmark (run with /usr/bin/python3), and
 #   OpenBLAS, which takes over libblas.so.3 from the reference BLAS, so that PyTorch's matrix
 #   products (the linear layers) run at their best
+#   fuzz: clang, libclang-rt-dev and libomp-dev (libFuzzer and the sanitizers with OpenMP), llvm
+#   (llvm-profdata and llvm-cov, a fuzz campaign's coverage report), valgrind (the leak check of a
+#   short `cnn train`, tools/valgrind-train.sh)
 #   openblas: libopenblas-dev (cblas.h, -lopenblas), for the build whose gemm() calls
 #   cblas_sgemm instead of cnn's own micro-kernels
 set -e
@@ -17,12 +21,13 @@ want="libjansson-dev zlib1g-dev libstb-dev libcairo2-dev libcmocka-dev"
 case "${1:-build}" in
     build) ;;
     bench) want="$want python3-torch libopenblas0-pthread" ;;
-    *) echo "usage: install-deps.sh [build|bench] [openblas]" >&2; exit 2 ;;
+    fuzz) want="$want clang libclang-rt-dev libomp-dev llvm valgrind" ;;
+    *) echo "usage: install-deps.sh [build|bench|fuzz] [openblas]" >&2; exit 2 ;;
 esac
 case "${2:-}" in
     "") ;;
     openblas) want="$want libopenblas-dev" ;;
-    *) echo "usage: install-deps.sh [build|bench] [openblas]" >&2; exit 2 ;;
+    *) echo "usage: install-deps.sh [build|bench|fuzz] [openblas]" >&2; exit 2 ;;
 esac
 missing=""
 for p in $want; do

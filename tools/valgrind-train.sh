@@ -8,7 +8,7 @@
 # text in the plot, are its own (tests/valgrind.supp).
 set -e
 build=${1:-build}
-command -v valgrind >/dev/null || { echo "valgrind is missing: sh tools/install-fuzz-deps.sh" >&2; exit 2; }
+command -v valgrind >/dev/null || { echo "valgrind is missing: sh tools/install-deps.sh fuzz" >&2; exit 2; }
 dir=$(mktemp -d /tmp/cnn_valgrind_XXXXXX)
 trap 'rm -rf "$dir"' EXIT INT TERM
 fx=tests/train_fixtures/adam
