@@ -24,8 +24,9 @@ import os
 import re
 import shlex
 import statistics
-import subprocess
 import sys
+
+from run import cpu_info, run_json   # bench/run.py, beside this file
 
 # name, what (the gemm() call or the workload), metric, higher is better
 GEMMS = [
@@ -51,31 +52,6 @@ WORKLOADS = [(w, what, "gflops", True) for w, what in GEMMS] + [
     ("conv_v_fb", "conv (v) N32 C128 28² K128 3×3 pad 1 stride 2, forward+backward", "ms", False),
 ]
 UNITS = {"gflops": "GFLOP/s", "images_per_s": "images/s", "latency_us": "µs", "ms": "ms"}
-
-
-def run_json(cmd, env, timeout):
-    """Runs one benchmark process; returns its last JSON line, or {"error": ...}."""
-    try:
-        p = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=timeout)
-    except subprocess.TimeoutExpired:
-        return {"error": f"timed out after {timeout} s"}
-    lines = [ln for ln in p.stdout.splitlines() if ln.startswith("{")]
-    if p.returncode != 0 or not lines:
-        msg = (p.stderr.strip().splitlines() or [f"exit status {p.returncode}"])[-1]
-        return {"error": msg}
-    return json.loads(lines[-1])
-
-
-def cpu_model():
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                k, _, v = line.partition(":")
-                if k.strip() == "model name":
-                    return v.strip()
-    except OSError:
-        pass
-    return "unknown CPU"
 
 
 def fmt(v, metric):
@@ -170,7 +146,7 @@ def main():
     lines = [
         f"- **Command:** `{cmd}`",
         f"- **Date:** {started:%Y-%m-%d %H:%M %Z} to {finished:%H:%M}",
-        f"- **CPU:** {cpu_model()}, {os.cpu_count()} logical CPUs; load average {load0[0]:.2f} at the start, "
+        f"- **CPU:** {cpu_info()[0]}, {os.cpu_count()} logical CPUs; load average {load0[0]:.2f} at the start, "
         f"{load1[0]:.2f} at the end",
         f"- **own:** GEMM micro-kernel `{info['own'].get('gemm_kernel', '?')}` ({sides[0][1]}); "
         f"**OpenBLAS:** {ob.get('config', '?')}, core type {ob.get('corename', '?')}, on one thread "
