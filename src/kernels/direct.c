@@ -162,6 +162,32 @@ size_t direct16_wt_floats(const direct_geom *g) {
 #define T16 __attribute__((target("avx512f")))
 #define TILE static inline __attribute__((always_inline)) T16
 
+/* NAME_tab[A − 1][B − 1] is NAME_tile(a, A, B) compiled with A and B constant, so that the
+ * tile's accumulators are registers: one function per register block a kernel is called with. */
+#define INSTANCE(NAME, ARGS, A, B) \
+    static T16 void NAME##_##A##_##B(const ARGS *a) { NAME##_tile(a, A, B); }
+#define ROW_OF_4(NAME, ARGS, A) INSTANCE(NAME, ARGS, A, 1) INSTANCE(NAME, ARGS, A, 2) \
+    INSTANCE(NAME, ARGS, A, 3) INSTANCE(NAME, ARGS, A, 4)
+#define ROW_OF_5(NAME, ARGS, A) ROW_OF_4(NAME, ARGS, A) INSTANCE(NAME, ARGS, A, 5)
+#define ROW_OF_12(NAME, ARGS, A) ROW_OF_4(NAME, ARGS, A) INSTANCE(NAME, ARGS, A, 5) \
+    INSTANCE(NAME, ARGS, A, 6) INSTANCE(NAME, ARGS, A, 7) INSTANCE(NAME, ARGS, A, 8) \
+    INSTANCE(NAME, ARGS, A, 9) INSTANCE(NAME, ARGS, A, 10) INSTANCE(NAME, ARGS, A, 11) \
+    INSTANCE(NAME, ARGS, A, 12)
+#define PTRS_4(NAME, A) NAME##_##A##_1, NAME##_##A##_2, NAME##_##A##_3, NAME##_##A##_4
+#define PTRS_5(NAME, A) PTRS_4(NAME, A), NAME##_##A##_5
+#define PTRS_12(NAME, A) PTRS_5(NAME, A), NAME##_##A##_6, NAME##_##A##_7, NAME##_##A##_8, \
+    NAME##_##A##_9, NAME##_##A##_10, NAME##_##A##_11, NAME##_##A##_12
+#define INSTANCES_2x12(NAME, ARGS) ROW_OF_12(NAME, ARGS, 1) ROW_OF_12(NAME, ARGS, 2) \
+    static void (*const NAME##_tab[2][12])(const ARGS *) = {{PTRS_12(NAME, 1)}, {PTRS_12(NAME, 2)}};
+#define INSTANCES_6x4(NAME, ARGS) ROW_OF_4(NAME, ARGS, 1) ROW_OF_4(NAME, ARGS, 2) ROW_OF_4(NAME, ARGS, 3) \
+    ROW_OF_4(NAME, ARGS, 4) ROW_OF_4(NAME, ARGS, 5) ROW_OF_4(NAME, ARGS, 6) \
+    static void (*const NAME##_tab[6][4])(const ARGS *) = {{PTRS_4(NAME, 1)}, {PTRS_4(NAME, 2)}, \
+        {PTRS_4(NAME, 3)}, {PTRS_4(NAME, 4)}, {PTRS_4(NAME, 5)}, {PTRS_4(NAME, 6)}};
+#define INSTANCES_4x5(NAME, ARGS) ROW_OF_5(NAME, ARGS, 1) ROW_OF_5(NAME, ARGS, 2) ROW_OF_5(NAME, ARGS, 3) \
+    ROW_OF_5(NAME, ARGS, 4) \
+    static void (*const NAME##_tab[4][5])(const ARGS *) = {{PTRS_5(NAME, 1)}, {PTRS_5(NAME, 2)}, \
+        {PTRS_5(NAME, 3)}, {PTRS_5(NAME, 4)}};
+
 /* x as the kernels read it: padded into ws when the layer pads, else x itself. */
 static const float *padded_input(const direct_geom *g, const float *x, float *ws) {
     if (!g->ph && !g->pw) return x;
@@ -321,15 +347,7 @@ TILE void fwd_tile(const fwd_args *a, const int KB, const int M) {
         for (int kb = 0; kb < KB; kb++) _mm512_storeu_ps(a->out + (size_t)(i * KB + kb) * 16, acc[kb][i]);
 }
 
-#define FWD(KB, M) \
-    static T16 void fwd_##KB##_##M(const fwd_args *a) { fwd_tile(a, KB, M); }
-#define FWD12(KB) FWD(KB, 1) FWD(KB, 2) FWD(KB, 3) FWD(KB, 4) FWD(KB, 5) FWD(KB, 6) \
-    FWD(KB, 7) FWD(KB, 8) FWD(KB, 9) FWD(KB, 10) FWD(KB, 11) FWD(KB, 12)
-FWD12(1)
-FWD12(2)
-#define ROW12(P, KB) {P##KB##_1, P##KB##_2, P##KB##_3, P##KB##_4, P##KB##_5, P##KB##_6, \
-    P##KB##_7, P##KB##_8, P##KB##_9, P##KB##_10, P##KB##_11, P##KB##_12}
-static void (*const fwd_tab[2][12])(const fwd_args *) = {ROW12(fwd_, 1), ROW12(fwd_, 2)};
+INSTANCES_2x12(fwd, fwd_args)
 
 void direct16_forward(const direct_geom *g, const float *x, const float *wt, float *y, float *ws) {
     const float *xp = padded_input(g, x, ws);
@@ -392,13 +410,7 @@ TILE void dw_tile(const dw_args *a, const int KB, const int TB) {
         for (int kb = 0; kb < KB; kb++) _mm512_storeu_ps(a->out + (size_t)(j * KB + kb) * 16, acc[kb][j]);
 }
 
-#define DW(KB, M) \
-    static T16 void dw_##KB##_##M(const dw_args *a) { dw_tile(a, KB, M); }
-#define DW12(KB) DW(KB, 1) DW(KB, 2) DW(KB, 3) DW(KB, 4) DW(KB, 5) DW(KB, 6) \
-    DW(KB, 7) DW(KB, 8) DW(KB, 9) DW(KB, 10) DW(KB, 11) DW(KB, 12)
-DW12(1)
-DW12(2)
-static void (*const dw_tab[2][12])(const dw_args *) = {ROW12(dw_, 1), ROW12(dw_, 2)};
+INSTANCES_2x12(dw, dw_args)
 
 void direct16_weight_grad(const direct_geom *g, const float *x, const float *dy, float *dwt, float *ws) {
     const float *xp = padded_input(g, x, ws);
@@ -478,17 +490,7 @@ TILE void wide_tile(const wide_args *a, const int J, const int V) {
         for (int v = 0; v < V; v++) _mm512_storeu_ps(a->out + j * a->oplane + 16 * v, acc[j][v]);
 }
 
-#define WIDE(J, V) \
-    static T16 void wide_##J##_##V(const wide_args *a) { wide_tile(a, J, V); }
-#define WIDE4(J) WIDE(J, 1) WIDE(J, 2) WIDE(J, 3) WIDE(J, 4)
-WIDE4(1)
-WIDE4(2)
-WIDE4(3)
-WIDE4(4)
-WIDE4(5)
-WIDE4(6)
-#define ROW4(J) {wide_##J##_1, wide_##J##_2, wide_##J##_3, wide_##J##_4}
-static void (*const wide_tab[6][4])(const wide_args *) = {ROW4(1), ROW4(2), ROW4(3), ROW4(4), ROW4(5), ROW4(6)};
+INSTANCES_6x4(wide, wide_args)
 
 /* Every tile of `rows` output planes × nv vectors: rows in blocks of 6, cells in blocks of 4
  * vectors. a->src, a->coef and a->out are those of the first tile. */
@@ -535,7 +537,8 @@ static void input_grad_phases(const direct_geom *g, const float *dy, const float
                         continue;
                     }
                     memset(row, 0, (size_t)j0 * sizeof *row);
-                    memcpy(row + j0, dy + ((size_t)k * g->oh + y) * g->ow + fw.e0 + j0, (size_t)(j1 - j0) * sizeof *row);
+                    const float *src = dy + ((size_t)k * g->oh + y) * g->ow + fw.e0;
+                    memcpy(row + j0, src + j0, (size_t)(j1 - j0) * sizeof *row);
                     memset(row + j1, 0, (size_t)(t.w - j1) * sizeof *row);
                 }
             direct16_forward(&t, in, wti, out, rest);
@@ -657,15 +660,7 @@ TILE void red_tile(const red_args *a, const int J, const int TB) {
         for (int t = 0; t < TB; t++) a->out[j * TB + t] = _mm512_reduce_add_ps(acc[j][t]);
 }
 
-#define RED(J, T) \
-    static T16 void red_##J##_##T(const red_args *a) { red_tile(a, J, T); }
-#define RED5(J) RED(J, 1) RED(J, 2) RED(J, 3) RED(J, 4) RED(J, 5)
-RED5(1)
-RED5(2)
-RED5(3)
-RED5(4)
-#define ROW5(J) {red_##J##_1, red_##J##_2, red_##J##_3, red_##J##_4, red_##J##_5}
-static void (*const red_tab[4][5])(const red_args *) = {ROW5(1), ROW5(2), ROW5(3), ROW5(4)};
+INSTANCES_4x5(red, red_args)
 
 void direct1_weight_grad(const direct_geom *g, const float *x, const float *dy, float *dwt, float *ws) {
     const int wp = g->w + 2 * g->pw, nv = wide_vectors(g), taps = g->kh * g->kw;
