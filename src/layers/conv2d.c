@@ -467,19 +467,21 @@ static void conv2d_forward(const layer *l, int n, const float *x, float *y, floa
     const int chunks = chunks_of(n), pointwise = conv2d_is_pointwise(l), direct = conv2d_is_direct(l);
     const int direct16 = conv2d_is_direct16(l), direct1 = conv2d_is_direct1(l);
     const direct_geom dg = conv2d_direct_geom(l);
-    float *wt = ws + (size_t)chunks * chunk_floats(l);
+    /* Sizes computed once: the chunks' slices, then each group's packed weights. */
+    const size_t cf = chunk_floats(l), wtf = direct16 ? direct16_wt_floats(&dg) : 0;
+    float *wt = ws + (size_t)chunks * cf;
     if (direct16)
         for (int gr = 0; gr < o->groups; gr++)
             direct16_pack_weights(&dg, l->param[0] + (size_t)gr * kg * ck, o->bias ? l->param[1] + gr * kg : NULL,
-                                  wt + gr * direct16_wt_floats(&dg));
+                                  wt + gr * wtf);
     PARALLEL_FOR(ch, chunks) {
-        float *col = ws + (size_t)ch * chunk_floats(l);
+        float *col = ws + (size_t)ch * cf;
         for (int s = (int)(n * ch / chunks); s < (int)(n * (ch + 1) / chunks); s++)
             for (int gr = 0; gr < o->groups; gr++) {
                 const float *xs = x + ((size_t)s * o->groups + gr) * xg;
                 float *ys = y + ((size_t)s * l->oc + (size_t)gr * kg) * P;
                 if (direct16) {
-                    direct16_forward(&dg, xs, wt + gr * direct16_wt_floats(&dg), ys, col);
+                    direct16_forward(&dg, xs, wt + gr * wtf, ys, col);
                     continue;
                 }
                 if (direct1) {
@@ -534,12 +536,14 @@ static void conv2d_backward(const layer *l, int n, const float *x, const float *
     const int direct16 = conv2d_is_direct16(l), direct1 = conv2d_is_direct1(l);
     const direct_geom dg = conv2d_direct_geom(l);
     /* The input gradient's packed weights, after the forward pass's in the workspace. */
-    float *wti = ws + (size_t)chunks * chunk_floats(l) + (size_t)o->groups * (direct16 ? direct16_wt_floats(&dg) : 0);
+    const size_t cf = chunk_floats(l), wtf = direct16 ? direct16_wt_floats(&dg) : 0;
+    const size_t wtif = direct16 ? direct16_wti_floats(&dg) : 0;
+    float *wti = ws + (size_t)chunks * cf + (size_t)o->groups * wtf;
     if (direct16 && dx)
         for (int gr = 0; gr < o->groups; gr++)
-            direct16_pack_input_weights(&dg, l->param[0] + (size_t)gr * kg * ck, wti + gr * direct16_wti_floats(&dg));
+            direct16_pack_input_weights(&dg, l->param[0] + (size_t)gr * kg * ck, wti + gr * wtif);
     PARALLEL_FOR(ch, chunks) {
-        float *col = ws + (size_t)ch * chunk_floats(l), *dw = col + col_size, *db = dw + wsize;
+        float *col = ws + (size_t)ch * cf, *dw = col + col_size, *db = dw + wsize;
         memset(dw, 0, (wsize + (size_t)l->oc) * sizeof *dw);
         for (int s = (int)(n * ch / chunks); s < (int)(n * (ch + 1) / chunks); s++) {
             if (o->bias)
@@ -552,7 +556,7 @@ static void conv2d_backward(const layer *l, int n, const float *x, const float *
                 if (direct16) {
                     direct16_weight_grad(&dg, xs, dys, dw + (size_t)gr * kg * ck, col);
                     if (dx && direct16_input_direct(&dg)) {
-                        direct16_input_grad(&dg, dys, wg, wti + gr * direct16_wti_floats(&dg), dxs, col);
+                        direct16_input_grad(&dg, dys, wg, wti + gr * wtif, dxs, col);
                         continue;
                     }
                 } else if (direct) {
@@ -592,14 +596,14 @@ static void conv2d_backward(const layer *l, int n, const float *x, const float *
         const int gr = (int)blk / kblocks, k0 = (int)blk % kblocks * 16, kn = kg - k0 < 16 ? kg - k0 : 16;
         float *g = l->grad[0] + ((size_t)gr * kg + k0) * ck;
         for (int ch = 0; ch < chunks; ch++) {
-            const float *t = ws + (size_t)ch * chunk_floats(l) + col_size + (size_t)gr * kg * ck + k0;
+            const float *t = ws + (size_t)ch * cf + col_size + (size_t)gr * kg * ck + k0;
             for (int c = 0; c < ck; c++)
                 for (int k = 0; k < kn; k++) g[(size_t)k * ck + c] += t[(size_t)c * kg + k];
         }
     }
     if (o->bias)
         for (int ch = 0; ch < chunks; ch++) {
-            const float *db = ws + (size_t)ch * chunk_floats(l) + col_size + wsize;
+            const float *db = ws + (size_t)ch * cf + col_size + wsize;
             for (int k = 0; k < l->oc; k++) l->grad[1][k] += db[k];
         }
 }
