@@ -152,26 +152,6 @@ static unsigned char *slurp(const char *p, size_t *len) {
     return b;
 }
 
-/* Asserts that every tensor of checkpoint a is in b with the same bytes; returns the count. */
-static int same_tensors(const char *pa, const char *pb) {
-    cnn_st *a = NULL, *b = NULL;
-    assert_int_equal(cnn_st_load(pa, &a), CNN_OK);
-    assert_int_equal(cnn_st_load(pb, &b), CNN_OK);
-    int compared = 0;
-    for (int i = 0; i < cnn_st_count(a); i++) {
-        const cnn_tensor *ta = cnn_st_tensor(a, i), *tb = cnn_st_find(b, ta->name);
-        if (!tb) fail_msg("%s lacks %s (kill seed %llu)", pb, ta->name, (unsigned long long)kill_seed);
-        const size_t bytes = (size_t)cnn_tensor_numel(ta) * cnn_dtype_size(ta->dtype);
-        if (ta->dtype != tb->dtype || cnn_tensor_numel(ta) != cnn_tensor_numel(tb) || memcmp(ta->data, tb->data, bytes))
-            fail_msg("%s differs between %s and %s (kill seed %llu)", ta->name, pa, pb, (unsigned long long)kill_seed);
-        compared++;
-    }
-    assert_int_equal(cnn_st_count(a), cnn_st_count(b));
-    cnn_st_free(a);
-    cnn_st_free(b);
-    return compared;
-}
-
 /* The step count in a checkpoint's metadata; fails unless it loads as a training checkpoint. */
 static long long checkpoint_step(const char *p) {
     cnn_st *st = NULL;
@@ -220,17 +200,22 @@ static int setup(void **state) {
     return WIFEXITED(ws) && WEXITSTATUS(ws) == 0 ? 0 : -1;
 }
 
+/* tu_same_tensors, naming the kill seed on failure. */
+static int same_tensors_seed(const char *pa, const char *pb) {
+    char context[48];
+    snprintf(context, sizeof context, " (kill seed %llu)", (unsigned long long)kill_seed);
+    return tu_same_tensors(pa, pb, context);
+}
+
 static int teardown(void **state) {
     (void)state;
-    char cmd[128];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
-    return system(cmd) == 0 ? 0 : -1;
+    return tu_remove_tree(dir);
 }
 
 /* The reference holds what a checkpoint must: 4 weights and Adam's 8 buffers, after 450 steps. */
 static void test_reference_is_complete(void **state) {
     (void)state;
-    assert_int_equal(same_tensors(ref_p, ref_p), 12);
+    assert_int_equal(same_tensors_seed(ref_p, ref_p), 12);
     assert_int_equal(checkpoint_step(ref_p), 450);
 }
 
@@ -271,7 +256,7 @@ static void test_sigkill_20_times(void **state) {
             if (!WIFEXITED(ws) || WEXITSTATUS(ws) != 0)
                 fail_msg("run %d ended with status %d; stderr:\n%s (kill seed %llu)", runs, ws, read_stderr(),
                          (unsigned long long)kill_seed);
-            assert_true(same_tensors(ref_p, ck) == 12);
+            assert_true(same_tensors_seed(ref_p, ck) == 12);
             remove(ck);
             free(old);
             kills = 0, mid_write = 0, in_start = 0, restarts++, window /= 2;
@@ -304,7 +289,7 @@ static void test_sigkill_20_times(void **state) {
     else
         cli_run(&r, dir, (const char *const[]){TRAIN_ARGS(ck), NULL});
     CLI_EXPECT(&r, 0, "epoch 6/6");
-    assert_int_equal(same_tensors(ref_p, ck), 12);
+    assert_int_equal(same_tensors_seed(ref_p, ck), 12);
     assert_int_equal(checkpoint_step(ck), 450);
     print_message("# 20 SIGKILLs in a row (%d restarts): %d while starting, %d during a checkpoint write; reached "
                   "step %lld of 450; the resumed run's final weights equal the uninterrupted run's (kill seed %llu)\n",
@@ -344,7 +329,7 @@ static void stop_and_resume(int sig, const char *name, const char *what) {
     cli_result r;
     CLI_RUN(&r, dir, "train", "--model", model_p, "--data", data_p, "--resume", ck, "--out", ck);
     CLI_EXPECT(&r, 0, "epoch 6/6");
-    assert_int_equal(same_tensors(ref_p, ck), 12);
+    assert_int_equal(same_tensors_seed(ref_p, ck), 12);
 }
 
 static void test_sigint_stops_cleanly(void **s) { (void)s, stop_and_resume(SIGINT, "sigint.safetensors", "interrupted (SIGINT)"); }

@@ -72,30 +72,7 @@ static int setup(void **state) {
 
 static int teardown(void **state) {
     (void)state;
-    char cmd[128];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
-    return system(cmd) == 0 ? 0 : -1;
-}
-
-/* Asserts that every tensor of a and b with a name in both is bitwise equal. Returns the count. */
-static int same_tensors(const char *pa, const char *pb) {
-    cnn_st *a = NULL, *b = NULL;
-    assert_int_equal(cnn_st_load(pa, &a), CNN_OK);
-    assert_int_equal(cnn_st_load(pb, &b), CNN_OK);
-    int compared = 0;
-    for (int i = 0; i < cnn_st_count(a); i++) {
-        const cnn_tensor *ta = cnn_st_tensor(a, i), *tb = cnn_st_find(b, ta->name);
-        if (!tb) fail_msg("%s lacks %s", pb, ta->name);
-        assert_int_equal(ta->dtype, tb->dtype);
-        const size_t bytes = (size_t)cnn_tensor_numel(ta) * cnn_dtype_size(ta->dtype);
-        if (cnn_tensor_numel(ta) != cnn_tensor_numel(tb) || memcmp(ta->data, tb->data, bytes))
-            fail_msg("%s differs between %s and %s", ta->name, pa, pb);
-        compared++;
-    }
-    assert_int_equal(cnn_st_count(a), cnn_st_count(b));
-    cnn_st_free(a);
-    cnn_st_free(b);
-    return compared;
+    return tu_remove_tree(dir);
 }
 
 /* ---- PyTorch parity: five steps of cnn train against torch.optim ------------------------- */
@@ -172,7 +149,7 @@ static void test_resume_is_exact(void **state) {
     CLI_RUN(&r, dir, "train", "--model", model_p, "--data", data_p, "--resume", b, "--epochs", "2", "--out", b);
     CLI_EXPECT(&r, 0, "epoch 2/2");
     assert_null(strstr(r.err, "epoch 1/2"));   /* only the one missing epoch ran */
-    assert_true(same_tensors(a, b) >= 8);      /* 4 weights + 4 momentum buffers */
+    assert_true(tu_same_tensors(a, b, "") >= 8);      /* 4 weights + 4 momentum buffers */
     cnn_st *st = NULL;
     assert_int_equal(cnn_st_load(b, &st), CNN_OK);
     assert_string_equal(cnn_st_metadata(st, "epoch"), "2");
@@ -193,7 +170,7 @@ static void test_determinism(void **state) {
     CLI_EXPECT(&r, 0, "epoch 2/2");
     train(&r, b, "2", NULL, NULL);
     CLI_EXPECT(&r, 0, "epoch 2/2");
-    assert_true(same_tensors(a, b) >= 8);
+    assert_true(tu_same_tensors(a, b, "") >= 8);
     CLI_RUN(&r, dir, "train", "--model", model_p, "--data", data_p, "--epochs", "2", "--batch", "8", "--lr", "0.1",
             "--seed", "8", "--out", c);
     CLI_EXPECT(&r, 0, "epoch 2/2");
@@ -217,7 +194,7 @@ static void test_threads_do_not_change_results(void **state) {
     CLI_EXPECT(&r, 0, "epoch 2/2");
     train(&r, b, "2", "--threads", "2");
     CLI_EXPECT(&r, 0, "epoch 2/2");
-    assert_true(same_tensors(a, b) >= 8);
+    assert_true(tu_same_tensors(a, b, "") >= 8);
 }
 
 /* Training learns the synthetic task, the log has one JSON object per epoch, the plot is a PNG,

@@ -99,4 +99,25 @@ static inline int tu_remove_tree(const char *path) {
     return rmdir(path) || rc ? -1 : 0;
 }
 
+/* Asserts that checkpoints pa and pb hold the same tensors, bit for bit (`context` is added to a
+ * failure's message, "" for none). Returns how many were compared. */
+static inline int tu_same_tensors(const char *pa, const char *pb, const char *context) {
+    cnn_st *a = NULL, *b = NULL;
+    assert_int_equal(cnn_st_load(pa, &a), CNN_OK);
+    assert_int_equal(cnn_st_load(pb, &b), CNN_OK);
+    int compared = 0;
+    for (int i = 0; i < cnn_st_count(a); i++) {
+        const cnn_tensor *ta = cnn_st_tensor(a, i), *tb = cnn_st_find(b, ta->name);
+        if (!tb) fail_msg("%s lacks %s%s", pb, ta->name, context);
+        const size_t bytes = (size_t)cnn_tensor_numel(ta) * cnn_dtype_size(ta->dtype);
+        if (ta->dtype != tb->dtype || cnn_tensor_numel(ta) != cnn_tensor_numel(tb) || memcmp(ta->data, tb->data, bytes))
+            fail_msg("%s differs between %s and %s%s", ta->name, pa, pb, context);
+        compared++;
+    }
+    assert_int_equal(cnn_st_count(a), cnn_st_count(b));
+    cnn_st_free(a);
+    cnn_st_free(b);
+    return compared;
+}
+
 #endif
