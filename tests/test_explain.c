@@ -216,32 +216,12 @@ static void test_conv_defaults(void **state) {
     expect_exact("X", x, want_x, 9);
     expect_exact("W", w, want_w, 4);
     expect_exact("dL/dO", d, want_d, 4);
-    const double x11 = x[0], x12 = x[1], x13 = x[2], x21 = x[3], x22 = x[4], x23 = x[5], x31 = x[6], x32 = x[7],
-                 x33 = x[8];
+    /* Note 003's forward and notes 003/004's nine ∂L/∂x and four ∂L/∂w, term by term. */
+    double o[4], dx[9], dw[4];
+    tu_notes_conv_3x3_by_2x2(x, w, d, o, dx, dw);
+    const double x11 = x[0], x21 = x[3];
     const double w11 = w[0], w12 = w[1], w21 = w[2], w22 = w[3];
     const double d11 = d[0], d12 = d[1], d21 = d[2], d22 = d[3];
-    /* Note 003's forward and notes 003/004's nine ∂L/∂x and four ∂L/∂w, term by term. */
-    const double o[4] = {
-        w11 * x11 + w12 * x12 + w21 * x21 + w22 * x22, w11 * x12 + w12 * x13 + w21 * x22 + w22 * x23,
-        w11 * x21 + w12 * x22 + w21 * x31 + w22 * x32, w11 * x22 + w12 * x23 + w21 * x32 + w22 * x33,
-    };
-    const double dx[9] = {
-        d11 * w11,
-        d11 * w12 + d12 * w11,
-        d12 * w12,
-        d11 * w21 + d21 * w11,
-        d11 * w22 + d12 * w21 + d21 * w12 + d22 * w11,
-        d12 * w22 + d22 * w12,
-        d21 * w21,
-        d21 * w22 + d22 * w21,
-        d22 * w22,
-    };
-    const double dw[4] = {
-        d11 * x11 + d12 * x12 + d21 * x21 + d22 * x22,
-        d11 * x12 + d12 * x13 + d21 * x22 + d22 * x23,
-        d11 * x21 + d12 * x22 + d21 * x31 + d22 * x32,
-        d11 * x22 + d12 * x23 + d21 * x32 + d22 * x33,
-    };
     double got[9];
     read_matrix(&r, "O (2×2) =", got, 4);
     expect_exact("O", got, o, 4);

@@ -39,37 +39,18 @@ static void test_conv_3x3_by_2x2(void **state) {
     const float w[4] = {1, -2, 3, 4};                        /* w11 w12 / w21 w22 */
     const float b[1] = {10};
     const float d[4] = {1, -1, 2, 3};                        /* ∂L/∂o11 o12 / o21 o22 */
-    const double x11 = x[0], x12 = x[1], x13 = x[2], x21 = x[3], x22 = x[4], x23 = x[5], x31 = x[6],
-                 x32 = x[7], x33 = x[8];
-    const double w11 = w[0], w12 = w[1], w21 = w[2], w22 = w[3];
+    double xd[9], wd[4], dd[4];
+    for (int i = 0; i < 9; i++) xd[i] = x[i];
+    for (int i = 0; i < 4; i++) wd[i] = w[i], dd[i] = d[i];
+    /* 002 eq. 1-4 (and 003's forward): o_ij = Σ w·x + b; 003/004: the nine ∂L/∂x, i.e. rot180(W)
+     * fully convolved with the zero-padded ∂L/∂O; 004 (and 002 eq. 9-10): ∂L/∂W = valid
+     * correlation of X with ∂L/∂O, four terms each (003 lists only two per element; that is a
+     * slip, and this test would catch it). */
+    double o[4], dx[9], dw[4];
+    tu_notes_conv_3x3_by_2x2(xd, wd, dd, o, dx, dw);
+    for (int i = 0; i < 4; i++) o[i] += b[0];
+    const double x11 = x[0], x12 = x[1], x21 = x[3], x22 = x[4];
     const double d11 = d[0], d12 = d[1], d21 = d[2], d22 = d[3];
-    /* 002 eq. 1-4 (and 003's forward): o_ij = Σ w·x + b */
-    const double o[4] = {
-        w11 * x11 + w12 * x12 + w21 * x21 + w22 * x22 + b[0],
-        w11 * x12 + w12 * x13 + w21 * x22 + w22 * x23 + b[0],
-        w11 * x21 + w12 * x22 + w21 * x31 + w22 * x32 + b[0],
-        w11 * x22 + w12 * x23 + w21 * x32 + w22 * x33 + b[0],
-    };
-    /* 003/004: the nine ∂L/∂x, i.e. rot180(W) fully convolved with the zero-padded ∂L/∂O */
-    const double dx[9] = {
-        d11 * w11,
-        d11 * w12 + d12 * w11,
-        d12 * w12,
-        d11 * w21 + d21 * w11,
-        d11 * w22 + d12 * w21 + d21 * w12 + d22 * w11,
-        d12 * w22 + d22 * w12,
-        d21 * w21,
-        d21 * w22 + d22 * w21,
-        d22 * w22,
-    };
-    /* 004 (and 002 eq. 9-10): ∂L/∂W = valid correlation of X with ∂L/∂O, four terms each.
-     * (003 lists only two terms per element; that is a slip, and this test would catch it.) */
-    const double dw[4] = {
-        d11 * x11 + d12 * x12 + d21 * x21 + d22 * x22,
-        d11 * x12 + d12 * x13 + d21 * x22 + d22 * x23,
-        d11 * x21 + d12 * x22 + d21 * x31 + d22 * x32,
-        d11 * x22 + d12 * x23 + d21 * x32 + d22 * x33,
-    };
     const double db[1] = {d11 + d12 + d21 + d22};            /* 002 eq. 12 */
     const double dw_003_slip[4] = {d11 * x11 + d12 * x21, d11 * x12 + d12 * x22, d21 * x11 + d22 * x21,
                                    d21 * x12 + d22 * x22};

@@ -120,4 +120,34 @@ static inline int tu_same_tensors(const char *pa, const char *pb, const char *co
     return compared;
 }
 
+/* Notes 002–004's worked convolution: a 3×3 input X (x11 x12 x13 / x21 ... row by row) under a
+ * 2×2 kernel W (w11 w12 / w21 w22), no bias, and a given ∂L/∂O (d11 d12 / d21 d22). The output
+ * o, the nine ∂L/∂x (rot180(W) fully convolved with the zero-padded ∂L/∂O) and the four ∂L/∂w
+ * (the valid correlation of X with ∂L/∂O, four terms each: 003 lists two, a slip), written out
+ * term by term as the notes write them. */
+static inline void tu_notes_conv_3x3_by_2x2(const double x[9], const double w[4], const double d[4], double o[4],
+                                            double dx[9], double dw[4]) {
+    const double x11 = x[0], x12 = x[1], x13 = x[2], x21 = x[3], x22 = x[4], x23 = x[5], x31 = x[6],
+                 x32 = x[7], x33 = x[8];
+    const double w11 = w[0], w12 = w[1], w21 = w[2], w22 = w[3];
+    const double d11 = d[0], d12 = d[1], d21 = d[2], d22 = d[3];
+    o[0] = w11 * x11 + w12 * x12 + w21 * x21 + w22 * x22;
+    o[1] = w11 * x12 + w12 * x13 + w21 * x22 + w22 * x23;
+    o[2] = w11 * x21 + w12 * x22 + w21 * x31 + w22 * x32;
+    o[3] = w11 * x22 + w12 * x23 + w21 * x32 + w22 * x33;
+    dx[0] = d11 * w11;
+    dx[1] = d11 * w12 + d12 * w11;
+    dx[2] = d12 * w12;
+    dx[3] = d11 * w21 + d21 * w11;
+    dx[4] = d11 * w22 + d12 * w21 + d21 * w12 + d22 * w11;
+    dx[5] = d12 * w22 + d22 * w12;
+    dx[6] = d21 * w21;
+    dx[7] = d21 * w22 + d22 * w21;
+    dx[8] = d22 * w22;
+    dw[0] = d11 * x11 + d12 * x12 + d21 * x21 + d22 * x22;
+    dw[1] = d11 * x12 + d12 * x13 + d21 * x22 + d22 * x23;
+    dw[2] = d11 * x21 + d12 * x22 + d21 * x31 + d22 * x32;
+    dw[3] = d11 * x22 + d12 * x23 + d21 * x32 + d22 * x33;
+}
+
 #endif
