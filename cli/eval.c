@@ -1,6 +1,6 @@
 /* cnn eval: the loss, the accuracy and the confusion matrix of trained weights on a data set. */
 #include "cli.h"
-#include "core/error.h"
+#include "base/error.h"
 
 #include <stdio.h>
 #include <stdlib.h>

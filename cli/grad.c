@@ -4,7 +4,7 @@
  * the notes take ∂L/∂O as given. With --loss, it holds target and the loss starts the backward.
  */
 #include "cli.h"
-#include "core/error.h"
+#include "base/error.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -204,7 +204,7 @@ int cmd_grad(int argc, char **argv) {
     const int np = cnn_net_param_count(net);
     const int count = 2 + np + (a.loss ? 1 : 0);
     outs = calloc((size_t)count, sizeof *outs);
-    names = calloc((size_t)np + 1, 32);
+    names = calloc((size_t)np + 1, 160);
     if (!outs || !names) {
         cli_error("grad", "out of memory");
         rc = 1;
@@ -216,8 +216,8 @@ int cmd_grad(int argc, char **argv) {
     outs[1].shape[0] = n, outs[1].shape[1] = chw[0], outs[1].shape[2] = chw[1], outs[1].shape[3] = chw[2];
     for (int i = 0; i < np; i++) {
         const cnn_param p = cnn_net_param(net, i);
-        snprintf(names + (size_t)i * 32, 32, "%s.grad", p.name);
-        outs[2 + i] = (cnn_tensor){.name = names + (size_t)i * 32, .dtype = CNN_F32, .ndim = p.ndim, .data = p.grad};
+        snprintf(names + (size_t)i * 160, 160, "%s.grad", p.name);
+        outs[2 + i] = (cnn_tensor){.name = names + (size_t)i * 160, .dtype = CNN_F32, .ndim = p.ndim, .data = p.grad};
         memcpy(outs[2 + i].shape, p.shape, sizeof p.shape);
     }
     if (a.loss) outs[2 + np] = (cnn_tensor){.name = "loss", .dtype = CNN_F32, .ndim = 0, .data = &loss};

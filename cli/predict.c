@@ -7,7 +7,7 @@
  * 2) and the output is never partial.
  */
 #include "cli.h"
-#include "core/error.h"
+#include "base/error.h"
 
 #include <math.h>
 #include <stdio.h>

@@ -17,8 +17,8 @@
 #include "checkpoint.h"
 #include "cli.h"
 #include "plot.h"
-#include "core/error.h"
-#include "core/rng.h"
+#include "base/error.h"
+#include "base/rng.h"
 
 #include <errno.h>
 #include <limits.h>

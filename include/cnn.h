@@ -192,6 +192,17 @@ typedef enum cnn_layer_kind {
     CNN_LAYER_TANH,
     CNN_LAYER_FLATTEN,
     CNN_LAYER_LINEAR,
+    CNN_LAYER_BATCHNORM2D,
+    CNN_LAYER_BATCHNORM1D,
+    CNN_LAYER_DROPOUT,
+    CNN_LAYER_ADAPTIVEAVGPOOL2D,
+    CNN_LAYER_ADAPTIVEMAXPOOL2D,
+    CNN_LAYER_ADD,
+    CNN_LAYER_CONCAT,
+    CNN_LAYER_CONVTRANSPOSE2D,
+    CNN_LAYER_GELU,
+    CNN_LAYER_SILU,
+    CNN_LAYER_SOFTMAX,
     CNN_LAYER_KIND_COUNT
 } cnn_layer_kind;
 
@@ -220,6 +231,24 @@ const char *cnn_layer_kind_name(cnn_layer_kind kind);     /* "conv2d", ...; NULL
 void cnn_net_layer_shapes(const cnn_net *net, int i, int in_chw[3], int out_chw[3]);
 int cnn_net_layer_line(const cnn_net *net, int i);           /* its line in the model text */
 
+/* The graph. Layer i is node i; its output is value i + 1, and value 0 is the net's input. Values
+ * are named by their line's name= (the layer's index when it has none); the input is "input". */
+const char *cnn_net_layer_name(const cnn_net *net, int i);   /* "layer1.0.conv1", or "3" */
+int cnn_net_layer_input_count(const cnn_net *net, int i);    /* 1, or 2+ for add and concat */
+int cnn_net_layer_input(const cnn_net *net, int i, int k);   /* the value index of input k */
+int cnn_net_value_count(const cnn_net *net);                 /* layers + 1 */
+/* The value named `name`, or −1. */
+int cnn_net_value_find(const cnn_net *net, const char *name);
+const char *cnn_net_value_name(const cnn_net *net, int v);
+/* The per-sample shape (C, H, W) of value v; *flat (when not NULL) is 1 for a flat [N, C] value. */
+void cnn_net_value_shape(const cnn_net *net, int v, int chw[3], int *flat);
+/* Value v's data after the last forward, [n] + its shape, owned by the net (NULL before any
+ * forward; for value 0, the caller's input). */
+const float *cnn_net_value_data(const cnn_net *net, int v);
+/* dL/d(value v) after the last backward, owned by the net; NULL when v needs no gradient (no
+ * parameter lies upstream of it and it is not the input, or the input's gradient is off). */
+const float *cnn_net_value_grad(const cnn_net *net, int v);
+
 /* Parameters. The float arrays belong to the net; they stay valid until cnn_net_free. */
 typedef struct cnn_param {
     const char *name;             /* "0.weight" */
@@ -236,6 +265,23 @@ int cnn_net_param_count(const cnn_net *net);
 cnn_param cnn_net_param(const cnn_net *net, int i);
 /* The parameter named `name`, or a cnn_param with data == NULL. */
 cnn_param cnn_net_param_by_name(const cnn_net *net, const char *name);
+
+/* Buffers: tensors of the state that are not trained, such as batch norm's running_mean (F32),
+ * running_var (F32) and num_batches_tracked (I64, a scalar), in state_dict order. The tensor's name
+ * and data belong to the net. cnn_net_load_weights reads them and cnn_net_save_weights writes them
+ * beside the parameters. */
+int cnn_net_buffer_count(const cnn_net *net);
+cnn_tensor cnn_net_buffer(const cnn_net *net, int i);
+
+/* Training or eval mode, as PyTorch's module.train() and module.eval(); a net starts in training
+ * mode. In training mode batch norm normalises with the batch's statistics and updates its
+ * running statistics, and dropout zeroes inputs at random; in eval mode batch norm uses the
+ * running statistics and dropout is the identity. */
+void cnn_net_set_training(cnn_net *net, int on);
+int cnn_net_training(const cnn_net *net);
+/* Seeds dropout's random numbers (0 by default) and restarts their stream. Each training forward
+ * draws new masks; the same seed gives the same masks for any thread count. */
+void cnn_net_set_seed(cnn_net *net, uint64_t seed);
 
 /* Seeded initialisation, PyTorch's default in distribution: weights and biases uniform in
  * (−1/√fan_in, 1/√fan_in) (kaiming-uniform with a = √5). Errors: CNN_ERR_ARG for a NULL net. */

@@ -7,7 +7,7 @@
  * before anything is allocated from it (cnn_idx_read checks IDX dims against the file; CIFAR-10
  * record counts come from the files' sizes), and on any error everything read so far is freed.
  */
-#include "core/error.h"
+#include "base/error.h"
 #include "io/readers.h"
 
 #include <dirent.h>

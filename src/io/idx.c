@@ -8,7 +8,7 @@
  * read into a buffer that grows with what the stream really holds, never past what the
  * dimensions need; a stream that ends early or goes on after them is rejected.
  */
-#include "core/error.h"
+#include "base/error.h"
 #include "io/readers.h"
 
 #include <errno.h>

@@ -23,7 +23,7 @@
  *   v = v[i0] + λ · (v[i1] − v[i0])   (separably, along x then y).
  * There is no antialiasing filter when shrinking (PIL's resize has one), so strong downscaling
  * skips pixels; at the image's own size every pixel is copied exactly. */
-#include "core/error.h"
+#include "base/error.h"
 
 #include <ctype.h>
 #include <errno.h>

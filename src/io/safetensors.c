@@ -12,7 +12,7 @@
  * loaded cnn_st owns the whole file; the tensors point into it (or, for the rare tensor whose
  * offset is not aligned for its dtype, into an aligned copy).
  */
-#include "core/error.h"
+#include "base/error.h"
 
 #include <errno.h>
 #include <inttypes.h>

@@ -10,7 +10,7 @@
  * into tiles or threads; it can differ between kernels only by FMA rounding.
  */
 #include "kernels.h"
-#include "core/threads.h"
+#include "base/threads.h"
 
 #include <stddef.h>
 #ifdef _OPENMP

@@ -9,7 +9,7 @@
  *   dy[i,j] / divisor(i,j), so the sum of the gradient is kept (up to the padded cells' share).
  */
 #include "layers/layer.h"
-#include "core/threads.h"
+#include "base/threads.h"
 #include "kernels/kernels.h"
 
 #include <string.h>
@@ -31,7 +31,8 @@ static double window(const layer *l, int i, int j, int *h0, int *h1, int *w0, in
 
 /* ---- reference path ------------------------------------------------------------------------ */
 
-static void avgpool2d_forward_ref(const layer *l, int n, const double *x, const double *const *p, double *y) {
+static void avgpool2d_forward_ref(const layer *l, int n, const double *const *xs, double *const *p, double *y) {
+    const double *x = xs[0];
     (void)p;
     for (int s = 0; s < n * l->c; s++) {
         const double *xc = x + (size_t)s * l->h * l->w;
@@ -48,8 +49,10 @@ static void avgpool2d_forward_ref(const layer *l, int n, const double *x, const 
 }
 
 /* Upsample: every real cell of window (i, j) receives dy[i,j] / divisor. */
-static void avgpool2d_backward_ref(const layer *l, int n, const double *x, const double *const *p,
-                                   const double *y, const double *dy, double *dx, double *const *dp) {
+static void avgpool2d_backward_ref(const layer *l, int n, const double *const *xs, double *const *p,
+                                   const double *y, const double *dy, double *const *dxs, double *const *dp) {
+    const double *x = xs[0];
+    double *dx = dxs[0];
     (void)x, (void)p, (void)y, (void)dp;
     memset(dx, 0, (size_t)n * l->c * l->h * l->w * sizeof *dx);
     for (int s = 0; s < n * l->c; s++) {
@@ -84,7 +87,8 @@ CNN_CLONES static void backward_row_2x2(const float *restrict gr, float *restric
     }
 }
 
-static void avgpool2d_forward(const layer *l, int n, const float *x, float *y, float *ws_) {
+static void avgpool2d_forward(const layer *l, int n, const float *const *xs, float *y, float *ws_) {
+    const float *x = xs[0];
     (void)ws_;
     const int fast = pool_is_2x2(l);
     PARALLEL_FOR(s, (long)n * l->c) {
@@ -108,8 +112,10 @@ static void avgpool2d_forward(const layer *l, int n, const float *x, float *y, f
     }
 }
 
-static void avgpool2d_backward(const layer *l, int n, const float *x, const float *y, const float *dy,
-                               float *dx, float *ws_) {
+static void avgpool2d_backward(const layer *l, int n, const float *const *xs, const float *y, const float *dy,
+                               float *const *dxs, float *ws_) {
+    const float *x = xs[0];
+    float *dx = dxs[0];
     (void)x, (void)y, (void)ws_;
     const int fast = pool_is_2x2(l);
     PARALLEL_FOR(s, (long)n * l->c) {

@@ -38,8 +38,8 @@
  * im2col + GEMM otherwise. The tests hold every fast path to the reference.
  */
 #include "layers/layer.h"
-#include "core/error.h"
-#include "core/threads.h"
+#include "base/error.h"
+#include "base/threads.h"
 #include "kernels/direct.h"
 #include "kernels/kernels.h"
 
@@ -84,14 +84,8 @@ static cnn_status conv2d_setup(layer *l) {
     l->oc = o->out_channels;
     l->oh = (int)(eh / o->sh + 1);
     l->ow = (int)(ew / o->sw + 1);
-    l->nparams = o->bias ? 2 : 1;
-    l->pndim[0] = 4;
-    l->pshape[0][0] = o->out_channels;
-    l->pshape[0][1] = l->c / o->groups;
-    l->pshape[0][2] = o->kh;
-    l->pshape[0][3] = o->kw;
-    l->pndim[1] = 1;
-    l->pshape[1][0] = o->out_channels;
+    layer_add_tensor(l, "weight", CNN_F32, 1, LAYER_INIT_FAN_IN, 4, o->out_channels, l->c / o->groups, o->kh, o->kw);
+    if (o->bias) layer_add_tensor(l, "bias", CNN_F32, 1, LAYER_INIT_FAN_IN, 1, o->out_channels, 0, 0, 0);
     return CNN_OK;
 }
 
@@ -118,7 +112,8 @@ static double dy_dilated(const layer *l, const double *dy, int n, int k, int a, 
     return dy[(((size_t)n * l->oc + k) * l->oh + a) * l->ow + b];
 }
 
-static void conv2d_forward_ref(const layer *l, int n, const double *x, const double *const *p, double *y) {
+static void conv2d_forward_ref(const layer *l, int n, const double *const *xs, double *const *p, double *y) {
+    const double *x = xs[0];
     const conv2d_opts *o = &l->o.conv;
     const int cg = l->c / o->groups, kg = l->oc / o->groups;
     const double *w = p[0];
@@ -138,8 +133,10 @@ static void conv2d_forward_ref(const layer *l, int n, const double *x, const dou
         }
 }
 
-static void conv2d_backward_ref(const layer *l, int n, const double *x, const double *const *p,
-                                const double *y, const double *dy, double *dx, double *const *dp) {
+static void conv2d_backward_ref(const layer *l, int n, const double *const *xs, double *const *p,
+                                const double *y, const double *dy, double *const *dxs, double *const *dp) {
+    const double *x = xs[0];
+    double *dx = dxs[0];
     (void)y;
     const conv2d_opts *o = &l->o.conv;
     const int cg = l->c / o->groups, kg = l->oc / o->groups;
@@ -459,7 +456,8 @@ static float *kept_col(const layer *l, int n, int s, int gr) {
 }
 
 /* y_g[Kg, P] = W_g[Kg, Cg·kh·kw] · col_g[Cg·kh·kw, P] + b, per sample and group. */
-static void conv2d_forward(const layer *l, int n, const float *x, float *y, float *ws) {
+static void conv2d_forward(const layer *l, int n, const float *const *xs, float *y, float *ws) {
+    const float *x = xs[0];
     const conv2d_opts *o = &l->o.conv;
     const im2col_geom g = conv2d_geom(l);
     const int cg = g.c, kg = l->oc / o->groups, ck = cg * o->kh * o->kw, P = l->oh * l->ow;
@@ -525,8 +523,10 @@ CNN_CLONES static float plane_sum(const float *restrict d, int n) {
  * for the GEMM moves kg·P floats where packing col_gᵀ would move ck·P); dcol = W_gᵀ · dy_g, then
  * col2im into dx (the direct kernels compute the same dW_cᵀ and, at stride 1, dx without col).
  * Then dW += dW_0 + dW_1 + ..., db likewise, in chunk order. */
-static void conv2d_backward(const layer *l, int n, const float *x, const float *y, const float *dy,
-                            float *dx, float *ws) {
+static void conv2d_backward(const layer *l, int n, const float *const *xs, const float *y, const float *dy,
+                            float *const *dxs, float *ws) {
+    const float *x = xs[0];
+    float *dx = dxs[0];
     (void)y;
     const conv2d_opts *o = &l->o.conv;
     const im2col_geom g = conv2d_geom(l);

@@ -11,24 +11,30 @@ static cnn_status flatten_setup(layer *l) {
     return CNN_OK;
 }
 
-static void flatten_forward_ref(const layer *l, int n, const double *x, const double *const *p, double *y) {
+static void flatten_forward_ref(const layer *l, int n, const double *const *xs, double *const *p, double *y) {
+    const double *x = xs[0];
     (void)p;
     memcpy(y, x, (size_t)n * l->oc * sizeof *y);
 }
 
-static void flatten_backward_ref(const layer *l, int n, const double *x, const double *const *p,
-                                 const double *y, const double *dy, double *dx, double *const *dp) {
+static void flatten_backward_ref(const layer *l, int n, const double *const *xs, double *const *p,
+                                 const double *y, const double *dy, double *const *dxs, double *const *dp) {
+    const double *x = xs[0];
+    double *dx = dxs[0];
     (void)x, (void)p, (void)y, (void)dp;
     memcpy(dx, dy, (size_t)n * l->oc * sizeof *dx);
 }
 
-static void flatten_forward(const layer *l, int n, const float *x, float *y, float *ws) {
+static void flatten_forward(const layer *l, int n, const float *const *xs, float *y, float *ws) {
+    const float *x = xs[0];
     (void)ws;
     memcpy(y, x, (size_t)n * l->oc * sizeof *y);
 }
 
-static void flatten_backward(const layer *l, int n, const float *x, const float *y, const float *dy,
-                             float *dx, float *ws) {
+static void flatten_backward(const layer *l, int n, const float *const *xs, const float *y, const float *dy,
+                             float *const *dxs, float *ws) {
+    const float *x = xs[0];
+    float *dx = dxs[0];
     (void)x, (void)y, (void)ws;
     memcpy(dx, dy, (size_t)n * l->oc * sizeof *dx);
 }

@@ -1,12 +1,15 @@
 /* What the layers share: the table of layer kinds, option parsing, and the pooling options. */
 #include "layers/layer.h"
-#include "core/error.h"
+#include "base/error.h"
 
 #include <errno.h>
 #include <limits.h>
 #include <math.h>
 #include <stdlib.h>
+#include <stdarg.h>
+#include <stdio.h>
 #include <string.h>
+#include <strings.h>
 
 const layer_ops *layer_ops_of(cnn_layer_kind kind) {
     static const layer_ops *const table[CNN_LAYER_KIND_COUNT] = {
@@ -19,9 +22,47 @@ const layer_ops *layer_ops_of(cnn_layer_kind kind) {
     return (unsigned)kind < CNN_LAYER_KIND_COUNT ? table[kind] : NULL;
 }
 
+int layer_kind_by_name(const char *name, cnn_layer_kind *out) {
+    for (int k = 0; k < CNN_LAYER_KIND_COUNT; k++) {
+        const layer_ops *ops = layer_ops_of((cnn_layer_kind)k);
+        if (!ops) continue;
+        if (!strcasecmp(ops->name, name) || (ops->torch_name && !strcasecmp(ops->torch_name, name))) {
+            *out = (cnn_layer_kind)k;
+            return 1;
+        }
+    }
+    return 0;
+}
+
 const char *cnn_layer_kind_name(cnn_layer_kind kind) {
     const layer_ops *ops = layer_ops_of(kind);
     return ops ? ops->name : NULL;
+}
+
+int layer_add_tensor(layer *l, const char *name, cnn_dtype dtype, int trainable, layer_init init, int ndim,
+                     int64_t d0, int64_t d1, int64_t d2, int64_t d3) {
+    layer_tensor *t = &l->t[l->ntensors];
+    memset(t, 0, sizeof *t);
+    t->name = name;
+    t->dtype = dtype;
+    t->trainable = trainable;
+    t->init = init;
+    t->ndim = ndim;
+    const int64_t d[4] = {d0, d1, d2, d3};
+    for (int i = 0; i < ndim; i++) t->shape[i] = d[i];
+    return l->ntensors++;
+}
+
+size_t layer_in_elems(const layer *l, int k) { return (size_t)l->in[k].c * l->in[k].h * l->in[k].w; }
+size_t layer_out_elems(const layer *l) { return (size_t)l->oc * l->oh * l->ow; }
+
+cnn_status layer_fail(const layer *l, cnn_status code, const char *fmt, ...) {
+    char msg[768];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    return cnn_fail(code, "line %d: %s: %s", l->line, layer_ops_of(l->kind)->name, msg);
 }
 
 static cnn_status bad_value(const layer *l, const char *key, const char *value, const char *why) {

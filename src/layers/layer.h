@@ -1,25 +1,35 @@
-/* Internal: one layer of a net, and the table of functions each layer kind provides.
+/* Internal: one node's layer, and the table of functions each layer kind provides.
  *
  * Every layer kind lives in one file under src/layers/ with its forward and backward side by side,
  * twice: the reference path (plain loops in double, written the way the notes write them) and the
  * fast path (float, the kernels under src/kernels/). The tests hold the fast path to the reference.
  *
- * Shapes are per sample: (c, h, w) in, (oc, oh, ow) out; the batch size n comes with each call.
- * Shape checking happens once, in setup(); forward and backward cannot fail and never allocate.
+ * A layer knows nothing of the graph around it: it reads nin input values of known per-sample
+ * shapes and writes one output value. The net (src/net/) decides where each value lives, which
+ * gradients are needed, and adds up the gradients that meet where one value feeds several nodes.
+ *
+ * Shapes are per sample: in[k] = (c, h, w) for input k, (oc, oh, ow) out; the batch size n comes
+ * with each call. Shape checking happens once, in setup(); forward and backward cannot fail and
+ * never allocate.
  */
 #ifndef CNN_LAYER_H
 #define CNN_LAYER_H
 
 #include "cnn.h"
 
+#define LAYER_MAX_INPUTS 64      /* from= lists: a DenseNet block concatenates up to ~50 values */
+#define LAYER_MAX_TENSORS 8      /* parameters and buffers of one layer */
+
 typedef struct conv2d_opts {
     int out_channels;
     int kh, kw;         /* kernel_size */
     int sh, sw;         /* stride */
-    int ph, pw;         /* padding (zeros) */
+    int ph, pw;         /* padding (zeros) before; padding=same may put one more after (ph2, pw2) */
     int dh, dw;         /* dilation */
     int groups;
     int bias;
+    int same;           /* padding=same: ph, pw are ⌊total/2⌋ and the rest goes right and bottom */
+    int oph, opw;       /* convtranspose2d: output_padding */
 } conv2d_opts;
 
 typedef struct pool_opts {
@@ -33,70 +43,138 @@ typedef struct linear_opts {
     int bias;
 } linear_opts;
 
+typedef struct norm_opts {      /* batchnorm2d, batchnorm1d */
+    double eps, momentum;
+    int cumulative;             /* momentum=none: the cumulative average, 1/num_batches_tracked */
+    int affine, track;          /* affine, track_running_stats */
+} norm_opts;
+
+typedef struct adaptive_opts {  /* adaptiveavgpool2d, adaptivemaxpool2d: output_size */
+    int oh, ow;
+} adaptive_opts;
+
+/* How the net initialises a tensor (cnn_net_init); parsing leaves every tensor at its constant
+ * (fan-in tensors at 0) so that a net is well defined before any initialisation. */
+typedef enum layer_init {
+    LAYER_INIT_FAN_IN = 0,      /* uniform(−1/√fan_in, 1/√fan_in), PyTorch's default for weights and biases */
+    LAYER_INIT_ZERO,
+    LAYER_INIT_ONE
+} layer_init;
+
+/* A parameter or buffer, declared by the layer's setup() with layer_add_tensor. Its state_dict key
+ * is "<node name>.<name>". */
+typedef struct layer_tensor {
+    const char *name;           /* "weight", "running_var", ...: a static string */
+    cnn_dtype dtype;            /* CNN_F32, or CNN_I64 for a counter (num_batches_tracked) */
+    int trainable;              /* 1: a parameter, with a gradient; 0: a buffer */
+    layer_init init;
+    int ndim;                   /* 0 (a scalar) .. 4 */
+    int64_t shape[4];
+} layer_tensor;
+
+/* The per-sample shape of a value: (c, h, w), or [c] when flat (h = w = 1). */
+typedef struct value_shape {
+    int c, h, w;
+    int flat;
+} value_shape;
+
 typedef struct layer {
     cnn_layer_kind kind;
     int line;                       /* line in the model text, for messages */
-    int c, h, w;                    /* input shape of one sample */
+    int nin;                        /* number of inputs */
+    value_shape in[LAYER_MAX_INPUTS];
+    int c, h, w;                    /* in[0], for the layers of one input */
+    int in_flat;                    /* in[0] is flat (after flatten or linear) */
     int oc, oh, ow;                 /* output shape of one sample */
-    int in_flat, flat;              /* input / output is [n, features] (after flatten or linear) */
+    int flat;                       /* the output is [n, features] */
     union {
         conv2d_opts conv;
         pool_opts pool;
         linear_opts lin;
+        norm_opts norm;
+        adaptive_opts adapt;
         double negative_slope;      /* leakyrelu */
+        double p;                   /* dropout */
+        int approximate;            /* gelu: 0 none, 1 tanh */
     } o;
-    int nparams;                    /* 0, 1 (weight) or 2 (weight, bias) */
-    int pndim[2];
-    int64_t pshape[2][4];
-    float *param[2];                /* set by the net: views into its parameter arena */
-    float *grad[2];                 /* views into its gradient arena */
-    float *keep;                    /* set by the net: what the fast forward leaves for the fast
-                                     * backward (keep_floats), for batches of up to keep_n; or NULL */
+    int ntensors;                   /* parameters and buffers, in state_dict order */
+    layer_tensor t[LAYER_MAX_TENSORS];
+    /* Set by the net. */
+    float *param[LAYER_MAX_TENSORS];    /* F32 tensors' data, else NULL */
+    float *grad[LAYER_MAX_TENSORS];     /* trainable tensors' gradients, else NULL */
+    int64_t *count[LAYER_MAX_TENSORS];  /* I64 tensors' data, else NULL */
+    float *keep;                    /* what the fast forward leaves for the fast backward
+                                     * (keep_floats), for batches of up to keep_n; or NULL */
     int keep_n;
+    int training;                   /* 1 in training mode (batch statistics, dropout), 0 in eval */
+    uint64_t seed;                  /* this node's random stream for the current pass (dropout) */
 } layer;
 
-/* The functions of one layer kind. x, y, dx, dy hold n samples; p/dp are the parameters and their
- * gradients in the same order as layer.param. Backward adds into dp (gradients accumulate) and
- * writes dx (overwrites); the fast backward of a layer with parameters accepts dx == NULL (the
- * first layer in training) and then computes only the parameter gradients. ws is the fast path's
- * workspace of workspace(l, n) floats. */
+/* The functions of one layer kind. x[k], dx[k], y, dy hold n samples; p/dp are the layer's tensors
+ * (parameters and buffers, in the order of l->t) and their gradients (NULL for buffers).
+ *
+ * Backward writes dx[k] (overwrites it): the net sums the gradients of a value that feeds several
+ * nodes (note 000's rule at a fork), and zeroes nothing. dx[k] is NULL when input k needs no
+ * gradient (the net's input in training, or a value no parameter depends on): the backward then
+ * skips it. Parameter gradients accumulate (+=) into l->grad / dp until the caller zeroes them.
+ * ws is the fast path's workspace of workspace(l, n) floats. */
 typedef struct layer_ops {
-    const char *name;
+    const char *name;               /* the model file's name, lower case: "conv2d" */
+    const char *torch_name;         /* PyTorch's class name, accepted as an alias: "Conv2d" */
+    int min_inputs, max_inputs;     /* 0 means 1 */
     /* Sets PyTorch's default options (required options stay 0, and setup() asks for them). */
     void (*defaults)(layer *l);
     /* Parses one option key=value; returns CNN_OK, or a CNN_ERR_PARSE whose message names it. */
     cnn_status (*option)(layer *l, const char *key, const char *value);
-    /* Checks the options, infers the output shape and the parameter shapes from (c, h, w). */
+    /* Checks the options against the inputs' shapes, sets the output shape and declares the
+     * tensors (layer_add_tensor). */
     cnn_status (*setup)(layer *l);
-    /* fan_in for the default initialisation (0 for layers without parameters). */
+    /* fan_in for LAYER_INIT_FAN_IN tensors. */
     int64_t (*fan_in)(const layer *l);
     size_t (*workspace)(const layer *l, int n);
     /* Floats the fast forward keeps for the fast backward (0: none; the backward recomputes). */
     size_t (*keep_floats)(const layer *l, int n);
+    /* Checks what setup cannot know: the batch size and mode of a forward (batch norm in training
+     * needs more than one value per channel). NULL: every batch fits. */
+    cnn_status (*check_batch)(const layer *l, int n);
 
-    void (*forward)(const layer *l, int n, const float *x, float *y, float *ws);
-    void (*backward)(const layer *l, int n, const float *x, const float *y, const float *dy,
-                     float *dx, float *ws);
+    void (*forward)(const layer *l, int n, const float *const *x, float *y, float *ws);
+    void (*backward)(const layer *l, int n, const float *const *x, const float *y, const float *dy,
+                     float *const *dx, float *ws);
 
-    void (*forward_ref)(const layer *l, int n, const double *x, const double *const *p, double *y);
-    void (*backward_ref)(const layer *l, int n, const double *x, const double *const *p,
-                         const double *y, const double *dy, double *dx, double *const *dp);
+    void (*forward_ref)(const layer *l, int n, const double *const *x, double *const *p, double *y);
+    void (*backward_ref)(const layer *l, int n, const double *const *x, double *const *p,
+                         const double *y, const double *dy, double *const *dx, double *const *dp);
 } layer_ops;
 
 extern const layer_ops conv2d_ops, maxpool2d_ops, avgpool2d_ops, relu_ops, leakyrelu_ops,
     sigmoid_ops, tanh_ops, flatten_ops, linear_ops;
 
-/* The table for a kind. */
+/* The table for a kind, and the kind of a name (case-insensitive; PyTorch's class names too).
+ * layer_kind_by_name returns 0 for an unknown name. */
 const layer_ops *layer_ops_of(cnn_layer_kind kind);
+int layer_kind_by_name(const char *name, cnn_layer_kind *out);
+
+/* Declares a tensor of the layer (in setup); returns its index in l->t, the index the layer's
+ * code uses for l->param, l->grad, l->count, p and dp. Shapes beyond ndim are ignored. */
+int layer_add_tensor(layer *l, const char *name, cnn_dtype dtype, int trainable, layer_init init, int ndim,
+                     int64_t d0, int64_t d1, int64_t d2, int64_t d3);
+
+/* Elements of one sample of input k, and of the output. */
+size_t layer_in_elems(const layer *l, int k);
+size_t layer_out_elems(const layer *l);
 
 /* Option parsing helpers shared by the layers: a non-negative or positive int, a pair "a,b" or a
- * single value used for both, and a boolean true|false|1|0. They report errors as
- * "line L: KIND: option KEY=VALUE: ...". */
+ * single value used for both, a boolean true|false|1|0, and a finite number. They report errors
+ * as "line L: KIND: option KEY=VALUE: ...". */
 cnn_status opt_int(const layer *l, const char *key, const char *value, int min, int *out);
 cnn_status opt_pair(const layer *l, const char *key, const char *value, int min, int *a, int *b);
 cnn_status opt_bool(const layer *l, const char *key, const char *value, int *out);
 cnn_status opt_double(const layer *l, const char *key, const char *value, double *out);
 cnn_status opt_unknown(const layer *l, const char *key);
+/* Fails with `code` and the message "line L: KIND: MESSAGE", for setup()'s errors. */
+cnn_status layer_fail(const layer *l, cnn_status code, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
 
 /* Options and shapes shared by maxpool2d and avgpool2d (avgpool2d alone takes count_include_pad). */
 void pool_defaults(layer *l);

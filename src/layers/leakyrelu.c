@@ -12,30 +12,36 @@ static cnn_status leakyrelu_option(layer *l, const char *key, const char *value)
     return opt_unknown(l, key);
 }
 
-static void leakyrelu_forward_ref(const layer *l, int n, const double *x, const double *const *p, double *y) {
+static void leakyrelu_forward_ref(const layer *l, int n, const double *const *xs, double *const *p, double *y) {
+    const double *x = xs[0];
     (void)p;
     const double a = l->o.negative_slope;
     const size_t count = (size_t)n * l->c * l->h * l->w;
     for (size_t i = 0; i < count; i++) y[i] = x[i] > 0.0 ? x[i] : a * x[i];
 }
 
-static void leakyrelu_backward_ref(const layer *l, int n, const double *x, const double *const *p,
-                                   const double *y, const double *dy, double *dx, double *const *dp) {
+static void leakyrelu_backward_ref(const layer *l, int n, const double *const *xs, double *const *p,
+                                   const double *y, const double *dy, double *const *dxs, double *const *dp) {
+    const double *x = xs[0];
+    double *dx = dxs[0];
     (void)p, (void)y, (void)dp;
     const double a = l->o.negative_slope;
     const size_t count = (size_t)n * l->c * l->h * l->w;
     for (size_t i = 0; i < count; i++) dx[i] = x[i] > 0.0 ? dy[i] : a * dy[i];
 }
 
-CNN_CLONES static void leakyrelu_forward(const layer *l, int n, const float *x, float *y, float *ws) {
+CNN_CLONES static void leakyrelu_forward(const layer *l, int n, const float *const *xs, float *y, float *ws) {
+    const float *x = xs[0];
     (void)ws;
     const float a = (float)l->o.negative_slope;
     const size_t count = (size_t)n * l->c * l->h * l->w;
     for (size_t i = 0; i < count; i++) y[i] = x[i] > 0.0f ? x[i] : a * x[i];
 }
 
-CNN_CLONES static void leakyrelu_backward(const layer *l, int n, const float *x, const float *y, const float *dy,
-                               float *dx, float *ws) {
+CNN_CLONES static void leakyrelu_backward(const layer *l, int n, const float *const *xs, const float *y, const float *dy,
+                               float *const *dxs, float *ws) {
+    const float *x = xs[0];
+    float *dx = dxs[0];
     (void)y, (void)ws;
     const float a = (float)l->o.negative_slope;
     const size_t count = (size_t)n * l->c * l->h * l->w;

@@ -8,7 +8,7 @@
  * last dimension of a 4-D tensor, which is never what a model file means.
  */
 #include "layers/layer.h"
-#include "core/error.h"
+#include "base/error.h"
 #include "kernels/kernels.h"
 
 #include <string.h>
@@ -31,18 +31,15 @@ static cnn_status linear_setup(layer *l) {
     l->oc = l->o.lin.out_features;
     l->oh = l->ow = 1;
     l->flat = 1;
-    l->nparams = l->o.lin.bias ? 2 : 1;
-    l->pndim[0] = 2;
-    l->pshape[0][0] = l->oc;
-    l->pshape[0][1] = l->c;
-    l->pndim[1] = 1;
-    l->pshape[1][0] = l->oc;
+    layer_add_tensor(l, "weight", CNN_F32, 1, LAYER_INIT_FAN_IN, 2, l->oc, l->c, 0, 0);
+    if (l->o.lin.bias) layer_add_tensor(l, "bias", CNN_F32, 1, LAYER_INIT_FAN_IN, 1, l->oc, 0, 0, 0);
     return CNN_OK;
 }
 
 static int64_t linear_fan_in(const layer *l) { return l->c; }
 
-static void linear_forward_ref(const layer *l, int n, const double *x, const double *const *p, double *y) {
+static void linear_forward_ref(const layer *l, int n, const double *const *xs, double *const *p, double *y) {
+    const double *x = xs[0];
     const int in = l->c, out = l->oc;
     for (int s = 0; s < n; s++)
         for (int o = 0; o < out; o++) {
@@ -52,8 +49,10 @@ static void linear_forward_ref(const layer *l, int n, const double *x, const dou
         }
 }
 
-static void linear_backward_ref(const layer *l, int n, const double *x, const double *const *p,
-                                const double *y, const double *dy, double *dx, double *const *dp) {
+static void linear_backward_ref(const layer *l, int n, const double *const *xs, double *const *p,
+                                const double *y, const double *dy, double *const *dxs, double *const *dp) {
+    const double *x = xs[0];
+    double *dx = dxs[0];
     (void)y;
     const int in = l->c, out = l->oc;
     for (int s = 0; s < n; s++)          /* dx = dy · W */
@@ -73,7 +72,8 @@ static void linear_backward_ref(const layer *l, int n, const double *x, const do
             for (int o = 0; o < out; o++) dp[1][o] += dy[(size_t)s * out + o];
 }
 
-static void linear_forward(const layer *l, int n, const float *x, float *y, float *ws) {
+static void linear_forward(const layer *l, int n, const float *const *xs, float *y, float *ws) {
+    const float *x = xs[0];
     (void)ws;
     const int in = l->c, out = l->oc;
     gemm(0, 1, n, out, in, x, l->param[0], 0.0f, y);
@@ -82,8 +82,10 @@ static void linear_forward(const layer *l, int n, const float *x, float *y, floa
             for (int o = 0; o < out; o++) y[(size_t)s * out + o] += l->param[1][o];
 }
 
-static void linear_backward(const layer *l, int n, const float *x, const float *y, const float *dy,
-                            float *dx, float *ws) {
+static void linear_backward(const layer *l, int n, const float *const *xs, const float *y, const float *dy,
+                            float *const *dxs, float *ws) {
+    const float *x = xs[0];
+    float *dx = dxs[0];
     (void)y, (void)ws;
     const int in = l->c, out = l->oc;
     if (dx) gemm(0, 0, n, in, out, dy, l->param[0], 0.0f, dx);

@@ -8,7 +8,7 @@
  * Mean squared error over all elements:  L = (1/M) Σ (y − t)²,  dL/dy = 2(y − t)/M.
  */
 #include "layers/loss.h"
-#include "core/error.h"
+#include "base/error.h"
 
 #include <math.h>
 #include <stdlib.h>

@@ -8,7 +8,7 @@
  * then receives the sum of their gradients.
  */
 #include "layers/layer.h"
-#include "core/threads.h"
+#include "base/threads.h"
 #include "kernels/kernels.h"
 
 #include <math.h>
@@ -44,7 +44,8 @@ static int argmax_ref(const layer *l, const double *xc, int i, int j) {
     return best;
 }
 
-static void maxpool2d_forward_ref(const layer *l, int n, const double *x, const double *const *p, double *y) {
+static void maxpool2d_forward_ref(const layer *l, int n, const double *const *xs, double *const *p, double *y) {
+    const double *x = xs[0];
     (void)p;
     for (int s = 0; s < n * l->c; s++) {
         const double *xc = x + (size_t)s * l->h * l->w;
@@ -55,8 +56,10 @@ static void maxpool2d_forward_ref(const layer *l, int n, const double *x, const 
 }
 
 /* Upsample dy through the mask of each window: dx[argmax] += dy[i,j]. */
-static void maxpool2d_backward_ref(const layer *l, int n, const double *x, const double *const *p,
-                                   const double *y, const double *dy, double *dx, double *const *dp) {
+static void maxpool2d_backward_ref(const layer *l, int n, const double *const *xs, double *const *p,
+                                   const double *y, const double *dy, double *const *dxs, double *const *dp) {
+    const double *x = xs[0];
+    double *dx = dxs[0];
     (void)p, (void)y, (void)dp;
     memset(dx, 0, (size_t)n * l->c * l->h * l->w * sizeof *dx);
     for (int s = 0; s < n * l->c; s++) {
@@ -145,7 +148,8 @@ static void backward_2x2(const layer *l, const float *xc, const float *dyc, floa
     for (int h = 2 * l->oh; h < l->h; h++) memset(dxc + (size_t)h * l->w, 0, (size_t)l->w * sizeof *dxc);
 }
 
-static void maxpool2d_forward(const layer *l, int n, const float *x, float *y, float *ws) {
+static void maxpool2d_forward(const layer *l, int n, const float *const *xs, float *y, float *ws) {
+    const float *x = xs[0];
     (void)ws;
     const int fast = pool_is_2x2(l);
     PARALLEL_FOR(s, (long)n * l->c) {
@@ -160,8 +164,10 @@ static void maxpool2d_forward(const layer *l, int n, const float *x, float *y, f
     }
 }
 
-static void maxpool2d_backward(const layer *l, int n, const float *x, const float *y, const float *dy,
-                               float *dx, float *ws) {
+static void maxpool2d_backward(const layer *l, int n, const float *const *xs, const float *y, const float *dy,
+                               float *const *dxs, float *ws) {
+    const float *x = xs[0];
+    float *dx = dxs[0];
     (void)y, (void)ws;
     const int fast = pool_is_2x2(l);
     PARALLEL_FOR(s, (long)n * l->c) {

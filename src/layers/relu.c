@@ -2,27 +2,33 @@
 #include "layers/layer.h"
 #include "kernels/kernels.h"
 
-static void relu_forward_ref(const layer *l, int n, const double *x, const double *const *p, double *y) {
+static void relu_forward_ref(const layer *l, int n, const double *const *xs, double *const *p, double *y) {
+    const double *x = xs[0];
     (void)p;
     const size_t count = (size_t)n * l->c * l->h * l->w;
     for (size_t i = 0; i < count; i++) y[i] = x[i] > 0.0 ? x[i] : 0.0;
 }
 
-static void relu_backward_ref(const layer *l, int n, const double *x, const double *const *p,
-                              const double *y, const double *dy, double *dx, double *const *dp) {
+static void relu_backward_ref(const layer *l, int n, const double *const *xs, double *const *p,
+                              const double *y, const double *dy, double *const *dxs, double *const *dp) {
+    const double *x = xs[0];
+    double *dx = dxs[0];
     (void)p, (void)y, (void)dp;
     const size_t count = (size_t)n * l->c * l->h * l->w;
     for (size_t i = 0; i < count; i++) dx[i] = x[i] > 0.0 ? dy[i] : 0.0;
 }
 
-CNN_CLONES static void relu_forward(const layer *l, int n, const float *restrict x, float *restrict y, float *ws) {
+CNN_CLONES static void relu_forward(const layer *l, int n, const float *const *xs, float *restrict y, float *ws) {
+    const float *restrict x = xs[0];
     (void)ws;
     const size_t count = (size_t)n * l->c * l->h * l->w;
     for (size_t i = 0; i < count; i++) y[i] = x[i] > 0.0f ? x[i] : 0.0f;
 }
 
-CNN_CLONES static void relu_backward(const layer *l, int n, const float *restrict x, const float *y,
-                          const float *restrict dy, float *restrict dx, float *ws) {
+CNN_CLONES static void relu_backward(const layer *l, int n, const float *const *xs, const float *y,
+                          const float *restrict dy, float *const *dxs, float *ws) {
+    const float *restrict x = xs[0];
+    float *restrict dx = dxs[0];
     (void)y, (void)ws;
     const size_t count = (size_t)n * l->c * l->h * l->w;
     for (size_t i = 0; i < count; i++) {

@@ -9,7 +9,7 @@ set -e
 cov=build/fuzz-cov
 for t in "$@"; do
     case "$t" in
-        model) files="src/core/net.c src/layers" ;;
+        model) files="src/net/net.c src/io/model_text.c src/layers" ;;
         safetensors) files="src/io/safetensors.c" ;;
         idx | idx_gz) files="src/io/idx.c" ;;
         cifar) files="src/io/data.c" ;;   # of which the CIFAR-10 reader: cifar_* and cnn_cifar_read_fd

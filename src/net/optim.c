@@ -7,15 +7,15 @@
  * one arena laid out like the net's parameters (net->pdata), so a step is one flat loop over
  * param_total elements: every formula is elementwise and shares its hyperparameters across
  * parameters. */
-#include "core/net.h"
-#include "core/error.h"
+#include "net/net.h"
+#include "base/error.h"
 
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#define NAME_LEN 48   /* "optim." + a parameter name (< 24) + ".momentum_buffer" */
+#define NAME_LEN 176  /* "optim." + a parameter name (a node name of at most 100 bytes, a tensor name) + ".momentum_buffer" */
 #define PI 3.14159265358979323846
 
 struct cnn_optim {

@@ -1,6 +1,6 @@
 /* The thread count of the fast kernels. */
-#include "core/error.h"
-#include "core/threads.h"
+#include "base/error.h"
+#include "base/threads.h"
 
 #include <stdlib.h>
 
