@@ -144,6 +144,7 @@ static void avgpool2d_backward(const layer *l, int n, const float *const *xs, co
 
 const layer_ops avgpool2d_ops = {
     .name = "avgpool2d",
+    .torch_name = "AvgPool2d",
     .defaults = pool_defaults,
     .option = pool_option,
     .setup = pool_setup,

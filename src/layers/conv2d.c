@@ -610,6 +610,7 @@ static void conv2d_backward(const layer *l, int n, const float *const *xs, const
 
 const layer_ops conv2d_ops = {
     .name = "conv2d",
+    .torch_name = "Conv2d",
     .defaults = conv2d_defaults,
     .option = conv2d_option,
     .setup = conv2d_setup,

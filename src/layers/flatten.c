@@ -41,6 +41,7 @@ static void flatten_backward(const layer *l, int n, const float *const *xs, cons
 
 const layer_ops flatten_ops = {
     .name = "flatten",
+    .torch_name = "Flatten",
     .setup = flatten_setup,
     .forward = flatten_forward,
     .backward = flatten_backward,

@@ -53,6 +53,7 @@ CNN_CLONES static void leakyrelu_backward(const layer *l, int n, const float *co
 
 const layer_ops leakyrelu_ops = {
     .name = "leakyrelu",
+    .torch_name = "LeakyReLU",
     .defaults = leakyrelu_defaults,
     .option = leakyrelu_option,
     .forward = leakyrelu_forward,

@@ -97,6 +97,7 @@ static void linear_backward(const layer *l, int n, const float *const *xs, const
 
 const layer_ops linear_ops = {
     .name = "linear",
+    .torch_name = "Linear",
     .defaults = linear_defaults,
     .option = linear_option,
     .setup = linear_setup,

@@ -186,6 +186,7 @@ static void maxpool2d_backward(const layer *l, int n, const float *const *xs, co
 
 const layer_ops maxpool2d_ops = {
     .name = "maxpool2d",
+    .torch_name = "MaxPool2d",
     .defaults = pool_defaults,
     .option = pool_option,
     .setup = pool_setup,

@@ -39,6 +39,7 @@ CNN_CLONES static void relu_backward(const layer *l, int n, const float *const *
 
 const layer_ops relu_ops = {
     .name = "relu",
+    .torch_name = "ReLU",
     .forward = relu_forward,
     .backward = relu_backward,
     .forward_ref = relu_forward_ref,

@@ -37,6 +37,7 @@ static void sigmoid_backward(const layer *l, int n, const float *const *xs, cons
 
 const layer_ops sigmoid_ops = {
     .name = "sigmoid",
+    .torch_name = "Sigmoid",
     .forward = sigmoid_forward,
     .backward = sigmoid_backward,
     .forward_ref = sigmoid_forward_ref,

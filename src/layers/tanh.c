@@ -37,6 +37,7 @@ static void tanh_backward(const layer *l, int n, const float *const *xs, const f
 
 const layer_ops tanh_ops = {
     .name = "tanh",
+    .torch_name = "Tanh",
     .forward = tanh_forward,
     .backward = tanh_backward,
     .forward_ref = tanh_forward_ref,
