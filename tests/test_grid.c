@@ -51,9 +51,10 @@ static void add_point_eval(int n, const char *fmt, ...) {
     va_end(ap);
 }
 
-/* Before a point's check. Batch norm's weight and bias start at 1 and 0, which would hide a γ or β used in the wrong
- * place: give them seeded values in (0.5, 1.5) and (−0.5, 0.5). In eval mode, three training
- * forwards of batch 4 first make its running statistics something other than 0 and 1. */
+/* Before a point's check. Batch norm's weight and bias start at 1 and 0, which would hide a γ or
+ * β used in the wrong place: give them seeded values in (0.5, 1.5) and (−0.5, 0.5). In eval
+ * mode, three training forwards of batch 4 first make its running statistics something other
+ * than 0 and 1. */
 static void prepare_point(cnn_net *net, int n, int eval) {
     uint64_t seed = 0x5eed;
     for (int i = 0; i < cnn_net_param_count(net); i++) {

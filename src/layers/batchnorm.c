@@ -47,7 +47,8 @@
  *   dμ   = Σ_j dx̂_j · (−s)  +  dσ² · (−(2/m) Σ_j (x_j − μ))
  *   dx_i = dx̂_i · s  +  dσ² · 2(x_i − μ)/m  +  dμ · 1/m
  * The last line is note 000's rule at a fork: x_i feeds three paths, and their gradients add up
- * where they meet at x_i; μ forks too (into every x̂_j and into σ²), hence the two terms of dμ. The parameters: dγ = Σ_i dy_i x̂_i, dβ = Σ_i dy_i.
+ * where they meet at x_i; μ forks too (into every x̂_j and into σ²), hence the two terms of dμ.
+ * The parameters: dγ = Σ_i dy_i x̂_i, dβ = Σ_i dy_i.
  * Folded: Σ_j (x_j − μ) = 0, so dμ = −s Σ_j dx̂_j; and x_j − μ = x̂_j / s, so
  * dσ² = −½ s² Σ_j dx̂_j x̂_j. Then
  *   dx_i = s dx̂_i − (s/m) Σ_j dx̂_j x̂_j · x̂_i − (s/m) Σ_j dx̂_j
@@ -55,9 +56,9 @@
  *
  * The reference path (double) follows the graph literally: dx̂, dσ², dμ, then dx. The fast path
  * computes the folded formula on float data, with every per-channel sum and the per-element
- * arithmetic in double: at small m the input gradient is a small difference of nearly equal terms
- * (with m = 2, x̂ = ±√(σ²/(σ² + ε)) and dx is of the order of ε/σ² times dy), which float would
- * lose. It keeps each channel's μ and s, in double, from the forward for the backward
+ * arithmetic in double: at small m the input gradient is a small difference of nearly equal terms,
+ * which float would lose (with m = 2, dx_1 = −dx_2 = γ s (dy_1 − dy_2)/2 · ε/(σ² + ε): terms of the
+ * size of dy that cancel to a part in 10⁴ or 10⁵). It keeps each channel's μ and s, in double, from the forward for the backward
  * (keep_floats: 4·C floats, whatever the batch), or recomputes them from x when there is no keep.
  * It runs in parallel over channels, and each channel's sums run in one fixed order, so any
  * thread count gives the same bits.
