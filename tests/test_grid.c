@@ -13,15 +13,17 @@ static char *models[MAX_POINTS];
 static char *names[MAX_POINTS];
 static int npoints;
 
-/* A point's spec is "n gemm\nmodel": gemm = 1 runs it with the direct convolution kernels off, so
- * that on a CPU with AVX-512 the im2col + GEMM path is held to the reference as well. */
-static void add_spec(int n, int gemm, const char *text) {
+/* A point's spec is "n gemm eval\nmodel": gemm = 1 runs it with the direct convolution kernels off,
+ * so that on a CPU with AVX-512 the im2col + GEMM path is held to the reference as well; eval = 1
+ * checks the net in eval mode (the default is training mode). */
+static void add_spec(int n, int gemm, int eval, const char *text) {
     if (npoints == MAX_POINTS) return;
     char name[600];
     const char *layer = strchr(text, '\n') + 1;
-    snprintf(name, sizeof name, "N=%d %s%.*s", n, gemm ? "[im2col] " : "", (int)strcspn(layer, "\n"), layer);
+    snprintf(name, sizeof name, "N=%d %s%s%.*s", n, gemm ? "[im2col] " : "", eval ? "[eval] " : "",
+             (int)strcspn(layer, "\n"), layer);
     models[npoints] = malloc(strlen(text) + 16);
-    snprintf(models[npoints], strlen(text) + 16, "%d %d\n%s", n, gemm, text);
+    snprintf(models[npoints], strlen(text) + 16, "%d %d %d\n%s", n, gemm, eval, text);
     names[npoints] = strdup(name);
     npoints++;
 }
@@ -33,19 +35,30 @@ static void add_point(int n, const char *fmt, ...) {
     va_start(ap, fmt);
     vsnprintf(text, sizeof text, fmt, ap);
     va_end(ap);
-    add_spec(n, 0, text);
-    if (strstr(text, "conv2d") && direct16_available()) add_spec(n, 1, text);
+    add_spec(n, 0, 0, text);
+    if (strstr(text, "conv2d") && direct16_available()) add_spec(n, 1, 0, text);
+}
+
+/* A grid point checked in eval mode. */
+static void add_point_eval(int n, const char *fmt, ...) {
+    char text[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(text, sizeof text, fmt, ap);
+    va_end(ap);
+    add_spec(n, 0, 1, text);
 }
 
 /* Runs cnn_gradcheck on the model of one grid point and asserts every row. */
 static void test_point(void **state) {
     const char *spec = *state;
-    const int n = atoi(spec);
-    const int gemm = atoi(strchr(spec, ' ') + 1);
+    int n, gemm, eval;
+    assert_int_equal(sscanf(spec, "%d %d %d", &n, &gemm, &eval), 3);
     const char *text = strchr(spec, '\n') + 1;
     direct16_enable(!gemm);
     cnn_net *net = NULL;
     if (cnn_net_parse(text, &net) != CNN_OK) fail_msg("parse: %s\n%s", cnn_last_error(), text);
+    if (eval) cnn_net_set_training(net, 0);
     assert_int_equal(cnn_net_init(net, 7), CNN_OK);
     cnn_gradcheck_row rows[64];
     int nrows = 0;
@@ -136,6 +149,23 @@ static void build_grid(void) {
     for (int b = 0; b < 2; b++)
         for (int n = 1; n <= 3; n += 2)
             add_point(n, "input 3 2 2\nflatten\nlinear out_features=5 bias=%s\n", b ? "true" : "false");
+    /* gelu (both forms), silu and softmax over channels, flat and at each position; mode does not
+     * matter to them */
+    static const char *smooth[] = {"gelu", "gelu approximate=tanh", "silu", "softmax", "softmax dim=1"};
+    for (int a = 0; a < 5; a++)
+        for (int n = 1; n <= 3; n += 2) add_point(n, "input 3 4 5\n%s\n", smooth[a]);
+    add_point(2, "input 2 3 4\nflatten\nsoftmax\n");
+    add_point(3, "input 7 1 1\nsoftmax\n");
+    add_point(2, "input 1 3 3\nsoftmax\n");   /* one channel: y = 1, dx = 0 */
+    /* dropout: in training mode the mask is a fixed function of the node's seed, so central
+     * differences see the same mask on every forward; eval mode is the identity */
+    static const char *drops[] = {"dropout", "dropout p=0.1", "dropout p=0.9", "dropout p=0", "dropout p=1"};
+    for (int a = 0; a < 5; a++)
+        for (int n = 1; n <= 3; n += 2) {
+            add_point(n, "input 3 4 5\n%s\n", drops[a]);
+            add_point_eval(n, "input 3 4 5\n%s\n", drops[a]);
+        }
+    add_point(2, "input 2 3 4\nflatten\ndropout p=0.3 inplace=true\n");
 }
 
 /* Losses: central differences of the double versions, and the float API against them. */
