@@ -441,6 +441,14 @@ PARSE_ERROR_TEST(test_parse_conv2d_after_flatten, "input 1 4 4\nflatten\nconv2d 
 PARSE_ERROR_TEST(test_parse_maxpool2d_after_linear,
                  "input 1 4 4\nflatten\nlinear out_features=5\nmaxpool2d kernel_size=1\n", CNN_ERR_SHAPE, "line 4",
                  "maxpool2d", "[5]", "flat")
+/* ---- padding=same: PyTorch's rules ---- */
+PARSE_ERROR_TEST(test_parse_conv2d_same_strided, "input 1 8 8\nconv2d out_channels=2 kernel_size=3 stride=2 padding=same\n",
+                 CNN_ERR_PARSE, "line 2", "conv2d", "padding='same' is not supported for strided convolutions")
+PARSE_ERROR_TEST(test_parse_conv2d_same_strided_columns,
+                 "input 1 8 8\n# comment\nconv2d out_channels=2 kernel_size=3 padding=same stride=1,2\n", CNN_ERR_PARSE,
+                 "line 3", "conv2d", "padding='same' is not supported", "stride=1,2")
+PARSE_ERROR_TEST(test_parse_conv2d_padding_word, "input 1 8 8\nconv2d out_channels=2 kernel_size=3 padding=full\n",
+                 CNN_ERR_PARSE, "line 2", "conv2d", "padding=full")
 /* Each pooling halves the input until the next kernel no longer fits: the output would be empty. */
 PARSE_ERROR_TEST(test_parse_shape_no_longer_fits_after_pooling,
                  "input 1 8 8\nmaxpool2d kernel_size=2\nmaxpool2d kernel_size=2\nmaxpool2d kernel_size=2\n"
@@ -1723,6 +1731,9 @@ int main(void) {
         cmocka_unit_test(test_parse_avgpool2d_padding_over_half_kernel),
         cmocka_unit_test(test_parse_linear_on_non_flat_input),
         cmocka_unit_test(test_parse_conv2d_after_flatten),
+        cmocka_unit_test(test_parse_conv2d_same_strided),
+        cmocka_unit_test(test_parse_conv2d_same_strided_columns),
+        cmocka_unit_test(test_parse_conv2d_padding_word),
         cmocka_unit_test(test_parse_maxpool2d_after_linear),
         cmocka_unit_test(test_parse_shape_no_longer_fits_after_pooling),
         cmocka_unit_test(test_parse_output_would_be_empty_conv2d),

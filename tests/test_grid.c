@@ -108,6 +108,26 @@ static void build_grid(void) {
     add_point(2, "input 24 9 8\nconv2d out_channels=24 kernel_size=3,2 stride=3,2 padding=1,0 dilation=2,1\n");
     add_point(2, "input 16 8 8\nconv2d out_channels=16 kernel_size=2 stride=3 bias=false\n");
     add_point(2, "input 32 9 10\nconv2d out_channels=32 kernel_size=3 stride=2 padding=2 dilation=2 groups=2\n");
+    /* padding=same (stride 1): odd kernels pad alike on both sides and keep their fast paths; an
+     * even dilated kernel pads one more at the bottom and right, on im2col + GEMM; valid = 0 */
+    static const char *same[] = {
+        "input 4 7 8\nconv2d out_channels=4 kernel_size=3 padding=same\n",
+        "input 4 7 8\nconv2d out_channels=6 kernel_size=2 padding=same groups=2\n",
+        "input 4 7 8\nconv2d out_channels=4 kernel_size=4 padding=same bias=false\n",
+        "input 4 7 8\nconv2d out_channels=4 kernel_size=2 dilation=2 padding=same\n",   /* 2 = 1 + 1 */
+        "input 4 9 8\nconv2d out_channels=4 kernel_size=3 dilation=2 padding=same\n",
+        "input 3 6 9\nconv2d out_channels=4 kernel_size=3,4 dilation=1,2 padding=same\n",   /* 1+1, 3+3 */
+        "input 3 6 9\nconv2d out_channels=5 kernel_size=3,2 dilation=1,3 padding=same\n",   /* 1+1, 1+2 */
+        "input 3 6 9\nconv2d out_channels=2 kernel_size=4,3 padding=same\n",   /* 1+2, 1+1 */
+        "input 3 6 7\nconv2d out_channels=6 kernel_size=3 groups=3 padding=same\n",   /* direct */
+        "input 3 6 7\nconv2d out_channels=3 kernel_size=2,5 groups=3 padding=same\n",
+        "input 16 5 6\nconv2d out_channels=16 kernel_size=5 padding=same\n",
+        "input 16 5 6\nconv2d out_channels=16 kernel_size=4 padding=same\n",
+        "input 2 5 5\nconv2d out_channels=3 kernel_size=1 padding=same\n",   /* pointwise */
+        "input 2 5 5\nconv2d out_channels=3 kernel_size=3 padding=valid\n",
+    };
+    for (int i = 0; i < (int)(sizeof same / sizeof same[0]); i++) add_point(1 + i % 3, "%s", same[i]);
+    add_point(17, "input 3 6 5\nconv2d out_channels=4 kernel_size=2,4 padding=same\n");
     static const char *pk[] = {"2", "3", "3,2"};
     for (int avg = 0; avg < 2; avg++)
         for (int ki = 0; ki < 3; ki++)
@@ -293,12 +313,50 @@ static void test_direct_input_grad_overwrites_dx(void **state) {
     free(wti), free(ws);
 }
 
+/* Runs `text` (one sample, parameters "0.weight" w and "0.bias" b) on the reference path, the fast
+ * path and, where the CPU has the direct kernels, the fast path without them, and asserts the
+ * output, dL/dx, dL/dW and dL/db exactly: small integers, as PyTorch 1.13 gives them in float64. */
+static void exact_on_every_path(const char *text, const float *w, int nw, const float *b, int nb, const float *x,
+                                int nx, const float *dy, const double *y, int ny, const double *dx,
+                                const double *dw, const double *db) {
+    for (int path = 0; path < 3; path++) {
+        if (path == 2 && !direct16_available()) break;
+        direct16_enable(path != 2);
+        cnn_net *net = tu_net(text, 1, path ? CNN_PATH_FAST : CNN_PATH_REFERENCE);
+        tu_set(net, "0.weight", w, nw);
+        if (nb) tu_set(net, "0.bias", b, nb);
+        tu_run(net, x, 1, dy);
+        int out[3];
+        cnn_net_output_shape(net, out);
+        assert_int_equal(out[0] * out[1] * out[2], ny);
+        tu_exact("output", cnn_net_output(net), y, ny);
+        tu_exact("grad_input", cnn_net_grad_input(net), dx, nx);
+        tu_exact("weight.grad", cnn_net_param_by_name(net, "0.weight").grad, dw, nw);
+        if (nb) tu_exact("bias.grad", cnn_net_param_by_name(net, "0.bias").grad, db, nb);
+        cnn_net_free(net);
+        direct16_enable(1);
+    }
+}
+
+/* padding=same with a 2×2 kernel pads one row below and one column to the right, as PyTorch does:
+ * y[0][0] = 1·1 + 2·10 + 4·100 + 5·1000; the last row and column see zeros past the input. */
+static void test_conv2d_same_pads_after(void **state) {
+    (void)state;
+    static const float w[4] = {1, 10, 100, 1000}, x[6] = {1, 2, 3, 4, 5, 6}, dy[6] = {1, 0, 0, 0, 0, 2};
+    static const double y[6] = {5421, 6532, 603, 54, 65, 6};
+    static const double dx[6] = {1, 10, 0, 100, 1000, 2};   /* Σ dy[i][j] · w[h − i][v − j] */
+    static const double dw[4] = {1 + 12, 2, 4, 5};          /* Σ dy[i][j] · xp[i + r][j + t] */
+    exact_on_every_path("input 1 2 3\nconv2d out_channels=1 kernel_size=2 padding=same bias=false\n", w, 4, NULL, 0,
+                        x, 6, dy, y, 6, dx, dw, NULL);
+}
+
 int main(void) {
     build_grid();
     const struct CMUnitTest fixed[] = {
         cmocka_unit_test(test_cross_entropy), cmocka_unit_test(test_mse),
         cmocka_unit_test(test_whole_lenet5), cmocka_unit_test(test_whole_lenet5_batch21),
         cmocka_unit_test(test_whole_mixed), cmocka_unit_test(test_direct_input_grad_overwrites_dx),
+        cmocka_unit_test(test_conv2d_same_pads_after),
     };
     const int nfixed = (int)(sizeof fixed / sizeof fixed[0]);
     struct CMUnitTest *tests = calloc((size_t)(npoints + nfixed), sizeof *tests);

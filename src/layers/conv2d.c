@@ -4,7 +4,10 @@
  * Forward (note 002, eq. 1-4, generalised):
  *   y[n,k,i,j] = b[k] + Σ_{c∈group(k), r, t} w[k,c,r,t] · xp[n,c, i·sh + r·dh, j·sw + t·dw]
  * where xp is x with ph rows and pw columns of zeros on each side, and group(k) is the slice of
- * C/groups input channels that output channel k reads.
+ * C/groups input channels that output channel k reads. padding=same (PyTorch's padding='same',
+ * stride 1) pads d·(k − 1) in all, ⌊d·(k − 1)/2⌋ before (ph, pw) and the rest after (ph2, pw2), so
+ * that the output has the input's size; where d·(k − 1) is odd (an even kernel) that is one more
+ * at the bottom and right. The formulas below read only the padding before: the padding after only sets oh and ow.
  *
  * Backward. Note 002 derives the single-kernel, stride-1 case: dX is the full convolution of dY
  * with the kernel rotated 180°, dW is the valid correlation of X with dY, db is the sum of dY.
@@ -55,7 +58,14 @@ static cnn_status conv2d_option(layer *l, const char *key, const char *value) {
     if (!strcmp(key, "out_channels")) return opt_int(l, key, value, 1, &o->out_channels);
     if (!strcmp(key, "kernel_size")) return opt_pair(l, key, value, 1, &o->kh, &o->kw);
     if (!strcmp(key, "stride")) return opt_pair(l, key, value, 1, &o->sh, &o->sw);
-    if (!strcmp(key, "padding")) return opt_pair(l, key, value, 0, &o->ph, &o->pw);
+    if (!strcmp(key, "padding")) {
+        o->same = !strcmp(value, "same");
+        if (o->same || !strcmp(value, "valid")) {   /* valid: no padding */
+            o->ph = o->pw = 0;
+            return CNN_OK;
+        }
+        return opt_pair(l, key, value, 0, &o->ph, &o->pw);
+    }
     if (!strcmp(key, "dilation")) return opt_pair(l, key, value, 1, &o->dh, &o->dw);
     if (!strcmp(key, "groups")) return opt_int(l, key, value, 1, &o->groups);
     if (!strcmp(key, "bias")) return opt_bool(l, key, value, &o->bias);
@@ -74,13 +84,23 @@ static cnn_status conv2d_setup(layer *l) {
                         "line %d: conv2d: groups=%d must divide both in_channels (%d) and out_channels (%d)",
                         l->line, o->groups, l->c, o->out_channels);
     const long long kh = (long long)o->dh * (o->kh - 1) + 1, kw = (long long)o->dw * (o->kw - 1) + 1;
-    const long long eh = (long long)l->h + 2LL * o->ph - kh, ew = (long long)l->w + 2LL * o->pw - kw;
+    if (o->same) {
+        /* PyTorch's padding='same': the total padding d·(k − 1), ⌊total/2⌋ before and the rest after. */
+        if (o->sh != 1 || o->sw != 1)
+            return cnn_fail(CNN_ERR_PARSE, "line %d: conv2d: padding='same' is not supported for strided convolutions "
+                            "(stride=%d,%d)", l->line, o->sh, o->sw);
+        o->ph = (int)((kh - 1) / 2), o->ph2 = (int)(kh - 1 - o->ph);
+        o->pw = (int)((kw - 1) / 2), o->pw2 = (int)(kw - 1 - o->pw);
+    } else {
+        o->ph2 = o->ph, o->pw2 = o->pw;
+    }
+    const long long ph = (long long)o->ph + o->ph2, pw = (long long)o->pw + o->pw2;   /* the total padding */
+    const long long eh = (long long)l->h + ph - kh, ew = (long long)l->w + pw - kw;
     if (eh < 0 || ew < 0)
         return cnn_fail(CNN_ERR_SHAPE,
                         "line %d: conv2d: input %dx%dx%d padded to %lldx%lld is smaller than the "
                         "dilated kernel %lldx%lld",
-                        l->line, l->c, l->h, l->w, (long long)l->h + 2LL * o->ph, (long long)l->w + 2LL * o->pw,
-                        kh, kw);
+                        l->line, l->c, l->h, l->w, (long long)l->h + ph, (long long)l->w + pw, kh, kw);
     l->oc = o->out_channels;
     l->oh = (int)(eh / o->sh + 1);
     l->ow = (int)(ew / o->sw + 1);
@@ -207,17 +227,29 @@ static im2col_geom conv2d_geom(const layer *l) {
     return g;
 }
 
+/* The padding after (bottom, right) equals the padding before. padding=same with an even dilated
+ * kernel pads one more row and column after. The direct kernels' padded planes are symmetric, so
+ * such a layer takes im2col + GEMM: im2col reads a zero wherever a window leaves the input,
+ * whatever the padding, and the output size is l->oh, l->ow. */
+static int conv2d_is_symmetric(const layer *l) {
+    const conv2d_opts *o = &l->o.conv;
+    return o->ph == o->ph2 && o->pw == o->pw2;
+}
+
 /* A 1×1 kernel with stride 1 and no padding reads x as it is: no im2col needed. */
 static int conv2d_is_pointwise(const layer *l) {
     const conv2d_opts *o = &l->o.conv;
-    return o->kh == 1 && o->kw == 1 && o->sh == 1 && o->sw == 1 && o->ph == 0 && o->pw == 0;
+    return o->kh == 1 && o->kw == 1 && o->sh == 1 && o->sw == 1 && o->ph == 0 && o->pw == 0 &&
+           conv2d_is_symmetric(l);
 }
 
 static int chunks_of(int n) { return n < CHUNKS ? n : CHUNKS; }
 
 /* One input channel per group (a first layer on grey images, or depthwise) with unit column
  * stride runs as a direct convolution: whole output rows as vectors, no im2col. */
-static int conv2d_is_direct(const layer *l) { return l->c == l->o.conv.groups && l->o.conv.sw == 1; }
+static int conv2d_is_direct(const layer *l) {
+    return l->c == l->o.conv.groups && l->o.conv.sw == 1 && conv2d_is_symmetric(l);
+}
 
 static direct_geom conv2d_direct_geom(const layer *l) {
     const conv2d_opts *o = &l->o.conv;
@@ -235,7 +267,7 @@ static int conv2d_is_direct16(const layer *l) {
     const conv2d_opts *o = &l->o.conv;
     const int cg = l->c / o->groups, kg = l->oc / o->groups;
     if (!(cg > 1 && !(o->kh == 1 && o->kw == 1) && (kg < 16 || kg % 16 == 0 || kg % 16 >= 8) &&
-          direct16_available()))
+          conv2d_is_symmetric(l) && direct16_available()))
         return 0;
     /* Their buffers grow with the input and output planes, im2col's with the kernel: a layer whose
      * buffers would pass 2^26 floats (256 MB) per sample keeps im2col, and its limits. */

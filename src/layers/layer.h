@@ -25,6 +25,7 @@ typedef struct conv2d_opts {
     int kh, kw;         /* kernel_size */
     int sh, sw;         /* stride */
     int ph, pw;         /* padding (zeros) before; padding=same may put one more after (ph2, pw2) */
+    int ph2, pw2;       /* padding after (bottom, right), set by setup: ph, pw but for padding=same */
     int dh, dw;         /* dilation */
     int groups;
     int bias;
