@@ -40,7 +40,7 @@
  * gradient there is the same full convolution of dY with rot180(w), over a zero-bordered dY), and
  * im2col + GEMM otherwise. The tests hold every fast path to the reference.
  */
-#include "layers/layer.h"
+#include "layers/conv2d.h"
 #include "base/error.h"
 #include "base/threads.h"
 #include "kernels/direct.h"
@@ -539,7 +539,7 @@ static void conv2d_forward(const layer *l, int n, const float *const *xs, float 
 
 /* Σ d[0..n), in 16 interleaved lanes added in a fixed order: one chain of n dependent additions
  * cost more than the rest of the first layer's bias gradient. */
-CNN_CLONES static float plane_sum(const float *restrict d, int n) {
+CNN_CLONES float conv2d_plane_sum(const float *restrict d, int n) {
     float lane[16] = {0};
     int i = 0;
     for (; i + 16 <= n; i += 16)
@@ -554,12 +554,10 @@ CNN_CLONES static float plane_sum(const float *restrict d, int n) {
 /* Per chunk: db_c = Σ dy; dW_cᵀ = Σ col_g · dy_gᵀ (the transpose of dy_g · col_gᵀ: packing dy_gᵀ
  * for the GEMM moves kg·P floats where packing col_gᵀ would move ck·P); dcol = W_gᵀ · dy_g, then
  * col2im into dx (the direct kernels compute the same dW_cᵀ and, at stride 1, dx without col).
- * Then dW += dW_0 + dW_1 + ..., db likewise, in chunk order. */
-static void conv2d_backward(const layer *l, int n, const float *const *xs, const float *y, const float *dy,
-                            float *const *dxs, float *ws) {
-    const float *x = xs[0];
-    float *dx = dxs[0];
-    (void)y;
+ * Then dW += dW_0 + dW_1 + ..., db likewise, in chunk order.
+ * want_dw = 0 skips dW and db (x is then not read and may be NULL); dx = NULL skips dx. */
+static void backward_parts(const layer *l, int n, const float *x, const float *dy, float *dx, int want_dw,
+                           float *ws) {
     const conv2d_opts *o = &l->o.conv;
     const im2col_geom g = conv2d_geom(l);
     const int cg = g.c, kg = l->oc / o->groups, ck = cg * o->kh * o->kw, P = l->oh * l->ow;
@@ -576,32 +574,32 @@ static void conv2d_backward(const layer *l, int n, const float *const *xs, const
             direct16_pack_input_weights(&dg, l->param[0] + (size_t)gr * kg * ck, wti + gr * wtif);
     PARALLEL_FOR(ch, chunks) {
         float *col = ws + (size_t)ch * cf, *dw = col + col_size, *db = dw + wsize;
-        memset(dw, 0, (wsize + (size_t)l->oc) * sizeof *dw);
+        if (want_dw) memset(dw, 0, (wsize + (size_t)l->oc) * sizeof *dw);
         for (int s = (int)(n * ch / chunks); s < (int)(n * (ch + 1) / chunks); s++) {
-            if (o->bias)
-                for (int k = 0; k < l->oc; k++) db[k] += plane_sum(dy + ((size_t)s * l->oc + k) * P, P);
+            if (want_dw && o->bias)
+                for (int k = 0; k < l->oc; k++) db[k] += conv2d_plane_sum(dy + ((size_t)s * l->oc + k) * P, P);
             for (int gr = 0; gr < o->groups; gr++) {
-                const float *xs = x + ((size_t)s * o->groups + gr) * xg;
+                const float *xs = want_dw ? x + ((size_t)s * o->groups + gr) * xg : NULL;
                 const float *dys = dy + ((size_t)s * l->oc + (size_t)gr * kg) * P;
                 const float *wg = l->param[0] + (size_t)gr * kg * ck;
                 float *dxs = dx ? dx + ((size_t)s * o->groups + gr) * xg : NULL;
                 if (direct16) {
-                    direct16_weight_grad(&dg, xs, dys, dw + (size_t)gr * kg * ck, col);
+                    if (want_dw) direct16_weight_grad(&dg, xs, dys, dw + (size_t)gr * kg * ck, col);
                     if (dx && direct16_input_direct(&dg)) {
                         direct16_input_grad(&dg, dys, wg, wti + gr * wtif, dxs, col);
                         continue;
                     }
                 } else if (direct) {
-                    if (direct1) {
+                    if (want_dw && direct1) {
                         direct1_weight_grad(&dg, xs, dys, dw + (size_t)gr * kg * ck, col);
-                    } else {
+                    } else if (want_dw) {
                         pad_plane(l, xs, col);
                         direct_weight_grad(l, col, dys, kg, dw + (size_t)gr * kg * ck,
                                            col + 2 * (padded_plane(l) + padded_slack(l)));
                     }
                     if (dx) direct_input_grad(l, dys, wg, kg, col + padded_plane(l) + padded_slack(l), dxs);
                     continue;
-                } else {
+                } else if (want_dw) {
                     const float *c = pointwise ? xs : kept_col(l, n, s, gr);
                     if (!c) {
                         im2col(&g, xs, col);
@@ -620,6 +618,7 @@ static void conv2d_backward(const layer *l, int n, const float *const *xs, const
             }
         }
     }
+    if (!want_dw) return;
     /* Each chunk holds each group's dWᵀ [ck, kg]. Blocks of 16 rows of dW go to the threads, each
      * reading 16 consecutive floats of a dWᵀ row at a time; each element still adds the chunks'
      * parts in chunk order. */
@@ -638,6 +637,20 @@ static void conv2d_backward(const layer *l, int n, const float *const *xs, const
             const float *db = ws + (size_t)ch * cf + col_size + wsize;
             for (int k = 0; k < l->oc; k++) l->grad[1][k] += db[k];
         }
+}
+
+static void conv2d_backward(const layer *l, int n, const float *const *xs, const float *y, const float *dy,
+                            float *const *dxs, float *ws) {
+    (void)y;
+    backward_parts(l, n, xs[0], dy, dxs[0], 1, ws);
+}
+
+void conv2d_fast_input_grad(const layer *l, int n, const float *dy, float *dx, float *ws) {
+    backward_parts(l, n, NULL, dy, dx, 0, ws);
+}
+
+void conv2d_fast_weight_grad(const layer *l, int n, const float *x, const float *dy, float *ws) {
+    backward_parts(l, n, x, dy, NULL, 1, ws);
 }
 
 const layer_ops conv2d_ops = {
