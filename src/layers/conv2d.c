@@ -228,9 +228,10 @@ static im2col_geom conv2d_geom(const layer *l) {
 }
 
 /* The padding after (bottom, right) equals the padding before. padding=same with an even dilated
- * kernel pads one more row and column after. The direct kernels' padded planes are symmetric, so
- * such a layer takes im2col + GEMM: im2col reads a zero wherever a window leaves the input,
- * whatever the padding, and the output size is l->oh, l->ow. */
+ * kernel pads one more row and column after; convtranspose2d's equivalent conv2d (see
+ * convtranspose2d.c) may pad fewer after, even a negative number (rows no window reaches). The
+ * direct kernels' padded planes are symmetric, so such a layer takes im2col + GEMM: im2col reads a
+ * zero wherever a window leaves the input, whatever the padding, and the output size is l->oh, l->ow. */
 static int conv2d_is_symmetric(const layer *l) {
     const conv2d_opts *o = &l->o.conv;
     return o->ph == o->ph2 && o->pw == o->pw2;
