@@ -239,7 +239,7 @@ static int conv2d_is_symmetric(const layer *l) {
 }
 
 /* A 1×1 kernel with stride 1 and no padding reads x as it is: no im2col needed. */
-static int conv2d_is_pointwise(const layer *l) {
+static int decide_pointwise(const layer *l) {
     const conv2d_opts *o = &l->o.conv;
     return o->kh == 1 && o->kw == 1 && o->sh == 1 && o->sw == 1 && o->ph == 0 && o->pw == 0 &&
            conv2d_is_symmetric(l);
@@ -249,7 +249,7 @@ static int chunks_of(int n) { return n < CHUNKS ? n : CHUNKS; }
 
 /* One input channel per group (a first layer on grey images, or depthwise) with unit column
  * stride runs as a direct convolution: whole output rows as vectors, no im2col. */
-static int conv2d_is_direct(const layer *l) {
+static int decide_direct(const layer *l) {
     return l->c == l->o.conv.groups && l->o.conv.sw == 1 && conv2d_is_symmetric(l);
 }
 
@@ -265,7 +265,7 @@ static direct_geom conv2d_direct_geom(const layer *l) {
  * has them. They beat im2col + GEMM on every benchmark shape, small (no copies, no tile edges)
  * and large (24 accumulators in registers). With a stride and fewer than 16 input channels the
  * input gradient still goes through a GEMM and col2im (direct16_input_direct). */
-static int conv2d_is_direct16(const layer *l) {
+static int decide_direct16(const layer *l) {
     const conv2d_opts *o = &l->o.conv;
     const int cg = l->c / o->groups, kg = l->oc / o->groups;
     if (!(cg > 1 && !(o->kh == 1 && o->kw == 1) && (kg < 16 || kg % 16 == 0 || kg % 16 >= 8) &&
@@ -279,10 +279,23 @@ static int conv2d_is_direct16(const layer *l) {
 
 /* The one-channel direct path with unit strides runs on the AVX-512 kernels where the CPU has
  * them (forward and weight gradient; the input gradient keeps the loops below). */
-static int conv2d_is_direct1(const layer *l) {
-    return conv2d_is_direct(l) && l->o.conv.sh == 1 && direct16_available();
+static int decide_direct1(const layer *l) {
+    return decide_direct(l) && l->o.conv.sh == 1 && direct16_available();
 }
 
+
+/* The path is chosen once, when the net is built (conv2d_plan), not on every call. */
+enum { PLAN_POINTWISE = 1, PLAN_DIRECT = 2, PLAN_DIRECT16 = 4, PLAN_DIRECT1 = 8 };
+
+void conv2d_plan(layer *l) {
+    l->o.conv.plan = (decide_pointwise(l) ? PLAN_POINTWISE : 0) | (decide_direct(l) ? PLAN_DIRECT : 0) |
+                     (decide_direct16(l) ? PLAN_DIRECT16 : 0) | (decide_direct1(l) ? PLAN_DIRECT1 : 0);
+}
+
+static int conv2d_is_pointwise(const layer *l) { return (l->o.conv.plan & PLAN_POINTWISE) != 0; }
+static int conv2d_is_direct(const layer *l) { return (l->o.conv.plan & PLAN_DIRECT) != 0; }
+static int conv2d_is_direct16(const layer *l) { return (l->o.conv.plan & PLAN_DIRECT16) != 0; }
+static int conv2d_is_direct1(const layer *l) { return (l->o.conv.plan & PLAN_DIRECT1) != 0; }
 
 static size_t padded_plane(const layer *l) {
     return (size_t)(l->h + 2 * l->o.conv.ph) * (size_t)(l->w + 2 * l->o.conv.pw);
@@ -661,6 +674,7 @@ const layer_ops conv2d_ops = {
     .defaults = conv2d_defaults,
     .option = conv2d_option,
     .setup = conv2d_setup,
+    .plan = conv2d_plan,
     .fan_in = conv2d_fan_in,
     .workspace = conv2d_workspace,
     .keep_floats = conv2d_keep_floats,

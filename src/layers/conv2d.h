@@ -9,6 +9,11 @@
 
 #include "layers/layer.h"
 
+/* Chooses l's fast path (direct kernels, im2col + GEMM, ...) from its options and shapes, once:
+ * conv2d's plan hook, which the net calls when it builds the node; a layer that runs an equivalent
+ * conv2d calls it on that layer in its own plan hook and keeps o.conv.plan. */
+void conv2d_plan(layer *l);
+
 /* dx [n, c, h, w] = conv2d's input gradient of dy [n, oc, oh, ow] (overwritten); no dW, no db. */
 void conv2d_fast_input_grad(const layer *l, int n, const float *dy, float *dx, float *ws);
 

@@ -119,6 +119,14 @@ static cnn_status convtranspose2d_setup(layer *l) {
     return CNN_OK;
 }
 
+/* The equivalent conv2d's path, chosen once: as_conv2d copies it with the options. */
+static void convtranspose2d_plan(layer *l) {
+    layer e;
+    as_conv2d(l, &e);
+    conv2d_plan(&e);
+    l->o.conv.plan = e.o.conv.plan;
+}
+
 /* PyTorch computes fan_in from the weight tensor's dimension 1: (C_out/groups)·kh·kw. */
 static int64_t convtranspose2d_fan_in(const layer *l) {
     const conv2d_opts *o = &l->o.conv;
@@ -266,6 +274,7 @@ const layer_ops convtranspose2d_ops = {
     .defaults = convtranspose2d_defaults,
     .option = convtranspose2d_option,
     .setup = convtranspose2d_setup,
+    .plan = convtranspose2d_plan,
     .fan_in = convtranspose2d_fan_in,
     .workspace = convtranspose2d_workspace,
     .forward = convtranspose2d_forward,

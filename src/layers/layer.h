@@ -31,6 +31,7 @@ typedef struct conv2d_opts {
     int bias;
     int same;           /* padding=same: ph, pw are ⌊total/2⌋ and the rest goes right and bottom */
     int oph, opw;       /* convtranspose2d: output_padding */
+    unsigned plan;      /* the fast path, chosen once when the net is built (conv2d_plan) */
 } conv2d_opts;
 
 typedef struct pool_opts {
@@ -130,6 +131,9 @@ typedef struct layer_ops {
     /* Checks the options against the inputs' shapes, sets the output shape and declares the
      * tensors (layer_add_tensor). */
     cnn_status (*setup)(layer *l);
+    /* Makes the node's choices once, when the net is built (after setup and the net's size
+     * checks): which kernel path it takes, and so its workspace. NULL: nothing to choose. */
+    void (*plan)(layer *l);
     /* fan_in for LAYER_INIT_FAN_IN tensors. */
     int64_t (*fan_in)(const layer *l);
     size_t (*workspace)(const layer *l, int n);

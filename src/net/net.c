@@ -97,7 +97,9 @@ static cnn_status setup_node(layer *l) {
             return layer_fail(l, CNN_ERR_SHAPE, "%s of shape %s is too large (over 2^28 elements)", l->t[k].name,
                               shape);
         }
-    /* Parameters and outputs are bounded now, so the workspace size cannot overflow. */
+    /* Parameters and outputs are bounded now: the node's choices, then its workspace, whose size
+     * cannot overflow. */
+    if (ops->plan) ops->plan(l);
     if (ops->workspace && ops->workspace(l, 1) > (size_t)MAX_ELEMS)
         return layer_fail(l, CNN_ERR_SHAPE, "the workspace of %zu floats per sample is too large",
                           ops->workspace(l, 1));
