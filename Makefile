@@ -54,7 +54,9 @@ all: deps $(BUILD)/libcnn.a $(BUILD)/libcnn.so $(BUILD)/cnn
 deps:
 	@sh tools/install-deps.sh build $(BLAS_DEPS)
 
-$(BUILD)/obj/%.o: %.c
+# Every object waits for the packages (order-only), so that `make -j` on a bare machine does not
+# compile before the headers are installed.
+$(BUILD)/obj/%.o: %.c | deps
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -c $< -o $@
 

@@ -1,5 +1,5 @@
-/* Checkpoints: one safetensors file that holds the weights under their state_dict names (so it
- * loads as weights anywhere, PyTorch included), the optimizer state under optim.<param>.<buffer>,
+/* Checkpoints: one safetensors file that holds the weights and buffers (batch norm's running
+ * statistics) under their state_dict names (so it loads as weights anywhere, PyTorch included), the optimizer state under optim.<param>.<buffer>,
  * and the model text, progress and settings in __metadata__. cnn_st_save writes it atomically. */
 #include "checkpoint.h"
 
@@ -9,9 +9,9 @@
 
 int checkpoint_save(const char *path, const cnn_net *net, const cnn_optim *opt, const char *const *meta, int n_meta,
                     cnn_status *st) {
-    const int np = cnn_net_param_count(net);
+    const int np = cnn_net_param_count(net), nb = cnn_net_buffer_count(net);
     const int ns = opt ? cnn_optim_state(opt, NULL, 0) : 0;
-    cnn_tensor *t = calloc((size_t)(np + ns) + 1, sizeof *t);
+    cnn_tensor *t = calloc((size_t)(np + nb + ns) + 1, sizeof *t);
     if (!t) {
         *st = CNN_ERR_NOMEM;
         return 0;
@@ -21,8 +21,9 @@ int checkpoint_save(const char *path, const cnn_net *net, const cnn_optim *opt, 
         t[i] = (cnn_tensor){.name = p.name, .dtype = CNN_F32, .ndim = p.ndim, .data = p.data};
         memcpy(t[i].shape, p.shape, sizeof p.shape);
     }
-    if (opt) cnn_optim_state(opt, t + np, ns);
-    *st = cnn_st_save(path, t, np + ns, meta, n_meta);
+    for (int i = 0; i < nb; i++) t[np + i] = cnn_net_buffer(net, i);
+    if (opt) cnn_optim_state(opt, t + np + nb, ns);
+    *st = cnn_st_save(path, t, np + nb + ns, meta, n_meta);
     free(t);
     return *st == CNN_OK;
 }

@@ -14,6 +14,7 @@
 static const char grad_usage[] =
     "usage: cnn grad --model NET.cnn (--weights W.safetensors | --init SEED | both)\n"
     "                --input IN.safetensors --out OUT.safetensors [--loss cross_entropy|mse]\n"
+    "                [--eval] [--seed S] [--activations]\n"
     "\n"
     "IN holds 'input' [N,C,H,W] float32, and either 'grad_output' (dL/doutput, the output's shape;\n"
     "no --loss) or 'target' (--loss cross_entropy: int64 or int32 class indices [N]; --loss mse: float32\n"
@@ -21,14 +22,20 @@ static const char grad_usage[] =
     "and 'loss' with --loss. A parameter missing from W is an error unless --init SEED draws it\n"
     "(PyTorch's default initialisation: uniform(-1/sqrt(fan_in), 1/sqrt(fan_in))).\n"
     "\n"
+    "The pass runs in training mode, as a PyTorch module does by default: batch norm uses the batch's\n"
+    "statistics and OUT also gets every buffer after its update ('<name>.running_mean',\n"
+    "'<name>.running_var', '<name>.num_batches_tracked'); dropout draws its masks from --seed S\n"
+    "(default 0). --eval runs eval mode: running statistics, no dropout. --activations also writes\n"
+    "every line's output and its gradient as '<name>:output' and '<name>:grad'.\n"
+    "\n"
     "example:\n"
     "  cnn grad --model models/lenet5.cnn --init 1 --input in.safetensors --out grads.safetensors \\\n"
     "           --loss cross_entropy\n";
 
 typedef struct grad_args {
     const char *model, *weights, *input, *out, *loss;
-    int have_seed;
-    unsigned long long seed;
+    int have_seed, eval, activations;
+    unsigned long long seed, dropout_seed;
 } grad_args;
 
 static int parse_args(int argc, char **argv, grad_args *a) {
@@ -38,6 +45,14 @@ static int parse_args(int argc, char **argv, grad_args *a) {
         if (!strcmp(k, "--help") || !strcmp(k, "-h")) {
             fputs(grad_usage, stdout);
             return 0;
+        }
+        if (!strcmp(k, "--eval")) {
+            a->eval = 1;
+            continue;
+        }
+        if (!strcmp(k, "--activations")) {
+            a->activations = 1;
+            continue;
         }
         if (i + 1 >= argc) {
             cli_error("grad", "option %s needs a value\n\n%s", k, grad_usage);
@@ -49,12 +64,13 @@ static int parse_args(int argc, char **argv, grad_args *a) {
         else if (!strcmp(k, "--input")) a->input = v;
         else if (!strcmp(k, "--out")) a->out = v;
         else if (!strcmp(k, "--loss")) a->loss = v;
-        else if (!strcmp(k, "--init")) {
-            if (!cli_parse_u64(v, &a->seed)) {
-                cli_error("grad", "--init %s: expected a non-negative integer seed", v);
+        else if (!strcmp(k, "--init") || !strcmp(k, "--seed")) {
+            unsigned long long *dst = !strcmp(k, "--init") ? &a->seed : &a->dropout_seed;
+            if (!cli_parse_u64(v, dst)) {
+                cli_error("grad", "%s %s: expected a non-negative integer seed", k, v);
                 return EXIT_BAD_INPUT;
             }
-            a->have_seed = 1;
+            if (dst == &a->seed) a->have_seed = 1;
         } else {
             cli_error("grad", "unknown option '%s'\n\n%s", k, grad_usage);
             return EXIT_BAD_INPUT;
@@ -71,12 +87,12 @@ static int parse_args(int argc, char **argv, grad_args *a) {
     return -1;
 }
 
-/* The output's shape as PyTorch gives it: [N, C] when flat, else [N, C, H, W]. */
-static int output_shape(const cnn_net *net, int n, int64_t *shape) {
-    int chw[3];
-    cnn_net_output_shape(net, chw);
+/* Value v's shape as PyTorch gives it: [N, C] when flat, else [N, C, H, W]. */
+static int value_shape(const cnn_net *net, int v, int n, int64_t *shape) {
+    int chw[3], flat;
+    cnn_net_value_shape(net, v, chw, &flat);
     shape[0] = n, shape[1] = chw[0], shape[2] = chw[1], shape[3] = chw[2];
-    return cnn_net_output_is_flat(net) ? 2 : 4;
+    return flat ? 2 : 4;
 }
 
 static int check_finite(const char *what, const cnn_tensor *t) {
@@ -101,6 +117,12 @@ static void print_summary(const char *path, const cnn_tensor *t, int count) {
         for (int d = 0; d < t[i].ndim && at < (int)sizeof shape; d++)
             at += snprintf(shape + at, sizeof shape - (size_t)at, d ? ", %lld" : "%lld", (long long)t[i].shape[d]);
         if (at < (int)sizeof shape) snprintf(shape + at, sizeof shape - (size_t)at, "]");
+        if (t[i].dtype == CNN_I64) {   /* a counter: num_batches_tracked */
+            int64_t c;
+            memcpy(&c, t[i].data, sizeof c);
+            printf("  %-16s %-16s value %lld\n", t[i].name, shape, (long long)c);
+            continue;
+        }
         const float *v = t[i].data;
         double norm = 0.0;
         for (int64_t k = 0; k < cnn_tensor_numel(&t[i]); k++) norm += (double)v[k] * v[k];
@@ -147,11 +169,13 @@ int cmd_grad(int argc, char **argv) {
     if (!check_finite(a.input, x)) goto done;
     const int n = (int)x->shape[0];
     int64_t oshape[4];
-    const int ondim = output_shape(net, n, oshape);
+    const int ondim = value_shape(net, cnn_net_value_count(net) - 1, n, oshape);
     int64_t ocount = 1;
     for (int d = 0; d < ondim; d++) ocount *= oshape[d];
 
     if ((st = cnn_net_reserve(net, n))) goto fail;
+    cnn_net_set_training(net, !a.eval);
+    cnn_net_set_seed(net, a.dropout_seed);
     if ((st = cnn_net_forward(net, x->data, n))) goto fail;
     const float *y = cnn_net_output(net);
 
@@ -200,27 +224,42 @@ int cmd_grad(int argc, char **argv) {
     cnn_net_zero_grad(net);
     if ((st = cnn_net_backward(net, dy))) goto fail;
 
-    /* output, grad_input, every <param>.grad, and loss. */
-    const int np = cnn_net_param_count(net);
-    const int count = 2 + np + (a.loss ? 1 : 0);
+    /* output, grad_input, every <param>.grad, loss; in training mode every buffer; with
+     * --activations every line's output and gradient. */
+    const int np = cnn_net_param_count(net), nb = a.eval ? 0 : cnn_net_buffer_count(net);
+    const int nv = a.activations ? cnn_net_value_count(net) - 1 : 0;
+    const int count = 2 + np + (a.loss ? 1 : 0) + nb + 2 * nv;
+    enum { NAME = 160 };
     outs = calloc((size_t)count, sizeof *outs);
-    names = calloc((size_t)np + 1, 160);
+    names = calloc((size_t)(np + 2 * nv) + 1, NAME);
     if (!outs || !names) {
         cli_error("grad", "out of memory");
         rc = 1;
         goto done;
     }
-    outs[0] = (cnn_tensor){.name = "output", .dtype = CNN_F32, .ndim = ondim, .data = (void *)y};
-    memcpy(outs[0].shape, oshape, sizeof oshape);
-    outs[1] = (cnn_tensor){.name = "grad_input", .dtype = CNN_F32, .ndim = 4, .data = (void *)cnn_net_grad_input(net)};
-    outs[1].shape[0] = n, outs[1].shape[1] = chw[0], outs[1].shape[2] = chw[1], outs[1].shape[3] = chw[2];
-    for (int i = 0; i < np; i++) {
+    int at = 0;
+    outs[at] = (cnn_tensor){.name = "output", .dtype = CNN_F32, .ndim = ondim, .data = (void *)y};
+    memcpy(outs[at++].shape, oshape, sizeof oshape);
+    outs[at] = (cnn_tensor){.name = "grad_input", .dtype = CNN_F32, .ndim = 4, .data = (void *)cnn_net_grad_input(net)};
+    outs[at].shape[0] = n, outs[at].shape[1] = chw[0], outs[at].shape[2] = chw[1], outs[at].shape[3] = chw[2];
+    at++;
+    char *name = names;
+    for (int i = 0; i < np; i++, name += NAME) {
         const cnn_param p = cnn_net_param(net, i);
-        snprintf(names + (size_t)i * 160, 160, "%s.grad", p.name);
-        outs[2 + i] = (cnn_tensor){.name = names + (size_t)i * 160, .dtype = CNN_F32, .ndim = p.ndim, .data = p.grad};
-        memcpy(outs[2 + i].shape, p.shape, sizeof p.shape);
+        snprintf(name, NAME, "%s.grad", p.name);
+        outs[at] = (cnn_tensor){.name = name, .dtype = CNN_F32, .ndim = p.ndim, .data = p.grad};
+        memcpy(outs[at++].shape, p.shape, sizeof p.shape);
     }
-    if (a.loss) outs[2 + np] = (cnn_tensor){.name = "loss", .dtype = CNN_F32, .ndim = 0, .data = &loss};
+    if (a.loss) outs[at++] = (cnn_tensor){.name = "loss", .dtype = CNN_F32, .ndim = 0, .data = &loss};
+    for (int i = 0; i < nb; i++) outs[at++] = cnn_net_buffer(net, i);
+    for (int v = 1; v <= nv; v++)
+        for (int g = 0; g < 2; g++, name += NAME) {
+            snprintf(name, NAME, "%s:%s", cnn_net_value_name(net, v), g ? "grad" : "output");
+            outs[at] = (cnn_tensor){.name = name, .dtype = CNN_F32,
+                                    .data = (void *)(g ? cnn_net_value_grad(net, v) : cnn_net_value_data(net, v))};
+            outs[at].ndim = value_shape(net, v, n, outs[at].shape);
+            at++;
+        }
     if ((st = cnn_st_save(a.out, outs, count, NULL, 0))) goto fail;
     print_summary(a.out, outs, count);
     rc = 0;

@@ -13,13 +13,15 @@
 
 static const char gradcheck_usage[] =
     "usage: cnn gradcheck --model NET.cnn [--weights W.safetensors] [--seed S] [--batch N]\n"
-    "                     [--max-checks K]\n"
+    "                     [--max-checks K] [--eval]\n"
     "\n"
-    "For each layer, with random inputs and L = sum(output * dy) for a random dy, compares the\n"
+    "For each layer (each node of the graph), with random inputs and L = sum(output * dy) for a random dy, compares the\n"
     "reference backward pass with central differences (step 1e-6, double precision) of the\n"
     "reference forward pass, and the fast path with the reference. Parameters come from W, or\n"
     "else PyTorch's default initialisation drawn from the seed. At most K elements of each tensor\n"
-    "are perturbed (default 256; 0 checks all). Exits 1 if any check fails.\n"
+    "are perturbed (default 256; 0 checks all). Layers run in training mode (batch norm through\n"
+    "the batch's statistics, dropout with a fixed mask), or in eval mode with --eval. A layer of\n"
+    "several inputs (add, concat) gets one row per input. Exits 1 if any check fails.\n"
     "\n"
     "example:\n"
     "  cnn gradcheck --model models/lenet5.cnn --seed 1\n";
@@ -27,11 +29,16 @@ static const char gradcheck_usage[] =
 int cmd_gradcheck(int argc, char **argv) {
     const char *model = NULL, *weights = NULL;
     unsigned long long seed = 1, batch = 2, max_checks = 256;
+    int eval = 0;
     for (int i = 1; i < argc; i++) {
         const char *k = argv[i];
         if (!strcmp(k, "--help") || !strcmp(k, "-h")) {
             fputs(gradcheck_usage, stdout);
             return 0;
+        }
+        if (!strcmp(k, "--eval")) {
+            eval = 1;
+            continue;
         }
         if (i + 1 >= argc) {
             cli_error("gradcheck", "option %s needs a value\n\n%s", k, gradcheck_usage);
@@ -65,7 +72,9 @@ int cmd_gradcheck(int argc, char **argv) {
     cnn_status st;
     if ((st = cnn_net_load(model, &net)) || (st = cnn_net_init(net, seed))) goto fail;
     if (weights && ((st = cnn_st_load(weights, &wst)) || (st = cnn_net_load_weights(net, wst, 0)))) goto fail;
-    const int cap = 4 * cnn_net_layer_count(net);
+    cnn_net_set_training(net, !eval);
+    int cap = 0;   /* rows: output, each input, each parameter (at most 8) */
+    for (int i = 0; i < cnn_net_layer_count(net); i++) cap += 9 + cnn_net_layer_input_count(net, i);
     rows = calloc((size_t)cap, sizeof *rows);
     if (!rows) {
         cli_error("gradcheck", "out of memory");
@@ -76,6 +85,7 @@ int cmd_gradcheck(int argc, char **argv) {
     if ((st = cnn_gradcheck(net, (int)batch, seed, (long long)max_checks, rows, cap, &nrows))) goto fail;
 
     printf("gradcheck %s: batch %llu, seed %llu, central differences in double (step 1e-6)\n", model, batch, seed);
+    printf("%s mode\n", eval ? "eval" : "training");
     printf("%-5s %-5s %-10s %-7s %9s %14s %14s  %s\n", "layer", "line", "kind", "tensor", "checked",
            "max rel err", "fast vs ref", "result");
     int failed = 0;
@@ -89,9 +99,13 @@ int cmd_gradcheck(int argc, char **argv) {
             snprintf(checked, sizeof checked, "%lld", (long long)r->checked);
             snprintf(err, sizeof err, "%.3e", r->max_rel_err);
         }
-        printf("%-5d %-5d %-10s %-7s %9s %14s %14.3e  %s\n", r->layer, cnn_net_layer_line(net, r->layer),
+        char layer[16], named[160] = "";
+        snprintf(layer, sizeof layer, "%d", r->layer);
+        if (strcmp(layer, cnn_net_layer_name(net, r->layer)))
+            snprintf(named, sizeof named, "  %s", cnn_net_layer_name(net, r->layer));
+        printf("%-5d %-5d %-10s %-7s %9s %14s %14.3e  %s%s\n", r->layer, cnn_net_layer_line(net, r->layer),
                cnn_layer_kind_name(cnn_net_layer_kind(net, r->layer)), r->tensor, checked, err, r->fast_rel_err,
-               bad ? "FAIL" : "ok");
+               bad ? "FAIL" : "ok", named);
     }
     printf("%s: %d of %d checks failed (tolerances: numeric %.0e, fast path %.0e)\n", failed ? "FAILED" : "passed",
            failed, nrows, NUMERIC_TOL, FAST_TOL);

@@ -221,6 +221,7 @@ static int argmax(const float *v, int n) {
 
 int evaluate(cnn_net *net, const cnn_dataset *d, int batch, int classes, int64_t *ybuf, double *loss, double *acc,
              int64_t *confusion) {
+    cnn_net_set_training(net, 0);   /* batch norm's running statistics, no dropout */
     double total = 0.0;
     int64_t correct = 0;
     for (int64_t at = 0; at < d->n; at += batch) {
@@ -613,6 +614,9 @@ int cmd_train(int argc, char **argv) {
             const int n = (int)(data.train.n - at < batch ? data.train.n - at : batch);
             gather(&data.train, perm + at, n, xb, yb);
             cnn_net_zero_grad(net);
+            /* Dropout's masks are drawn from (seed, step), so that a resumed run draws the same. */
+            cnn_net_set_training(net, 1);
+            cnn_net_set_seed(net, c.seed ^ (0x9E3779B97F4A7C15ull * (step + 1)));
             float loss;
             cnn_net_forward(net, xb, n);
             const float *y = cnn_net_output(net);

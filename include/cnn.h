@@ -159,25 +159,57 @@ cnn_status cnn_st_save(const char *path, const cnn_tensor *tensors, int n, const
 /* ---------------------------------------------------------------------------------------------
  * Networks
  *
- * A model file has one layer per line, mirroring torch.nn.Sequential:
+ * A model file has one layer per line. Read top to bottom it is a torch.nn.Sequential; with names
+ * and from= lists it is any graph of layers (a residual net, a DenseNet):
  *
- *     input 1 28 28                        # C H W of one sample
- *     conv2d out_channels=6 kernel_size=5 padding=2
+ *     input 3 32 32                        # C H W of one sample; this value is named "input"
+ *     conv2d out_channels=16 kernel_size=3 padding=1 bias=false name=conv1
+ *     batchnorm2d name=bn1
+ *     relu name=stem
+ *     conv2d out_channels=16 kernel_size=3 padding=1 bias=false name=layer1.0.conv1
+ *     batchnorm2d name=layer1.0.bn1
  *     relu
- *     maxpool2d kernel_size=2
+ *     conv2d out_channels=16 kernel_size=3 padding=1 bias=false name=layer1.0.conv2
+ *     batchnorm2d name=layer1.0.bn2
+ *     add from=stem                        # the line above + stem: the residual shortcut
+ *     relu name=layer1.0
+ *     adaptiveavgpool2d output_size=1
  *     flatten
- *     linear out_features=10
+ *     linear out_features=10 name=fc
+ *
+ * - name=NAME names a line's output (letters, digits, '_', '.', '-'; at most 100 bytes); without it
+ *   the name is the layer's index, counted from 0 without `input`. Parameters and buffers are
+ *   "<name>.weight", "<name>.bias", "<name>.running_mean", ...: the state_dict keys of the
+ *   equivalent PyTorch module (nested modules for dotted names such as layer1.0.conv1).
+ * - from=A[,B...] lists a line's inputs by name or index, in order; without it the input is the
+ *   line above. For add and concat a single name means the line above and that one, in that order
+ *   (concat from=B is torch.cat([previous, B], 1)).
+ * - The net's output is the last line. A line whose output nothing reads, an unknown name, a name
+ *   used twice, and a cycle (a from= that names the line itself or a line below that reads it) are
+ *   parse errors naming the line.
+ * - Layer names are case-insensitive, and PyTorch's class names are aliases (Conv2d, BatchNorm2d,
+ *   ReLU, MaxPool2d, AdaptiveAvgPool2d, Linear, Dropout, GELU, SiLU, LeakyReLU, ConvTranspose2d,
+ *   Flatten, Softmax, ...). '#' starts a comment; blank lines are ignored.
  *
  * Layers and options (defaults are PyTorch's; a pair "3,5" means (height, width)):
- *     conv2d     out_channels= kernel_size= stride=1 padding=0 dilation=1 groups=1 bias=true
- *     maxpool2d  kernel_size= stride=kernel_size padding=0 ceil_mode=false
- *     avgpool2d  kernel_size= stride=kernel_size padding=0 ceil_mode=false count_include_pad=true
- *     relu, sigmoid, tanh, flatten
- *     leakyrelu  negative_slope=0.01
- *     linear     out_features= bias=true
- * '#' starts a comment; blank lines are ignored. Layers are numbered from 0, not counting `input`,
- * and parameters are named "<i>.weight" and "<i>.bias" with PyTorch's layouts: conv2d weight
- * [out, in/groups, kh, kw], linear weight [out, in].
+ *     conv2d       out_channels= kernel_size= stride=1 padding=0 dilation=1 groups=1 bias=true
+ *                  (padding=same: stride 1 only, the odd cell of padding at the right and bottom;
+ *                  padding=valid is 0)
+ *     convtranspose2d  out_channels= kernel_size= stride=1 padding=0 output_padding=0 dilation=1
+ *                  groups=1 bias=true; weight [in, out/groups, kh, kw]
+ *     maxpool2d    kernel_size= stride=kernel_size padding=0 ceil_mode=false
+ *     avgpool2d    kernel_size= stride=kernel_size padding=0 ceil_mode=false count_include_pad=true
+ *     adaptiveavgpool2d, adaptivemaxpool2d   output_size=1 (or h,w)
+ *     batchnorm2d  eps=1e-5 momentum=0.1 affine=true track_running_stats=true (momentum=none: the
+ *                  cumulative average); batchnorm1d the same, for a flat [N, F] input
+ *     dropout      p=0.5
+ *     relu, sigmoid, tanh, silu, flatten
+ *     leakyrelu    negative_slope=0.01
+ *     gelu         approximate=none (or tanh)
+ *     softmax      dim=1 (over channels)
+ *     linear       out_features= bias=true
+ *     add          two or more inputs of one shape; concat: along channels, other sizes equal
+ * Conv weights are [out, in/groups, kh, kw] and linear weights [out, in], as in PyTorch.
  * ------------------------------------------------------------------------------------------- */
 
 typedef struct cnn_net cnn_net;
@@ -206,11 +238,13 @@ typedef enum cnn_layer_kind {
     CNN_LAYER_KIND_COUNT
 } cnn_layer_kind;
 
-/* Parses model text and builds the net: infers every shape, checks that each layer fits, and
- * allocates the parameter and gradient arenas (parameters are zero until cnn_net_init or
- * cnn_net_load_weights). `text` is NUL-terminated.
- * Errors: CNN_ERR_PARSE ("line 3: conv2d: unknown option 'kernal_size'"), CNN_ERR_SHAPE ("line 5:
- * maxpool2d: input 16x2x2 is smaller than kernel 3x3"), CNN_ERR_NOMEM. On error *out is NULL. */
+/* Parses model text and builds the net: resolves every from=, infers every shape, checks that each
+ * layer fits, and allocates the parameter, buffer and gradient arenas (parameters are zero until
+ * cnn_net_init or cnn_net_load_weights; batch norm's weight and running_var start at 1). `text` is
+ * NUL-terminated. Errors: CNN_ERR_PARSE ("line 3: conv2d: unknown option 'kernal_size'", "line 4:
+ * relu: from=b makes a cycle: ..."), CNN_ERR_SHAPE ("line 5: maxpool2d: input 16x2x2 is smaller
+ * than kernel 3x3", "line 9: add: input 1 is 32x16x16 but input 0 is 16x32x32"), CNN_ERR_NOMEM.
+ * On error *out is NULL. */
 cnn_status cnn_net_parse(const char *text, cnn_net **out);
 
 /* Reads a model file and parses it as cnn_net_parse does; messages start with the path. */
@@ -224,7 +258,9 @@ void cnn_net_output_shape(const cnn_net *net, int chw[3]);
 /* Nonzero when the output is flat, [N, C] (after a flatten or linear), rather than [N, C, H, W]. */
 int cnn_net_output_is_flat(const cnn_net *net);
 
-/* The number of layers (not counting `input`), and facts about layer i (0 ≤ i < count). */
+/* The number of layers (not counting `input`), and facts about layer i (0 ≤ i < count). Layers
+ * are in the file's order, which is a topological order of the graph. in_chw is the shape of the
+ * layer's first input. */
 int cnn_net_layer_count(const cnn_net *net);
 cnn_layer_kind cnn_net_layer_kind(const cnn_net *net, int i);
 const char *cnn_layer_kind_name(cnn_layer_kind kind);     /* "conv2d", ...; NULL if invalid */
@@ -251,7 +287,7 @@ const float *cnn_net_value_grad(const cnn_net *net, int v);
 
 /* Parameters. The float arrays belong to the net; they stay valid until cnn_net_free. */
 typedef struct cnn_param {
-    const char *name;             /* "0.weight" */
+    const char *name;             /* "0.weight", "layer1.0.conv1.weight" */
     int layer;                    /* the layer's index */
     int ndim;
     int64_t shape[4];
@@ -283,18 +319,25 @@ int cnn_net_training(const cnn_net *net);
  * draws new masks; the same seed gives the same masks for any thread count. */
 void cnn_net_set_seed(cnn_net *net, uint64_t seed);
 
-/* Seeded initialisation, PyTorch's default in distribution: weights and biases uniform in
- * (−1/√fan_in, 1/√fan_in) (kaiming-uniform with a = √5). Errors: CNN_ERR_ARG for a NULL net. */
+/* Seeded initialisation, PyTorch's default in distribution: conv and linear weights and biases
+ * uniform in (−1/√fan_in, 1/√fan_in) (kaiming-uniform with a = √5), drawn in state_dict order;
+ * batch norm's weight 1 and bias 0; buffers reset (running_mean 0, running_var 1,
+ * num_batches_tracked 0). Errors: CNN_ERR_ARG for a NULL net. */
 cnn_status cnn_net_init(cnn_net *net, uint64_t seed);
 
-/* Copies every parameter from `st` by its state_dict name. Tensors may be F32 or F64 (F64 is
- * rounded). When `allow_missing` is nonzero, parameters absent from `st` keep their values.
+/* Copies every parameter and buffer from `st` by its state_dict name. Float tensors may be F32 or
+ * F64 (F64 is rounded); num_batches_tracked is I64. When `allow_missing` is nonzero, tensors absent
+ * from `st` keep their values. Other entries of `st` (such as a checkpoint's optim.*) are ignored,
+ * except one that looks like a tensor of this model that it does not have ("3.weight" of a
+ * Sequential, "<a node's name>.<x>"). Everything is checked before anything is copied.
  * Errors: CNN_ERR_MISSING ("weights: tensor '3.weight' is missing"), CNN_ERR_SHAPE (names the
- * tensor and both shapes), CNN_ERR_DTYPE, CNN_ERR_NONFINITE (a NaN or Inf in a parameter). */
+ * tensor and both shapes, or a tensor the model lacks), CNN_ERR_DTYPE, CNN_ERR_NONFINITE (a NaN or
+ * Inf in a parameter), CNN_ERR_FORMAT (a negative count). */
 cnn_status cnn_net_load_weights(cnn_net *net, const cnn_st *st, int allow_missing);
 
-/* Writes every parameter under its state_dict name (and, when `with_grads` is nonzero, each
- * gradient as "<param>.grad") to a safetensors file. Errors: as cnn_st_save. */
+/* Writes every parameter and buffer under its state_dict name (and, when `with_grads` is nonzero,
+ * each parameter's gradient as "<param>.grad") to a safetensors file: the file loads into the
+ * equivalent PyTorch module with load_state_dict(strict=True). Errors: as cnn_st_save. */
 cnn_status cnn_net_save_weights(const cnn_net *net, const char *path, int with_grads);
 
 /* Allocates the batch-sized arenas (activations, their gradients, workspaces) for batches of up to
@@ -309,15 +352,22 @@ cnn_status cnn_net_reserve(cnn_net *net, int max_batch);
 typedef enum cnn_path { CNN_PATH_FAST = 0, CNN_PATH_REFERENCE = 1 } cnn_path;
 cnn_status cnn_net_set_path(cnn_net *net, cnn_path path);
 
-/* Forward pass of n samples, x of shape [n, C, H, W]. The net keeps a pointer to x: it must stay
- * unchanged until the matching backward. Errors: CNN_ERR_ARG (NULL, n < 1 or n above the reserved
- * batch). The output is at cnn_net_output(net), [n, out C, out H, out W], owned by the net. */
+/* Forward pass of n samples, x of shape [n, C, H, W], in the net's mode (training by default, see
+ * cnn_net_set_training): every layer in the file's order, each reading the values its from= names.
+ * In training mode batch norm updates its running statistics. The net keeps a pointer to x: it must
+ * stay unchanged until the matching backward. Errors: CNN_ERR_ARG (NULL, n < 1 or n above the
+ * reserved batch), CNN_ERR_SHAPE (batch norm in training mode with one value per channel:
+ * "line 4: batchnorm2d: expected more than 1 value per channel when training, ..."). The output is
+ * at cnn_net_output(net), [n, out C, out H, out W], owned by the net. */
 cnn_status cnn_net_forward(cnn_net *net, const float *x, int n);
 const float *cnn_net_output(const cnn_net *net);
 
-/* Backward pass for the last forward: dy is dL/doutput with the output's shape. Accumulates every
- * parameter's gradient and writes dL/dinput to cnn_net_grad_input(net), [n, C, H, W], owned by
- * the net. Errors: CNN_ERR_ARG (NULL, or no forward before). */
+/* Backward pass for the last forward: dy is dL/doutput with the output's shape. The layers run in
+ * reverse; where one value feeds several layers its gradient is the sum of theirs (note 000's rule
+ * at a fork in the graph). Accumulates every parameter's gradient and writes dL/dinput to
+ * cnn_net_grad_input(net), [n, C, H, W], owned by the net; every value's gradient stays readable
+ * with cnn_net_value_grad until the next backward. Errors: CNN_ERR_ARG (NULL, or no forward
+ * before). */
 cnn_status cnn_net_backward(cnn_net *net, const float *dy);
 const float *cnn_net_grad_input(const cnn_net *net);
 
@@ -474,14 +524,17 @@ double cnn_schedule_lr(cnn_schedule s, double base, int epoch, int epochs, int s
 
 typedef struct cnn_gradcheck_row {
     int layer;                    /* layer index */
-    char tensor[32];              /* "input", "weight", "bias" */
+    char tensor[32];              /* "output" (fast against reference only), "input" ("input.K" for
+                                   * layers of several inputs), or a parameter: "weight", "bias" */
     int64_t checked;              /* elements checked (all, or a seeded sample of large tensors) */
     double max_rel_err;           /* worst |analytic − numeric| / max(1, |analytic|, |numeric|) */
     double fast_rel_err;          /* fast float path against the reference: relative L2 error */
 } cnn_gradcheck_row;
 
-/* For each layer of `net` (whose parameters are used as they are; their gradients are overwritten,
- * so call cnn_net_zero_grad before training again) and a batch of `n` random inputs
+/* For each layer of `net`, in the net's mode (batch norm in training mode goes through the batch's
+ * statistics; dropout uses a fixed mask), with its parameters as they are (their gradients are
+ * overwritten, so call cnn_net_zero_grad before training again; buffers are left as they were) and
+ * a batch of `n` random inputs
  * drawn from `seed`, computes L = Σ y·dy for a random dy, the analytic gradients of the reference
  * path, and central differences (step 1e-6) of the reference forward, all in double. At most
  * `max_checks` elements of each tensor are perturbed (a seeded sample; 0 means all). It also runs

@@ -1,5 +1,6 @@
-/* Fuzz target: the model-file parser (cnn_net_parse), and then, for nets small enough to run
- * quickly, one forward and backward pass on both paths: the parser promises that a net it accepts
+/* Fuzz target: the model-file parser (cnn_net_parse) and its graphs (names, from= lists), and
+ * then, for nets small enough to run quickly, one forward and backward pass on both paths, in
+ * training and in eval mode: the parser promises that a net it accepts
  * has been checked once and for all, so that forward and backward cannot go wrong. */
 #include "cnn.h"
 #include "fuzz.h"
@@ -65,8 +66,17 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         return 0;
     }
     FUZZ_CHECK(net && cnn_net_layer_count(net) >= 1);
+    FUZZ_CHECK(cnn_net_value_count(net) == cnn_net_layer_count(net) + 1);
+    for (int v = 0; v < cnn_net_value_count(net); v++)   /* every value is found by its name */
+        FUZZ_CHECK(cnn_net_value_find(net, cnn_net_value_name(net, v)) == v);
+    for (int i = 0; i < cnn_net_layer_count(net); i++)   /* inputs come before the node: no cycle */
+        for (int k = 0; k < cnn_net_layer_input_count(net, i); k++) FUZZ_CHECK(cnn_net_layer_input(net, i, k) <= i);
+    for (int i = 0; i < cnn_net_buffer_count(net); i++) FUZZ_CHECK(cnn_net_buffer(net, i).data != NULL);
     if (net_size(net) <= RUN_LIMIT) {
         FUZZ_CHECK(cnn_net_init(net, 1) == CNN_OK);
+        run(net, CNN_PATH_FAST);
+        run(net, CNN_PATH_REFERENCE);
+        cnn_net_set_training(net, 0);   /* eval mode: running statistics, no dropout */
         run(net, CNN_PATH_FAST);
         run(net, CNN_PATH_REFERENCE);
     }

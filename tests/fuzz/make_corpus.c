@@ -96,6 +96,25 @@ static void models(void) {
     put_text(t, "err_weight_too_large.cnn", "input 1 1 1\nflatten\nlinear out_features=1000000\nlinear out_features=1000\n");
     put_text(t, "err_input_too_large.cnn", "input 1024 1024 1024\n");
     put_text(t, "err_output_too_large.cnn", "input 16 1024 1024\nconv2d out_channels=512 kernel_size=1\n");
+    /* Graphs: names, from= lists, forks that meet in add and concat, the layers of modern CNNs. */
+    put_text(t, "residual.cnn", "input 3 8 8\nConv2d out_channels=4 kernel_size=3 padding=1 bias=false name=conv1\n"
+                                "BatchNorm2d name=bn1\nReLU name=stem\nconv2d out_channels=4 kernel_size=3 padding=1 "
+                                "bias=false name=layer1.0.conv1\nbatchnorm2d name=layer1.0.bn1\nrelu\n"
+                                "conv2d out_channels=4 kernel_size=3 padding=same name=layer1.0.conv2\n"
+                                "batchnorm2d momentum=none\nadd from=stem\nrelu name=layer1.0\n"
+                                "adaptiveavgpool2d output_size=1\nflatten\ndropout p=0.25\nlinear out_features=3 name=fc\n");
+    put_text(t, "concat.cnn", "input 2 6 6\nconv2d out_channels=3 kernel_size=1 name=a\nsilu name=b\n"
+                              "gelu approximate=tanh from=a name=c\nconcat from=a,b,c\n"
+                              "convtranspose2d out_channels=2 kernel_size=3 stride=2 output_padding=1\n"
+                              "adaptivemaxpool2d output_size=2,3\nsoftmax\nadd from=6,6 name=twice\n"
+                              "flatten\nbatchnorm1d affine=false\n");
+    put_text(t, "err_cycle.cnn", "input 1 4 4\nrelu from=b name=a\nrelu from=a name=b\n");
+    put_text(t, "err_self.cnn", "input 1 4 4\nrelu from=a name=a\n");
+    put_text(t, "err_unknown_name.cnn", "input 1 4 4\nrelu\nadd from=nowhere\n");
+    put_text(t, "err_duplicate_name.cnn", "input 1 4 4\nrelu name=a\nrelu name=a\n");
+    put_text(t, "err_unused.cnn", "input 1 4 4\nrelu name=a\nsigmoid\ntanh from=a\n");
+    put_text(t, "err_add_shapes.cnn", "input 1 4 4\nmaxpool2d kernel_size=2\nadd from=input\n");
+    put_text(t, "err_same_stride.cnn", "input 1 4 4\nconv2d out_channels=1 kernel_size=3 padding=same stride=2\n");
     put_text(t, "err_workspace.cnn", "input 64 512 512\nconv2d out_channels=1 kernel_size=31 padding=15\n");
 }
 
