@@ -293,8 +293,8 @@ static void test_parse_good_model_parses(void **state) {
 /* ---- unknown layers and options ---- */
 PARSE_ERROR_TEST(test_parse_unknown_layer, "input 1 8 8\nconv2d out_channels=2 kernel_size=3\nrelux\n", CNN_ERR_PARSE,
                  "line 3", "unknown layer 'relux'")
-PARSE_ERROR_TEST(test_parse_unknown_layer_with_options, "input 1 8 8\n\n# comment\nbatchnorm2d num_features=1\n",
-                 CNN_ERR_PARSE, "line 4", "'batchnorm2d'")
+PARSE_ERROR_TEST(test_parse_unknown_layer_with_options, "input 1 8 8\n\n# comment\ngroupnorm num_groups=1\n",
+                 CNN_ERR_PARSE, "line 4", "'groupnorm'")
 PARSE_ERROR_TEST(test_parse_unknown_option_conv2d, "input 1 8 8\nconv2d out_channels=2 kernal_size=3\n", CNN_ERR_PARSE,
                  "line 2", "conv2d", "unknown option 'kernal_size'")
 PARSE_ERROR_TEST(test_parse_unknown_option_relu, "input 1 8 8\nrelu inplace=true\n", CNN_ERR_PARSE, "line 2", "relu",

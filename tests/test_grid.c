@@ -13,40 +13,85 @@ static char *models[MAX_POINTS];
 static char *names[MAX_POINTS];
 static int npoints;
 
-/* A point's spec is "n gemm\nmodel": gemm = 1 runs it with the direct convolution kernels off, so
- * that on a CPU with AVX-512 the im2col + GEMM path is held to the reference as well. */
-static void add_spec(int n, int gemm, const char *text) {
+/* A point's spec is "n gemm eval\nmodel": gemm = 1 runs it with the direct convolution kernels
+ * off, so that on a CPU with AVX-512 the im2col + GEMM path is held to the reference as well;
+ * eval = 1 checks it in eval mode (cnn_net_set_training(net, 0)). */
+static void add_spec(int n, int gemm, int eval, const char *text) {
     if (npoints == MAX_POINTS) return;
     char name[600];
     const char *layer = strchr(text, '\n') + 1;
-    snprintf(name, sizeof name, "N=%d %s%.*s", n, gemm ? "[im2col] " : "", (int)strcspn(layer, "\n"), layer);
-    models[npoints] = malloc(strlen(text) + 16);
-    snprintf(models[npoints], strlen(text) + 16, "%d %d\n%s", n, gemm, text);
+    snprintf(name, sizeof name, "N=%d %s%s%.*s", n, gemm ? "[im2col] " : "", eval ? "[eval] " : "",
+             (int)strcspn(layer, "\n"), layer);
+    models[npoints] = malloc(strlen(text) + 24);
+    snprintf(models[npoints], strlen(text) + 24, "%d %d %d\n%s", n, gemm, eval, text);
     names[npoints] = strdup(name);
     npoints++;
 }
 
-/* A grid point; a convolution is checked on both of its fast paths. */
-static void add_point(int n, const char *fmt, ...) {
+/* A grid point, in training mode or (eval = 1) in eval mode; a convolution is checked on both of
+ * its fast paths. */
+static void add_point_v(int n, int eval, const char *fmt, va_list ap) {
     char text[512];
+    vsnprintf(text, sizeof text, fmt, ap);
+    add_spec(n, 0, eval, text);
+    if (strstr(text, "conv2d") && direct16_available()) add_spec(n, 1, eval, text);
+}
+
+static void add_point(int n, const char *fmt, ...) {
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(text, sizeof text, fmt, ap);
+    add_point_v(n, 0, fmt, ap);
     va_end(ap);
-    add_spec(n, 0, text);
-    if (strstr(text, "conv2d") && direct16_available()) add_spec(n, 1, text);
+}
+
+static void add_point_eval(int n, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    add_point_v(n, 1, fmt, ap);
+    va_end(ap);
+}
+
+/* Before a point's check. Batch norm's weight and bias start at 1 and 0, which would hide a γ or
+ * β used in the wrong place: give them seeded values in (0.5, 1.5) and (−0.5, 0.5). In eval
+ * mode, three training forwards of batch 4 first make its running statistics something other
+ * than 0 and 1. */
+static void prepare_point(cnn_net *net, int n, int eval) {
+    uint64_t seed = 0x5eed;
+    for (int i = 0; i < cnn_net_param_count(net); i++) {
+        const cnn_param p = cnn_net_param(net, i);
+        const cnn_layer_kind k = cnn_net_layer_kind(net, p.layer);
+        if (k != CNN_LAYER_BATCHNORM2D && k != CNN_LAYER_BATCHNORM1D) continue;
+        const int bias = strstr(p.name, ".bias") != NULL;
+        for (int64_t e = 0; e < p.numel; e++) {
+            seed = seed * 6364136223846793005ull + 1442695040888963407ull;
+            p.data[e] = (float)((double)(seed >> 40) / (double)(1ull << 24) + (bias ? -0.5 : 0.5));
+        }
+    }
+    if (!eval) return;
+    int in[3];
+    cnn_net_input_shape(net, in);
+    const int warm = 4, count = warm * in[0] * in[1] * in[2];
+    float *x = malloc((size_t)count * sizeof *x);
+    assert_int_equal(cnn_net_reserve(net, n > warm ? n : warm), CNN_OK);
+    for (int pass = 0; pass < 3; pass++) {
+        for (int i = 0; i < count; i++) x[i] = (float)(0.5 + 1.5 * sin(0.7 * i + pass) + 0.2 * pass);
+        assert_int_equal(cnn_net_forward(net, x, warm), CNN_OK);
+    }
+    free(x);
+    cnn_net_set_training(net, 0);
 }
 
 /* Runs cnn_gradcheck on the model of one grid point and asserts every row. */
 static void test_point(void **state) {
     const char *spec = *state;
-    const int n = atoi(spec);
-    const int gemm = atoi(strchr(spec, ' ') + 1);
+    int n, gemm, eval;
+    assert_int_equal(sscanf(spec, "%d %d %d", &n, &gemm, &eval), 3);
     const char *text = strchr(spec, '\n') + 1;
     direct16_enable(!gemm);
     cnn_net *net = NULL;
     if (cnn_net_parse(text, &net) != CNN_OK) fail_msg("parse: %s\n%s", cnn_last_error(), text);
     assert_int_equal(cnn_net_init(net, 7), CNN_OK);
+    prepare_point(net, n, eval);
     cnn_gradcheck_row rows[64];
     int nrows = 0;
     assert_int_equal(cnn_gradcheck(net, n, 11, 96, rows, 64, &nrows), CNN_OK);
@@ -136,6 +181,38 @@ static void build_grid(void) {
     for (int b = 0; b < 2; b++)
         for (int n = 1; n <= 3; n += 2)
             add_point(n, "input 3 2 2\nflatten\nlinear out_features=5 bias=%s\n", b ? "true" : "false");
+    /* batch norm, in training mode (batch statistics) and in eval mode (the running statistics,
+     * or the batch's without track_running_stats), over affine, track_running_stats and momentum
+     * (which changes what eval mode sees): batch 1 with H·W > 1, batches 2 to 4 */
+    static const char *moms[] = {"", " momentum=0.3", " momentum=none"};
+    static const char *bn_in[] = {"input 3 4 5", "input 2 3 3", "input 4 2 3", "input 3 5 2"};
+    for (int eval = 0; eval < 2; eval++)
+        for (int affine = 0; affine < 2; affine++)
+            for (int track = 0; track < 2; track++)
+                for (int m = 0; m < 3; m++, k++) {
+                    const int n = 1 + k % 4;
+                    (eval ? add_point_eval : add_point)(n, "%s\nbatchnorm2d affine=%s track_running_stats=%s%s\n",
+                                                        bn_in[k % 4], affine ? "true" : "false",
+                                                        track ? "true" : "false", moms[m]);
+                }
+    add_point(2, "input 3 3 3\nbatchnorm2d eps=1e-3 num_features=3\n");
+    add_point(1, "input 2 1 2\nbatchnorm2d\n");   /* two values per channel: the smallest batch */
+    add_point_eval(1, "input 2 1 1\nbatchnorm2d\n");   /* one value per channel is fine in eval mode */
+    for (int eval = 0; eval < 2; eval++)
+        for (int n = 2; n <= 3; n++)
+            (eval ? add_point_eval : add_point)(n, "input 2 6 6\nconv2d out_channels=4 kernel_size=3\n"
+                                                   "batchnorm2d\nrelu\n");
+    /* batchnorm1d after linear, batches 2 to 8 */
+    for (int n = 2; n <= 8; n++) {
+        add_point(n, "input 3 2 2\nflatten\nlinear out_features=6\nbatchnorm1d%s\nrelu\n", moms[n % 3]);
+        add_point_eval(n, "input 3 2 2\nflatten\nlinear out_features=6\nbatchnorm1d%s\n", moms[n % 3]);
+    }
+    for (int affine = 0; affine < 2; affine++)
+        for (int track = 0; track < 2; track++)
+            for (int eval = 0; eval < 2; eval++)
+                (eval ? add_point_eval : add_point)(2 + affine + 2 * track, "input 6 1 1\nflatten\nbatchnorm1d "
+                                                    "affine=%s track_running_stats=%s\n", affine ? "true" : "false",
+                                                    track ? "true" : "false");
 }
 
 /* Losses: central differences of the double versions, and the float API against them. */

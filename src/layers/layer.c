@@ -18,6 +18,7 @@ const layer_ops *layer_ops_of(cnn_layer_kind kind) {
         [CNN_LAYER_LEAKYRELU] = &leakyrelu_ops, [CNN_LAYER_SIGMOID] = &sigmoid_ops,
         [CNN_LAYER_TANH] = &tanh_ops,           [CNN_LAYER_FLATTEN] = &flatten_ops,
         [CNN_LAYER_LINEAR] = &linear_ops,
+        [CNN_LAYER_BATCHNORM2D] = &batchnorm2d_ops, [CNN_LAYER_BATCHNORM1D] = &batchnorm1d_ops,
     };
     return (unsigned)kind < CNN_LAYER_KIND_COUNT ? table[kind] : NULL;
 }

@@ -148,7 +148,7 @@ typedef struct layer_ops {
 } layer_ops;
 
 extern const layer_ops conv2d_ops, maxpool2d_ops, avgpool2d_ops, relu_ops, leakyrelu_ops,
-    sigmoid_ops, tanh_ops, flatten_ops, linear_ops;
+    sigmoid_ops, tanh_ops, flatten_ops, linear_ops, batchnorm2d_ops, batchnorm1d_ops;
 
 /* The table for a kind, and the kind of a name (case-insensitive; PyTorch's class names too).
  * layer_kind_by_name returns 0 for an unknown name. */
