@@ -18,10 +18,12 @@ static int npoints;
  * eval = 1 checks it in eval mode (cnn_net_set_training(net, 0)). */
 static void add_spec(int n, int gemm, int eval, const char *text) {
     if (npoints == MAX_POINTS) return;
-    char name[600];
-    const char *layer = strchr(text, '\n') + 1;
-    snprintf(name, sizeof name, "N=%d %s%s%.*s", n, gemm ? "[im2col] " : "", eval ? "[eval] " : "",
-             (int)strcspn(layer, "\n"), layer);
+    char name[600];   /* "N=2 [eval] [2 3 4] tanh name=a / add from=a,a": the batch, the input, every layer line */
+    const char *line = text + strlen("input ");
+    int at = snprintf(name, sizeof name, "N=%d %s%s[%.*s]", n, gemm ? "[im2col] " : "", eval ? "[eval] " : "",
+                      (int)strcspn(line, "\n"), line);
+    for (const char *sep = " "; (line = strchr(line, '\n')) && *++line && at < (int)sizeof name; sep = " / ")
+        at += snprintf(name + at, sizeof name - at, "%s%.*s", sep, (int)strcspn(line, "\n"), line);
     models[npoints] = malloc(strlen(text) + 24);
     snprintf(models[npoints], strlen(text) + 24, "%d %d %d\n%s", n, gemm, eval, text);
     names[npoints] = strdup(name);
@@ -213,6 +215,30 @@ static void build_grid(void) {
                 (eval ? add_point_eval : add_point)(2 + affine + 2 * track, "input 6 1 1\nflatten\nbatchnorm1d "
                                                     "affine=%s track_running_stats=%s\n", affine ? "true" : "false",
                                                     track ? "true" : "false");
+    /* Adaptive pooling: windows of unequal sizes (7 rows into 2, 3), overlapping (7 into 3: rows 2
+     * and 4 are shared), repeated (output larger than the input), rectangular; the global 1×1 on
+     * planes of 42, 45 and 16 cells (16 lanes, with and without a tail) and on a plane of 99. */
+    static const char *ains[] = {"3 7 6", "2 5 9", "1 4 4"};
+    static const char *aouts[] = {"1", "2", "3", "2,3", "3,2", "8", "9,4"};
+    for (int mx = 0; mx < 2; mx++)
+        for (int i = 0; i < 3; i++)
+            for (int o = 0; o < 7; o++, k++)
+                add_point(k % 2 ? 3 : 1, "input %s\n%s output_size=%s\n", ains[i],
+                          mx ? "adaptivemaxpool2d" : "adaptiveavgpool2d", aouts[o]);
+    add_point(2, "input 2 9 11\nadaptiveavgpool2d output_size=1\n");
+    add_point(2, "input 2 9 11\nadaptivemaxpool2d output_size=1,1\n");
+    /* add and concat of 2 and 3 inputs; the same value twice; flat values */
+    add_point(1, "input 2 3 4\ntanh name=a\nadd from=input\n");
+    add_point(3, "input 2 3 4\ntanh name=a\nsigmoid from=input name=b\nadd from=a,b,input\n");
+    add_point(2, "input 2 3 4\ntanh name=a\nadd from=a,a\n");
+    add_point(2, "input 2 3 4\nflatten name=f\nlinear out_features=24\nadd from=f\n");
+    add_point(1, "input 2 3 4\nconv2d out_channels=3 kernel_size=1 name=a\nconcat from=input\n");
+    add_point(3, "input 2 3 4\nconv2d out_channels=3 kernel_size=1 name=a\n"
+                 "conv2d out_channels=1 kernel_size=3 padding=1 from=input name=b\nconcat from=a,input,b dim=1\n");
+    add_point(2, "input 2 3 4\nflatten name=f\nlinear out_features=5\nconcat from=f\n");
+    /* a residual block */
+    add_point(2, "input 3 5 5\nconv2d out_channels=4 kernel_size=3 padding=1 name=a\nrelu\n"
+                 "conv2d out_channels=4 kernel_size=3 padding=1\nadd from=a\n");
 }
 
 /* Losses: central differences of the double versions, and the float API against them. */

@@ -167,6 +167,7 @@ static void conv2d_backward_ref(const layer *l, int n, const double *const *xs, 
                 }
     }
 
+    if (!dx) return;   /* the input needs no gradient */
     /* dX[n,c,h,w] = dXp[h + ph, w + pw], where
      * dXp[hp,wp] = Σ_{k∈group(c)} Σ_{r',t'} Upad[hp + r'·dh, wp + t'·dw] · rot180(w[k,c])[r',t']
      * and Upad is U with fh, fw zeros around it: Upad[a,b] = U[a − fh, b − fw]. */

@@ -19,6 +19,10 @@ const layer_ops *layer_ops_of(cnn_layer_kind kind) {
         [CNN_LAYER_TANH] = &tanh_ops,           [CNN_LAYER_FLATTEN] = &flatten_ops,
         [CNN_LAYER_LINEAR] = &linear_ops,
         [CNN_LAYER_BATCHNORM2D] = &batchnorm2d_ops, [CNN_LAYER_BATCHNORM1D] = &batchnorm1d_ops,
+        [CNN_LAYER_ADAPTIVEAVGPOOL2D] = &adaptiveavgpool2d_ops,
+        [CNN_LAYER_ADAPTIVEMAXPOOL2D] = &adaptivemaxpool2d_ops,
+        [CNN_LAYER_ADD] = &add_ops,
+        [CNN_LAYER_CONCAT] = &concat_ops,
     };
     return (unsigned)kind < CNN_LAYER_KIND_COUNT ? table[kind] : NULL;
 }
@@ -52,6 +56,12 @@ int layer_add_tensor(layer *l, const char *name, cnn_dtype dtype, int trainable,
     const int64_t d[4] = {d0, d1, d2, d3};
     for (int i = 0; i < ndim; i++) t->shape[i] = d[i];
     return l->ntensors++;
+}
+
+const char *value_shape_str(char *buf, size_t cap, const value_shape *s) {
+    if (s->flat) snprintf(buf, cap, "[%d] (flat)", s->c);
+    else snprintf(buf, cap, "%dx%dx%d", s->c, s->h, s->w);
+    return buf;
 }
 
 size_t layer_in_elems(const layer *l, int k) { return (size_t)l->in[k].c * l->in[k].h * l->in[k].w; }

@@ -149,6 +149,7 @@ typedef struct layer_ops {
 
 extern const layer_ops conv2d_ops, maxpool2d_ops, avgpool2d_ops, relu_ops, leakyrelu_ops,
     sigmoid_ops, tanh_ops, flatten_ops, linear_ops, batchnorm2d_ops, batchnorm1d_ops;
+extern const layer_ops adaptiveavgpool2d_ops, adaptivemaxpool2d_ops, add_ops, concat_ops;
 
 /* The table for a kind, and the kind of a name (case-insensitive; PyTorch's class names too).
  * layer_kind_by_name returns 0 for an unknown name. */
@@ -159,6 +160,9 @@ int layer_kind_by_name(const char *name, cnn_layer_kind *out);
  * code uses for l->param, l->grad, l->count, p and dp. Shapes beyond ndim are ignored. */
 int layer_add_tensor(layer *l, const char *name, cnn_dtype dtype, int trainable, layer_init init, int ndim,
                      int64_t d0, int64_t d1, int64_t d2, int64_t d3);
+
+/* A value's per-sample shape for messages: "16x32x32", or "[10] (flat)". Returns buf. */
+const char *value_shape_str(char *buf, size_t cap, const value_shape *s);
 
 /* Elements of one sample of input k, and of the output. */
 size_t layer_in_elems(const layer *l, int k);

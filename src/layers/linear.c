@@ -55,7 +55,7 @@ static void linear_backward_ref(const layer *l, int n, const double *const *xs, 
     double *dx = dxs[0];
     (void)y;
     const int in = l->c, out = l->oc;
-    for (int s = 0; s < n; s++)          /* dx = dy · W */
+    for (int s = 0; dx && s < n; s++)    /* dx = dy · W, unless the input needs no gradient */
         for (int i = 0; i < in; i++) {
             double acc = 0.0;
             for (int o = 0; o < out; o++) acc += dy[(size_t)s * out + o] * p[0][(size_t)o * in + i];

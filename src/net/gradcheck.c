@@ -6,7 +6,8 @@
  * parameter:
  *   numeric = (L(v + h) − L(v − h)) / 2h,  error = |analytic − numeric| / max(1, |analytic|, |numeric|).
  * Inputs are a shuffled even grid of values in (−1, 1), over all of a node's inputs together, so no
- * two cells of a pooling window tie and no relu input sits within h of its kink. Each node is
+ * two cells of a pooling window tie and no relu input sits within h of its kink (none is 0, even
+ * for an odd number of cells). Each node is
  * checked in the net's mode (batch norm in training mode goes through the batch statistics).
  */
 #include "net/net.h"
@@ -127,10 +128,12 @@ static cnn_status check_node(cnn_net *net, int li, int n, uint64_t *rng, int64_t
         const size_t t = perm[i - 1];
         perm[i - 1] = perm[j], perm[j] = t;
     }
+    /* (2p + 1)/even − 1 is never 0, a relu's kink, when the denominator is even. */
+    const size_t even = ins + (ins & 1);
     size_t cell = 0;
     for (int k = 0; k < l->nin; k++)
         for (size_t i = 0; i < c.in[k]; i++, cell++)
-            c.x[k][i] = (double)(float)((2.0 * (double)perm[cell] + 1.0) / (double)ins - 1.0);  /* exact in float too */
+            c.x[k][i] = (double)(float)((2.0 * (double)perm[cell] + 1.0) / (double)even - 1.0);  /* exact in float too */
     for (size_t i = 0; i < c.out; i++) c.dy[i] = (double)(float)(2.0 * rng_uniform(rng) - 1.0);
 
     /* Analytic gradients of the reference path. The forwards below may update the copies of the
