@@ -111,6 +111,8 @@ static int check_finite(const char *what, const cnn_tensor *t) {
 /* One line per tensor written: name, shape and L2 norm (and the loss itself). */
 static void print_summary(const char *path, const cnn_tensor *t, int count) {
     printf("wrote %s\n", path);
+    int nw = 16;   /* the name column fits the longest name */
+    for (int i = 0; i < count; i++) nw = (int)strlen(t[i].name) > nw ? (int)strlen(t[i].name) : nw;
     for (int i = 0; i < count; i++) {
         char shape[96];
         int at = snprintf(shape, sizeof shape, "[");
@@ -120,14 +122,14 @@ static void print_summary(const char *path, const cnn_tensor *t, int count) {
         if (t[i].dtype == CNN_I64) {   /* a counter: num_batches_tracked */
             int64_t c;
             memcpy(&c, t[i].data, sizeof c);
-            printf("  %-16s %-16s value %lld\n", t[i].name, shape, (long long)c);
+            printf("  %-*s %-16s value %lld\n", nw, t[i].name, shape, (long long)c);
             continue;
         }
         const float *v = t[i].data;
         double norm = 0.0;
         for (int64_t k = 0; k < cnn_tensor_numel(&t[i]); k++) norm += (double)v[k] * v[k];
-        if (t[i].ndim == 0) printf("  %-16s %-16s value %.6g\n", t[i].name, shape, (double)v[0]);
-        else printf("  %-16s %-16s norm  %.6g\n", t[i].name, shape, sqrt(norm));
+        if (t[i].ndim == 0) printf("  %-*s %-16s value %.6g\n", nw, t[i].name, shape, (double)v[0]);
+        else printf("  %-*s %-16s norm  %.6g\n", nw, t[i].name, shape, sqrt(norm));
     }
 }
 

@@ -86,7 +86,12 @@ int cmd_gradcheck(int argc, char **argv) {
 
     printf("gradcheck %s: batch %llu, seed %llu, central differences in double (step 1e-6)\n", model, batch, seed);
     printf("%s mode\n", eval ? "eval" : "training");
-    printf("%-5s %-5s %-10s %-7s %9s %14s %14s  %s\n", "layer", "line", "kind", "tensor", "checked",
+    int kw = 10;   /* the kind column fits the longest kind name */
+    for (int i = 0; i < cnn_net_layer_count(net); i++) {
+        const int len = (int)strlen(cnn_layer_kind_name(cnn_net_layer_kind(net, i)));
+        kw = len > kw ? len : kw;
+    }
+    printf("%-5s %-5s %-*s %-7s %9s %14s %14s  %s\n", "layer", "line", kw, "kind", "tensor", "checked",
            "max rel err", "fast vs ref", "result");
     int failed = 0;
     for (int i = 0; i < nrows; i++) {
@@ -103,7 +108,7 @@ int cmd_gradcheck(int argc, char **argv) {
         snprintf(layer, sizeof layer, "%d", r->layer);
         if (strcmp(layer, cnn_net_layer_name(net, r->layer)))
             snprintf(named, sizeof named, "  %s", cnn_net_layer_name(net, r->layer));
-        printf("%-5d %-5d %-10s %-7s %9s %14s %14.3e  %s%s\n", r->layer, cnn_net_layer_line(net, r->layer),
+        printf("%-5d %-5d %-*s %-7s %9s %14s %14.3e  %s%s\n", r->layer, cnn_net_layer_line(net, r->layer), kw,
                cnn_layer_kind_name(cnn_net_layer_kind(net, r->layer)), r->tensor, checked, err, r->fast_rel_err,
                bad ? "FAIL" : "ok", named);
     }

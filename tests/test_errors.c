@@ -1507,8 +1507,8 @@ static void test_cli_gradcheck_model_unknown_layer(void **state) {
     (void)state;
     char m[PATH_LEN];
     tmp_path(m, "gc_unknown_layer.cnn");
-    write_text(m, "input 1 6 6\ndropout p=0.5\n");
-    GRADCHECK_BAD(ARGS("--model", m), m, "line 2", "'dropout'");
+    write_text(m, "input 1 6 6\nlstm hidden_size=4\n");
+    GRADCHECK_BAD(ARGS("--model", m), m, "line 2", "'lstm'");
 }
 
 static void test_cli_gradcheck_model_shape_does_not_fit(void **state) {

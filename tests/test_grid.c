@@ -239,6 +239,23 @@ static void build_grid(void) {
     /* a residual block */
     add_point(2, "input 3 5 5\nconv2d out_channels=4 kernel_size=3 padding=1 name=a\nrelu\n"
                  "conv2d out_channels=4 kernel_size=3 padding=1\nadd from=a\n");
+    /* gelu (both forms), silu and softmax over channels, flat and at each position; mode does not
+     * matter to them */
+    static const char *smooth[] = {"gelu", "gelu approximate=tanh", "silu", "softmax", "softmax dim=1"};
+    for (int a = 0; a < 5; a++)
+        for (int n = 1; n <= 3; n += 2) add_point(n, "input 3 4 5\n%s\n", smooth[a]);
+    add_point(2, "input 2 3 4\nflatten\nsoftmax\n");
+    add_point(3, "input 7 1 1\nsoftmax\n");
+    add_point(2, "input 1 3 3\nsoftmax\n");   /* one channel: y = 1, dx = 0 */
+    /* dropout: in training mode the mask is a fixed function of the node's seed, so central
+     * differences see the same mask on every forward; eval mode is the identity */
+    static const char *drops[] = {"dropout", "dropout p=0.1", "dropout p=0.9", "dropout p=0", "dropout p=1"};
+    for (int a = 0; a < 5; a++)
+        for (int n = 1; n <= 3; n += 2) {
+            add_point(n, "input 3 4 5\n%s\n", drops[a]);
+            add_point_eval(n, "input 3 4 5\n%s\n", drops[a]);
+        }
+    add_point(2, "input 2 3 4\nflatten\ndropout p=0.3 inplace=true\n");
 }
 
 /* Losses: central differences of the double versions, and the float API against them. */

@@ -150,6 +150,7 @@ typedef struct layer_ops {
 extern const layer_ops conv2d_ops, maxpool2d_ops, avgpool2d_ops, relu_ops, leakyrelu_ops,
     sigmoid_ops, tanh_ops, flatten_ops, linear_ops, batchnorm2d_ops, batchnorm1d_ops;
 extern const layer_ops adaptiveavgpool2d_ops, adaptivemaxpool2d_ops, add_ops, concat_ops;
+extern const layer_ops dropout_ops, gelu_ops, silu_ops, softmax_ops;
 
 /* The table for a kind, and the kind of a name (case-insensitive; PyTorch's class names too).
  * layer_kind_by_name returns 0 for an unknown name. */
