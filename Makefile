@@ -82,8 +82,9 @@ $(BUILD)/tests/test_limits: LDFLAGS += -Wl,--wrap=malloc,--wrap=calloc,--wrap=re
 data:
 	@sh tools/fetch-data.sh
 
+# test_header_example compiles the header's example with the build's own compiler and flags.
 test: all $(TEST_BIN)
-	@sh tests/run.sh $(BUILD)
+	@CNN_CC="$(CC)" CNN_LDFLAGS="$(LDFLAGS)" CNN_LDLIBS="$(LDLIBS)" sh tests/run.sh $(BUILD)
 
 $(BUILD)/bench_cnn: $(BUILD)/obj/bench/bench_cnn.o $(BUILD)/libcnn.a
 	$(CC) $(LDFLAGS) -o $@ $< $(BUILD)/libcnn.a $(LDLIBS)

@@ -441,6 +441,47 @@ PARSE_ERROR_TEST(test_parse_conv2d_after_flatten, "input 1 4 4\nflatten\nconv2d 
 PARSE_ERROR_TEST(test_parse_maxpool2d_after_linear,
                  "input 1 4 4\nflatten\nlinear out_features=5\nmaxpool2d kernel_size=1\n", CNN_ERR_SHAPE, "line 4",
                  "maxpool2d", "[5]", "flat")
+/* ---- padding=same (conv2d) and convtranspose2d: PyTorch's rules ---- */
+PARSE_ERROR_TEST(test_parse_conv2d_same_strided, "input 1 8 8\nconv2d out_channels=2 kernel_size=3 stride=2 padding=same\n",
+                 CNN_ERR_PARSE, "line 2", "conv2d", "padding='same' is not supported for strided convolutions")
+PARSE_ERROR_TEST(test_parse_conv2d_same_strided_columns,
+                 "input 1 8 8\n# comment\nconv2d out_channels=2 kernel_size=3 padding=same stride=1,2\n", CNN_ERR_PARSE,
+                 "line 3", "conv2d", "padding='same' is not supported", "stride=1,2")
+PARSE_ERROR_TEST(test_parse_conv2d_padding_word, "input 1 8 8\nconv2d out_channels=2 kernel_size=3 padding=full\n",
+                 CNN_ERR_PARSE, "line 2", "conv2d", "padding=full")
+PARSE_ERROR_TEST(test_parse_convtranspose2d_output_padding_not_below_stride,
+                 "input 1 4 4\nconvtranspose2d out_channels=2 kernel_size=3 stride=2 output_padding=2\n", CNN_ERR_PARSE,
+                 "line 2", "convtranspose2d", "output padding must be smaller than either stride or dilation",
+                 "output_padding=2,2", "stride=2,2", "dilation=1,1")
+PARSE_ERROR_TEST(test_parse_convtranspose2d_output_padding_default_stride,
+                 "input 1 4 4\nconvtranspose2d out_channels=2 kernel_size=3 output_padding=0,1\n", CNN_ERR_PARSE,
+                 "line 2", "convtranspose2d", "output padding must be smaller", "output_padding=0,1")
+/* output_padding 2 < dilation 3 is allowed in rows; in columns 2 is neither below stride 2 nor dilation 1 */
+PARSE_ERROR_TEST(test_parse_convtranspose2d_output_padding_not_below_dilation,
+                 "input 1 4 4\nconvtranspose2d out_channels=2 kernel_size=3 stride=2 dilation=3,1 output_padding=2\n",
+                 CNN_ERR_PARSE, "line 2", "convtranspose2d", "output_padding=2,2", "stride=2,2", "dilation=3,1")
+PARSE_ERROR_TEST(test_parse_convtranspose2d_groups_do_not_divide_in_channels,
+                 "input 3 4 4\nconvtranspose2d out_channels=4 kernel_size=3 groups=2\n", CNN_ERR_SHAPE, "line 2",
+                 "convtranspose2d", "groups=2", "in_channels (3)", "out_channels (4)")
+PARSE_ERROR_TEST(test_parse_convtranspose2d_groups_do_not_divide_out_channels,
+                 "input 4 4 4\nconvtranspose2d out_channels=3 kernel_size=3 groups=2\n", CNN_ERR_SHAPE, "line 2",
+                 "convtranspose2d", "groups=2", "in_channels (4)", "out_channels (3)")
+PARSE_ERROR_TEST(test_parse_convtranspose2d_without_kernel_size, "input 1 4 4\nconvtranspose2d out_channels=2\n",
+                 CNN_ERR_PARSE, "line 2", "convtranspose2d", "kernel_size")
+PARSE_ERROR_TEST(test_parse_convtranspose2d_padding_same,
+                 "input 1 4 4\nconvtranspose2d out_channels=2 kernel_size=3 padding=same\n", CNN_ERR_PARSE, "line 2",
+                 "convtranspose2d", "padding=same")
+/* (2 − 1)·1 − 2·3 + 2 + 1 = −2: PyTorch's "Output size is too small" */
+PARSE_ERROR_TEST(test_parse_convtranspose2d_output_too_small,
+                 "input 1 2 2\nconvtranspose2d out_channels=2 kernel_size=3 padding=3\n", CNN_ERR_SHAPE, "line 2",
+                 "convtranspose2d", "1x2x2", "-2x-2", "too small")
+/* (1024 − 1)·2^20 + 1 rows: over 2^28, rejected before any int overflows */
+PARSE_ERROR_TEST(test_parse_convtranspose2d_output_too_large,
+                 "input 1 1024 1\nconvtranspose2d out_channels=1 kernel_size=1 stride=1048576\n", CNN_ERR_SHAPE,
+                 "line 2", "convtranspose2d", "1x1024x1", "too large")
+PARSE_ERROR_TEST(test_parse_convtranspose2d_after_flatten,
+                 "input 1 4 4\nflatten\nconvtranspose2d out_channels=2 kernel_size=1\n", CNN_ERR_SHAPE, "line 3",
+                 "convtranspose2d", "[16]", "flat")
 /* Each pooling halves the input until the next kernel no longer fits: the output would be empty. */
 PARSE_ERROR_TEST(test_parse_shape_no_longer_fits_after_pooling,
                  "input 1 8 8\nmaxpool2d kernel_size=2\nmaxpool2d kernel_size=2\nmaxpool2d kernel_size=2\n"
@@ -1723,6 +1764,19 @@ int main(void) {
         cmocka_unit_test(test_parse_avgpool2d_padding_over_half_kernel),
         cmocka_unit_test(test_parse_linear_on_non_flat_input),
         cmocka_unit_test(test_parse_conv2d_after_flatten),
+        cmocka_unit_test(test_parse_conv2d_same_strided),
+        cmocka_unit_test(test_parse_conv2d_same_strided_columns),
+        cmocka_unit_test(test_parse_conv2d_padding_word),
+        cmocka_unit_test(test_parse_convtranspose2d_output_padding_not_below_stride),
+        cmocka_unit_test(test_parse_convtranspose2d_output_padding_default_stride),
+        cmocka_unit_test(test_parse_convtranspose2d_output_padding_not_below_dilation),
+        cmocka_unit_test(test_parse_convtranspose2d_groups_do_not_divide_in_channels),
+        cmocka_unit_test(test_parse_convtranspose2d_groups_do_not_divide_out_channels),
+        cmocka_unit_test(test_parse_convtranspose2d_without_kernel_size),
+        cmocka_unit_test(test_parse_convtranspose2d_padding_same),
+        cmocka_unit_test(test_parse_convtranspose2d_output_too_small),
+        cmocka_unit_test(test_parse_convtranspose2d_output_too_large),
+        cmocka_unit_test(test_parse_convtranspose2d_after_flatten),
         cmocka_unit_test(test_parse_maxpool2d_after_linear),
         cmocka_unit_test(test_parse_shape_no_longer_fits_after_pooling),
         cmocka_unit_test(test_parse_output_would_be_empty_conv2d),

@@ -36,7 +36,7 @@ static void add_point_v(int n, int eval, const char *fmt, va_list ap) {
     char text[512];
     vsnprintf(text, sizeof text, fmt, ap);
     add_spec(n, 0, eval, text);
-    if (strstr(text, "conv2d") && direct16_available()) add_spec(n, 1, eval, text);
+    if ((strstr(text, "conv2d") || strstr(text, "convtranspose2d")) && direct16_available()) add_spec(n, 1, eval, text);
 }
 
 static void add_point(int n, const char *fmt, ...) {
@@ -155,6 +155,64 @@ static void build_grid(void) {
     add_point(2, "input 24 9 8\nconv2d out_channels=24 kernel_size=3,2 stride=3,2 padding=1,0 dilation=2,1\n");
     add_point(2, "input 16 8 8\nconv2d out_channels=16 kernel_size=2 stride=3 bias=false\n");
     add_point(2, "input 32 9 10\nconv2d out_channels=32 kernel_size=3 stride=2 padding=2 dilation=2 groups=2\n");
+    /* padding=same (stride 1): odd kernels pad alike on both sides and keep their fast paths; an
+     * even dilated kernel pads one more at the bottom and right, on im2col + GEMM; valid = 0 */
+    static const char *same[] = {
+        "input 4 7 8\nconv2d out_channels=4 kernel_size=3 padding=same\n",
+        "input 4 7 8\nconv2d out_channels=6 kernel_size=2 padding=same groups=2\n",
+        "input 4 7 8\nconv2d out_channels=4 kernel_size=4 padding=same bias=false\n",
+        "input 4 7 8\nconv2d out_channels=4 kernel_size=2 dilation=2 padding=same\n",   /* 2 = 1 + 1 */
+        "input 4 9 8\nconv2d out_channels=4 kernel_size=3 dilation=2 padding=same\n",
+        "input 3 6 9\nconv2d out_channels=4 kernel_size=3,4 dilation=1,2 padding=same\n",   /* 1+1, 3+3 */
+        "input 3 6 9\nconv2d out_channels=5 kernel_size=3,2 dilation=1,3 padding=same\n",   /* 1+1, 1+2 */
+        "input 3 6 9\nconv2d out_channels=2 kernel_size=4,3 padding=same\n",   /* 1+2, 1+1 */
+        "input 3 6 7\nconv2d out_channels=6 kernel_size=3 groups=3 padding=same\n",   /* direct */
+        "input 3 6 7\nconv2d out_channels=3 kernel_size=2,5 groups=3 padding=same\n",
+        "input 16 5 6\nconv2d out_channels=16 kernel_size=5 padding=same\n",
+        "input 16 5 6\nconv2d out_channels=16 kernel_size=4 padding=same\n",
+        "input 2 5 5\nconv2d out_channels=3 kernel_size=1 padding=same\n",   /* pointwise */
+        "input 2 5 5\nconv2d out_channels=3 kernel_size=3 padding=valid\n",
+    };
+    for (int i = 0; i < (int)(sizeof same / sizeof same[0]); i++) add_point(1 + i % 3, "%s", same[i]);
+    add_point(17, "input 3 6 5\nconv2d out_channels=4 kernel_size=2,4 padding=same\n");
+    /* convtranspose2d over the same kind of grid; output_padding cycles through what PyTorch
+     * allows (below max(stride, dilation)). Its fast path is conv2d's, so each point runs on both. */
+    for (int ki = 0; ki < 2; ki++)
+        for (int s = 1; s <= 3; s++)
+            for (int p = 0; p <= 1; p++)
+                for (int d = 1; d <= 2; d++)
+                    for (int g = 0; g < 4; g++, k++) {
+                        const int n = 1 + k % 3, op = k % (s > d ? s : d);
+                        add_point(n, "input 4 5 6\nconvtranspose2d out_channels=%s kernel_size=%s stride=%d padding=%d "
+                                     "output_padding=%d dilation=%d groups=%s bias=%s\n",
+                                  groups_out[g][1], kernels[ki], s, p, op, d, groups_out[g][0],
+                                  (k / 2) % 2 ? "false" : "true");
+                    }
+    /* output_padding ≥ stride (dilation larger than the stride): the equivalent conv2d pads fewer
+     * rows after than before and takes im2col + GEMM */
+    add_point(2, "input 3 4 5\nconvtranspose2d out_channels=2 kernel_size=3 dilation=2 output_padding=1\n");
+    add_point(1, "input 4 4 5\nconvtranspose2d out_channels=4 kernel_size=2 stride=2,1 dilation=3 output_padding=2,1 "
+                 "padding=1 groups=2\n");
+    add_point(3, "input 2 3 4\nconvtranspose2d out_channels=3 kernel_size=1 dilation=2 output_padding=1 padding=0,1\n");
+    /* rectangular pairs, padding beyond the kernel (the output shrinks), kernel 1 */
+    add_point(2, "input 3 6 5\nconvtranspose2d out_channels=6 kernel_size=3,2 stride=2,3 padding=2,0 "
+                 "output_padding=1,2 dilation=1,2 groups=3\n");
+    add_point(3, "input 2 6 6\nconvtranspose2d out_channels=3 kernel_size=3 padding=2 bias=false\n");
+    add_point(1, "input 3 4 4\nconvtranspose2d out_channels=5 kernel_size=1\n");
+    add_point(2, "input 3 4 4\nconvtranspose2d out_channels=2 kernel_size=1 stride=2 output_padding=1\n");
+    /* one output channel per group (the equivalent conv2d's one-channel direct path), and 16 or
+     * more (its direct kernels for several channels, at stride 1 and by phases), batches over the
+     * 8 chunks */
+    add_point(3, "input 1 5 6\nconvtranspose2d out_channels=1 kernel_size=3 padding=1\n");
+    add_point(2, "input 4 5 6\nconvtranspose2d out_channels=4 kernel_size=3 stride=2 groups=4 output_padding=1\n");
+    add_point(2, "input 16 4 5\nconvtranspose2d out_channels=16 kernel_size=3 padding=1\n");
+    add_point(2, "input 16 4 4\nconvtranspose2d out_channels=24 kernel_size=3 stride=2 padding=1 output_padding=1\n");
+    add_point(2, "input 8 3 4\nconvtranspose2d out_channels=32 kernel_size=4 stride=2 padding=1 groups=2\n");
+    add_point(17, "input 3 4 5\nconvtranspose2d out_channels=4 kernel_size=3 stride=2 padding=1 output_padding=1\n");
+    add_point(19, "input 16 3 3\nconvtranspose2d out_channels=16 kernel_size=2 stride=2 bias=false\n");
+    /* between other layers: its input gradient is needed */
+    add_point(2, "input 2 4 4\nconv2d out_channels=3 kernel_size=3 padding=1\nconvtranspose2d out_channels=2 "
+                 "kernel_size=3 stride=2 padding=1 output_padding=1\ntanh\n");
     static const char *pk[] = {"2", "3", "3,2"};
     for (int avg = 0; avg < 2; avg++)
         for (int ki = 0; ki < 3; ki++)
@@ -413,12 +471,125 @@ static void test_direct_input_grad_overwrites_dx(void **state) {
     free(wti), free(ws);
 }
 
+/* Runs `text` (one sample, parameters "0.weight" w and "0.bias" b) on the reference path, the fast
+ * path and, where the CPU has the direct kernels, the fast path without them, and asserts the
+ * output, dL/dx, dL/dW and dL/db exactly: small integers, as PyTorch 1.13 gives them in float64. */
+static void exact_on_every_path(const char *text, const float *w, int nw, const float *b, int nb, const float *x,
+                                int nx, const float *dy, const double *y, int ny, const double *dx,
+                                const double *dw, const double *db) {
+    for (int path = 0; path < 3; path++) {
+        if (path == 2 && !direct16_available()) break;
+        direct16_enable(path != 2);
+        cnn_net *net = tu_net(text, 1, path ? CNN_PATH_FAST : CNN_PATH_REFERENCE);
+        tu_set(net, "0.weight", w, nw);
+        if (nb) tu_set(net, "0.bias", b, nb);
+        tu_run(net, x, 1, dy);
+        int out[3];
+        cnn_net_output_shape(net, out);
+        assert_int_equal(out[0] * out[1] * out[2], ny);
+        tu_exact("output", cnn_net_output(net), y, ny);
+        tu_exact("grad_input", cnn_net_grad_input(net), dx, nx);
+        tu_exact("weight.grad", cnn_net_param_by_name(net, "0.weight").grad, dw, nw);
+        if (nb) tu_exact("bias.grad", cnn_net_param_by_name(net, "0.bias").grad, db, nb);
+        cnn_net_free(net);
+        direct16_enable(1);
+    }
+}
+
+/* PyTorch's ConvTranspose2d(2, 2, (2, 3), stride=(2, 1), padding=(1, 0), output_padding=(1, 0),
+ * dilation=(1, 2)) on a 2×2×3 input: a 2×3×7 output (3 = (2 − 1)·2 − 2 + 1·1 + 1 + 1). */
+static void test_convtranspose2d_torch(void **state) {
+    (void)state;
+    static const float w[24] = {-3, -2, -1, 0, 1, 2, 3, -3, -2, -1, 0, 1, 2, 3, -3, -2, -1, 0, 1, 2, 3, -3, -2, -1};
+    static const float b[2] = {0.5f, -1.0f};
+    static const float x[12] = {-4, 1, -3, 2, -2, 3, -1, 4, 0, -4, 1, -3};
+    static const float dy[42] = {-2, 1, -1, 2, 0, -2, 1, -1, 2, 0, -2, 1, -1, 2, 0, -2, 1, -1, 2, 0, -2,
+                                 1, -1, 2, 0, -2, 1, -1, 2, 0, -2, 1, -1, 2, 0, -2, 1, -1, 2, 0, -2, 1};
+    static const double y[42] = {2.5, -7.5, -2.5, -2.5, -10.5, 2.5, -5.5, -13.5, 8.5, -30.5, 7.5, -4.5, -0.5, 6.5,
+                                 8.5, -1.5, 12.5, -2.5, 10.5, -3.5, 6.5, 6, -14, 4, -9, -4, -4, -4,
+                                 1, -6, -9, 7, -32, 6, -16, 9, -2, 13, -3, 11, -4, 5};
+    static const double dx[12] = {-4, 0, -1, 23, -12, -7, 0, -2, 1, -3, 9, -9};
+    static const double dw[24] = {-6, 7, 10, 19, 16, -7, -2, -9, -6, -20, -8, 19,
+                                  6, -5, -11, 1, -2, -10, -2, 12, 6, 7, 4, 1};
+    static const double db[2] = {-2, 1};
+    exact_on_every_path("input 2 2 3\nconvtranspose2d out_channels=2 kernel_size=2,3 stride=2,1 padding=1,0 "
+                        "output_padding=1,0 dilation=1,2\n",
+                        w, 24, b, 2, x, 12, dy, y, 42, dx, dw, db);
+}
+
+/* padding=same with a 2×2 kernel pads one row below and one column to the right, as PyTorch does:
+ * y[0][0] = 1·1 + 2·10 + 4·100 + 5·1000; the last row and column see zeros past the input. */
+static void test_conv2d_same_pads_after(void **state) {
+    (void)state;
+    static const float w[4] = {1, 10, 100, 1000}, x[6] = {1, 2, 3, 4, 5, 6}, dy[6] = {1, 0, 0, 0, 0, 2};
+    static const double y[6] = {5421, 6532, 603, 54, 65, 6};
+    static const double dx[6] = {1, 10, 0, 100, 1000, 2};   /* Σ dy[i][j] · w[h − i][v − j] */
+    static const double dw[4] = {1 + 12, 2, 4, 5};          /* Σ dy[i][j] · xp[i + r][j + t] */
+    exact_on_every_path("input 1 2 3\nconv2d out_channels=1 kernel_size=2 padding=same bias=false\n", w, 4, NULL, 0,
+                        x, 6, dy, y, 6, dx, dw, NULL);
+}
+
+/* PyTorch's default initialisation of ConvTranspose2d: fan_in is the weight's dimension 1 times the
+ * kernel, (out_channels/groups)·kh·kw = 2·9 here (in_channels·9 = 72 would halve the bound). */
+static void test_convtranspose2d_init_bound(void **state) {
+    (void)state;
+    cnn_net *net = tu_net("input 8 3 3\nconvtranspose2d out_channels=2 kernel_size=3\n", 1, CNN_PATH_FAST);
+    assert_int_equal(cnn_net_init(net, 5), CNN_OK);
+    const double bound = 1.0 / sqrt(18.0);
+    for (int p = 0; p < cnn_net_param_count(net); p++) {
+        const cnn_param t = cnn_net_param(net, p);
+        double m = 0.0;
+        for (int64_t i = 0; i < t.numel; i++) m = fabs(t.data[i]) > m ? fabs(t.data[i]) : m;
+        if (!(m <= bound)) fail_msg("%s: |value| %g above 1/sqrt(18)", t.name, m);
+        if (t.numel == 144 && !(m > 0.9 * bound)) fail_msg("%s: max |value| %g, not near 1/sqrt(18)", t.name, m);
+    }
+    cnn_net_free(net);
+}
+
+/* The same bits on 1 thread and on 3: convtranspose2d's fast path (conv2d's chunks, the bias
+ * gradient summed per channel over the samples in order), with and without the direct kernels. */
+static void test_convtranspose2d_threads_same_bits(void **state) {
+    (void)state;
+    static const char *text = "input 16 5 4\nconvtranspose2d out_channels=16 kernel_size=3 stride=2 padding=1 "
+                              "output_padding=1 name=up\nconvtranspose2d out_channels=3 kernel_size=2 groups=1\n";
+    enum { N = 11 };
+    float *x = malloc(N * 16 * 5 * 4 * sizeof *x), *dy = malloc(N * 3 * 11 * 9 * sizeof *dy);
+    for (int i = 0; i < N * 16 * 5 * 4; i++) x[i] = (float)sin(0.7 * i);
+    for (int i = 0; i < N * 3 * 11 * 9; i++) dy[i] = (float)cos(0.3 * i);
+    for (int direct = 0; direct < 2; direct++) {
+        direct16_enable(direct);
+        cnn_net *net[2];
+        for (int t = 0; t < 2; t++) {
+            assert_int_equal(cnn_set_threads(t ? 3 : 1), CNN_OK);
+            net[t] = tu_net(text, N, CNN_PATH_FAST);
+            assert_int_equal(cnn_net_init(net[t], 9), CNN_OK);
+            tu_run(net[t], x, N, dy);
+        }
+        int out[3];
+        cnn_net_output_shape(net[0], out);
+        assert_int_equal(out[0] * out[1] * out[2], 3 * 11 * 9);
+        assert_memory_equal(cnn_net_output(net[0]), cnn_net_output(net[1]), sizeof *x * N * 3 * 11 * 9);
+        assert_memory_equal(cnn_net_grad_input(net[0]), cnn_net_grad_input(net[1]), sizeof *x * N * 16 * 5 * 4);
+        for (int p = 0; p < cnn_net_param_count(net[0]); p++) {
+            const cnn_param a = cnn_net_param(net[0], p), b = cnn_net_param(net[1], p);
+            assert_memory_equal(a.grad, b.grad, (size_t)a.numel * sizeof *a.grad);
+        }
+        cnn_net_free(net[0]);
+        cnn_net_free(net[1]);
+    }
+    assert_int_equal(cnn_set_threads(1), CNN_OK);
+    direct16_enable(1);
+    free(x), free(dy);
+}
+
 int main(void) {
     build_grid();
     const struct CMUnitTest fixed[] = {
         cmocka_unit_test(test_cross_entropy), cmocka_unit_test(test_mse),
         cmocka_unit_test(test_whole_lenet5), cmocka_unit_test(test_whole_lenet5_batch21),
         cmocka_unit_test(test_whole_mixed), cmocka_unit_test(test_direct_input_grad_overwrites_dx),
+        cmocka_unit_test(test_convtranspose2d_torch), cmocka_unit_test(test_conv2d_same_pads_after),
+        cmocka_unit_test(test_convtranspose2d_init_bound), cmocka_unit_test(test_convtranspose2d_threads_same_bits),
     };
     const int nfixed = (int)(sizeof fixed / sizeof fixed[0]);
     struct CMUnitTest *tests = calloc((size_t)(npoints + nfixed), sizeof *tests);

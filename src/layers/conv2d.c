@@ -4,7 +4,10 @@
  * Forward (note 002, eq. 1-4, generalised):
  *   y[n,k,i,j] = b[k] + Σ_{c∈group(k), r, t} w[k,c,r,t] · xp[n,c, i·sh + r·dh, j·sw + t·dw]
  * where xp is x with ph rows and pw columns of zeros on each side, and group(k) is the slice of
- * C/groups input channels that output channel k reads.
+ * C/groups input channels that output channel k reads. padding=same (PyTorch's padding='same',
+ * stride 1) pads d·(k − 1) in all, ⌊d·(k − 1)/2⌋ before (ph, pw) and the rest after (ph2, pw2), so
+ * that the output has the input's size; where d·(k − 1) is odd (an even kernel) that is one more
+ * at the bottom and right. The formulas below read only the padding before: the padding after only sets oh and ow.
  *
  * Backward. Note 002 derives the single-kernel, stride-1 case: dX is the full convolution of dY
  * with the kernel rotated 180°, dW is the valid correlation of X with dY, db is the sum of dY.
@@ -37,7 +40,7 @@
  * gradient there is the same full convolution of dY with rot180(w), over a zero-bordered dY), and
  * im2col + GEMM otherwise. The tests hold every fast path to the reference.
  */
-#include "layers/layer.h"
+#include "layers/conv2d.h"
 #include "base/error.h"
 #include "base/threads.h"
 #include "kernels/direct.h"
@@ -55,7 +58,14 @@ static cnn_status conv2d_option(layer *l, const char *key, const char *value) {
     if (!strcmp(key, "out_channels")) return opt_int(l, key, value, 1, &o->out_channels);
     if (!strcmp(key, "kernel_size")) return opt_pair(l, key, value, 1, &o->kh, &o->kw);
     if (!strcmp(key, "stride")) return opt_pair(l, key, value, 1, &o->sh, &o->sw);
-    if (!strcmp(key, "padding")) return opt_pair(l, key, value, 0, &o->ph, &o->pw);
+    if (!strcmp(key, "padding")) {
+        o->same = !strcmp(value, "same");
+        if (o->same || !strcmp(value, "valid")) {   /* valid: no padding */
+            o->ph = o->pw = 0;
+            return CNN_OK;
+        }
+        return opt_pair(l, key, value, 0, &o->ph, &o->pw);
+    }
     if (!strcmp(key, "dilation")) return opt_pair(l, key, value, 1, &o->dh, &o->dw);
     if (!strcmp(key, "groups")) return opt_int(l, key, value, 1, &o->groups);
     if (!strcmp(key, "bias")) return opt_bool(l, key, value, &o->bias);
@@ -74,13 +84,23 @@ static cnn_status conv2d_setup(layer *l) {
                         "line %d: conv2d: groups=%d must divide both in_channels (%d) and out_channels (%d)",
                         l->line, o->groups, l->c, o->out_channels);
     const long long kh = (long long)o->dh * (o->kh - 1) + 1, kw = (long long)o->dw * (o->kw - 1) + 1;
-    const long long eh = (long long)l->h + 2LL * o->ph - kh, ew = (long long)l->w + 2LL * o->pw - kw;
+    if (o->same) {
+        /* PyTorch's padding='same': the total padding d·(k − 1), ⌊total/2⌋ before and the rest after. */
+        if (o->sh != 1 || o->sw != 1)
+            return cnn_fail(CNN_ERR_PARSE, "line %d: conv2d: padding='same' is not supported for strided convolutions "
+                            "(stride=%d,%d)", l->line, o->sh, o->sw);
+        o->ph = (int)((kh - 1) / 2), o->ph2 = (int)(kh - 1 - o->ph);
+        o->pw = (int)((kw - 1) / 2), o->pw2 = (int)(kw - 1 - o->pw);
+    } else {
+        o->ph2 = o->ph, o->pw2 = o->pw;
+    }
+    const long long ph = (long long)o->ph + o->ph2, pw = (long long)o->pw + o->pw2;   /* the total padding */
+    const long long eh = (long long)l->h + ph - kh, ew = (long long)l->w + pw - kw;
     if (eh < 0 || ew < 0)
         return cnn_fail(CNN_ERR_SHAPE,
                         "line %d: conv2d: input %dx%dx%d padded to %lldx%lld is smaller than the "
                         "dilated kernel %lldx%lld",
-                        l->line, l->c, l->h, l->w, (long long)l->h + 2LL * o->ph, (long long)l->w + 2LL * o->pw,
-                        kh, kw);
+                        l->line, l->c, l->h, l->w, (long long)l->h + ph, (long long)l->w + pw, kh, kw);
     l->oc = o->out_channels;
     l->oh = (int)(eh / o->sh + 1);
     l->ow = (int)(ew / o->sw + 1);
@@ -208,17 +228,30 @@ static im2col_geom conv2d_geom(const layer *l) {
     return g;
 }
 
+/* The padding after (bottom, right) equals the padding before. padding=same with an even dilated
+ * kernel pads one more row and column after; convtranspose2d's equivalent conv2d (see
+ * convtranspose2d.c) may pad fewer after, even a negative number (rows no window reaches). The
+ * direct kernels' padded planes are symmetric, so such a layer takes im2col + GEMM: im2col reads a
+ * zero wherever a window leaves the input, whatever the padding, and the output size is l->oh, l->ow. */
+static int conv2d_is_symmetric(const layer *l) {
+    const conv2d_opts *o = &l->o.conv;
+    return o->ph == o->ph2 && o->pw == o->pw2;
+}
+
 /* A 1×1 kernel with stride 1 and no padding reads x as it is: no im2col needed. */
 static int conv2d_is_pointwise(const layer *l) {
     const conv2d_opts *o = &l->o.conv;
-    return o->kh == 1 && o->kw == 1 && o->sh == 1 && o->sw == 1 && o->ph == 0 && o->pw == 0;
+    return o->kh == 1 && o->kw == 1 && o->sh == 1 && o->sw == 1 && o->ph == 0 && o->pw == 0 &&
+           conv2d_is_symmetric(l);
 }
 
 static int chunks_of(int n) { return n < CHUNKS ? n : CHUNKS; }
 
 /* One input channel per group (a first layer on grey images, or depthwise) with unit column
  * stride runs as a direct convolution: whole output rows as vectors, no im2col. */
-static int conv2d_is_direct(const layer *l) { return l->c == l->o.conv.groups && l->o.conv.sw == 1; }
+static int conv2d_is_direct(const layer *l) {
+    return l->c == l->o.conv.groups && l->o.conv.sw == 1 && conv2d_is_symmetric(l);
+}
 
 static direct_geom conv2d_direct_geom(const layer *l) {
     const conv2d_opts *o = &l->o.conv;
@@ -236,7 +269,7 @@ static int conv2d_is_direct16(const layer *l) {
     const conv2d_opts *o = &l->o.conv;
     const int cg = l->c / o->groups, kg = l->oc / o->groups;
     if (!(cg > 1 && !(o->kh == 1 && o->kw == 1) && (kg < 16 || kg % 16 == 0 || kg % 16 >= 8) &&
-          direct16_available()))
+          conv2d_is_symmetric(l) && direct16_available()))
         return 0;
     /* Their buffers grow with the input and output planes, im2col's with the kernel: a layer whose
      * buffers would pass 2^26 floats (256 MB) per sample keeps im2col, and its limits. */
@@ -508,7 +541,7 @@ static void conv2d_forward(const layer *l, int n, const float *const *xs, float 
 
 /* Σ d[0..n), in 16 interleaved lanes added in a fixed order: one chain of n dependent additions
  * cost more than the rest of the first layer's bias gradient. */
-CNN_CLONES static float plane_sum(const float *restrict d, int n) {
+CNN_CLONES float conv2d_plane_sum(const float *restrict d, int n) {
     float lane[16] = {0};
     int i = 0;
     for (; i + 16 <= n; i += 16)
@@ -523,12 +556,10 @@ CNN_CLONES static float plane_sum(const float *restrict d, int n) {
 /* Per chunk: db_c = Σ dy; dW_cᵀ = Σ col_g · dy_gᵀ (the transpose of dy_g · col_gᵀ: packing dy_gᵀ
  * for the GEMM moves kg·P floats where packing col_gᵀ would move ck·P); dcol = W_gᵀ · dy_g, then
  * col2im into dx (the direct kernels compute the same dW_cᵀ and, at stride 1, dx without col).
- * Then dW += dW_0 + dW_1 + ..., db likewise, in chunk order. */
-static void conv2d_backward(const layer *l, int n, const float *const *xs, const float *y, const float *dy,
-                            float *const *dxs, float *ws) {
-    const float *x = xs[0];
-    float *dx = dxs[0];
-    (void)y;
+ * Then dW += dW_0 + dW_1 + ..., db likewise, in chunk order.
+ * want_dw = 0 skips dW and db (x is then not read and may be NULL); dx = NULL skips dx. */
+static void backward_parts(const layer *l, int n, const float *x, const float *dy, float *dx, int want_dw,
+                           float *ws) {
     const conv2d_opts *o = &l->o.conv;
     const im2col_geom g = conv2d_geom(l);
     const int cg = g.c, kg = l->oc / o->groups, ck = cg * o->kh * o->kw, P = l->oh * l->ow;
@@ -545,32 +576,32 @@ static void conv2d_backward(const layer *l, int n, const float *const *xs, const
             direct16_pack_input_weights(&dg, l->param[0] + (size_t)gr * kg * ck, wti + gr * wtif);
     PARALLEL_FOR(ch, chunks) {
         float *col = ws + (size_t)ch * cf, *dw = col + col_size, *db = dw + wsize;
-        memset(dw, 0, (wsize + (size_t)l->oc) * sizeof *dw);
+        if (want_dw) memset(dw, 0, (wsize + (size_t)l->oc) * sizeof *dw);
         for (int s = (int)(n * ch / chunks); s < (int)(n * (ch + 1) / chunks); s++) {
-            if (o->bias)
-                for (int k = 0; k < l->oc; k++) db[k] += plane_sum(dy + ((size_t)s * l->oc + k) * P, P);
+            if (want_dw && o->bias)
+                for (int k = 0; k < l->oc; k++) db[k] += conv2d_plane_sum(dy + ((size_t)s * l->oc + k) * P, P);
             for (int gr = 0; gr < o->groups; gr++) {
-                const float *xs = x + ((size_t)s * o->groups + gr) * xg;
+                const float *xs = want_dw ? x + ((size_t)s * o->groups + gr) * xg : NULL;
                 const float *dys = dy + ((size_t)s * l->oc + (size_t)gr * kg) * P;
                 const float *wg = l->param[0] + (size_t)gr * kg * ck;
                 float *dxs = dx ? dx + ((size_t)s * o->groups + gr) * xg : NULL;
                 if (direct16) {
-                    direct16_weight_grad(&dg, xs, dys, dw + (size_t)gr * kg * ck, col);
+                    if (want_dw) direct16_weight_grad(&dg, xs, dys, dw + (size_t)gr * kg * ck, col);
                     if (dx && direct16_input_direct(&dg)) {
                         direct16_input_grad(&dg, dys, wg, wti + gr * wtif, dxs, col);
                         continue;
                     }
                 } else if (direct) {
-                    if (direct1) {
+                    if (want_dw && direct1) {
                         direct1_weight_grad(&dg, xs, dys, dw + (size_t)gr * kg * ck, col);
-                    } else {
+                    } else if (want_dw) {
                         pad_plane(l, xs, col);
                         direct_weight_grad(l, col, dys, kg, dw + (size_t)gr * kg * ck,
                                            col + 2 * (padded_plane(l) + padded_slack(l)));
                     }
                     if (dx) direct_input_grad(l, dys, wg, kg, col + padded_plane(l) + padded_slack(l), dxs);
                     continue;
-                } else {
+                } else if (want_dw) {
                     const float *c = pointwise ? xs : kept_col(l, n, s, gr);
                     if (!c) {
                         im2col(&g, xs, col);
@@ -589,6 +620,7 @@ static void conv2d_backward(const layer *l, int n, const float *const *xs, const
             }
         }
     }
+    if (!want_dw) return;
     /* Each chunk holds each group's dWᵀ [ck, kg]. Blocks of 16 rows of dW go to the threads, each
      * reading 16 consecutive floats of a dWᵀ row at a time; each element still adds the chunks'
      * parts in chunk order. */
@@ -607,6 +639,20 @@ static void conv2d_backward(const layer *l, int n, const float *const *xs, const
             const float *db = ws + (size_t)ch * cf + col_size + wsize;
             for (int k = 0; k < l->oc; k++) l->grad[1][k] += db[k];
         }
+}
+
+static void conv2d_backward(const layer *l, int n, const float *const *xs, const float *y, const float *dy,
+                            float *const *dxs, float *ws) {
+    (void)y;
+    backward_parts(l, n, xs[0], dy, dxs[0], 1, ws);
+}
+
+void conv2d_fast_input_grad(const layer *l, int n, const float *dy, float *dx, float *ws) {
+    backward_parts(l, n, NULL, dy, dx, 0, ws);
+}
+
+void conv2d_fast_weight_grad(const layer *l, int n, const float *x, const float *dy, float *ws) {
+    backward_parts(l, n, x, dy, NULL, 1, ws);
 }
 
 const layer_ops conv2d_ops = {

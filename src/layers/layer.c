@@ -25,6 +25,7 @@ const layer_ops *layer_ops_of(cnn_layer_kind kind) {
         [CNN_LAYER_CONCAT] = &concat_ops,
         [CNN_LAYER_DROPOUT] = &dropout_ops,     [CNN_LAYER_GELU] = &gelu_ops,
         [CNN_LAYER_SILU] = &silu_ops,           [CNN_LAYER_SOFTMAX] = &softmax_ops,
+        [CNN_LAYER_CONVTRANSPOSE2D] = &convtranspose2d_ops,
     };
     return (unsigned)kind < CNN_LAYER_KIND_COUNT ? table[kind] : NULL;
 }

@@ -25,6 +25,7 @@ typedef struct conv2d_opts {
     int kh, kw;         /* kernel_size */
     int sh, sw;         /* stride */
     int ph, pw;         /* padding (zeros) before; padding=same may put one more after (ph2, pw2) */
+    int ph2, pw2;       /* padding after (bottom, right), set by setup: ph, pw but for padding=same */
     int dh, dw;         /* dilation */
     int groups;
     int bias;
@@ -151,6 +152,7 @@ extern const layer_ops conv2d_ops, maxpool2d_ops, avgpool2d_ops, relu_ops, leaky
     sigmoid_ops, tanh_ops, flatten_ops, linear_ops, batchnorm2d_ops, batchnorm1d_ops;
 extern const layer_ops adaptiveavgpool2d_ops, adaptivemaxpool2d_ops, add_ops, concat_ops;
 extern const layer_ops dropout_ops, gelu_ops, silu_ops, softmax_ops;
+extern const layer_ops convtranspose2d_ops;
 
 /* The table for a kind, and the kind of a name (case-insensitive; PyTorch's class names too).
  * layer_kind_by_name returns 0 for an unknown name. */
