@@ -1,16 +1,20 @@
 /* test_fixtures.c - agreement with PyTorch: runs the CLI's `grad` command on every fixture in
- * tests/fixtures (made by tools/make_fixtures.py) and compares each tensor of expected.safetensors
- * with the CLI's output by relative L2 error.
+ * tests/fixtures (sequences of layers, made by tools/make_fixtures.py) and tests/graph_fixtures (graphs
+ * and ResNet-20, made by tools/make_graph_fixtures.py) and compares each tensor of
+ * expected.safetensors with the CLI's output.
  *
  * For each fixture directory D (sorted), in a fresh mkdtemp directory TMP:
  *     $CNN_BIN grad --model D/model.cnn --weights D/weights.safetensors --input D/input.safetensors
  *                   --out TMP/out.safetensors <the words of D/args>
- * must exit with status 0, and for every tensor of D/expected.safetensors (F64) the out file must hold
- * an F32 tensor of the same name and shape with ||out - exp|| / max(||exp||, 1e-12) <= 1e-4.
+ * must exit with status 0, and for every tensor of D/expected.safetensors the out file must hold a
+ * tensor of the same name and shape: for an F64 or F32 expected tensor an F32 one with
+ * ||out - exp|| / max(||exp||, 1e-12) <= 1e-4; for an I64 one (num_batches_tracked) an I64 one with
+ * exactly the same values.
  *
- * One cmocka test per fixture, plus one that requires at least 50 fixtures. CNN_BIN defaults to
- * build/cnn and CNN_FIXTURES to tests/fixtures; both are relative to the repository root, where
- * tests/run.sh runs the tests. */
+ * One cmocka test per fixture, named by its directory (and, for a graph fixture, the "# about: ..."
+ * line of its model.cnn), plus one per root that requires at least 50 and 60 fixtures. CNN_BIN
+ * defaults to build/cnn, CNN_FIXTURES to tests/fixtures and CNN_GRAPH_FIXTURES to
+ * tests/graph_fixtures; all are relative to the repository root, where tests/run.sh runs the tests. */
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -33,11 +37,12 @@
 #include "testutil.h"
 
 #define MIN_FIXTURES 50
+#define MIN_GRAPH_FIXTURES 60
 #define TOLERANCE 1e-4
 #define MAX_EXTRA_ARGS 16
 #define PATH_LEN 4096
 
-static size_t g_fixture_count;
+static size_t g_fixture_count, g_graph_fixture_count;
 
 static const char *env_or(const char *name, const char *fallback) {
     const char *v = getenv(name);
@@ -46,6 +51,7 @@ static const char *env_or(const char *name, const char *fallback) {
 
 static const char *cnn_bin(void) { return env_or("CNN_BIN", "build/cnn"); }
 static const char *fixture_root(void) { return env_or("CNN_FIXTURES", "tests/fixtures"); }
+static const char *graph_fixture_root(void) { return env_or("CNN_GRAPH_FIXTURES", "tests/graph_fixtures"); }
 
 /* snprintf into a PATH_LEN buffer; returns 0 when the result was truncated. */
 static int join(char *buf, const char *a, const char *b) {
@@ -69,7 +75,6 @@ static char *read_text(const char *path) {
     return buf;
 }
 
-/* Removes every entry of a flat directory, then the directory. */
 /* Runs argv with stdout and stderr sent to log_path; returns the wait status, or -1. */
 static int run_logged(char *const argv[], const char *log_path) {
     fflush(stdout);
@@ -110,8 +115,8 @@ static int compare(const char *fixture, const cnn_st *exp, const cnn_st *out) {
         const cnn_tensor *o = cnn_st_find(out, e->name);
         char es[128], os[128];
         format_shape(es, sizeof es, e);
-        if (e->dtype != CNN_F64) {
-            print_error("%s: expected.safetensors: tensor '%s' is %s, not F64\n", fixture, e->name,
+        if (e->dtype != CNN_F64 && e->dtype != CNN_F32 && e->dtype != CNN_I64) {
+            print_error("%s: expected.safetensors: tensor '%s' is %s, not F64, F32 or I64\n", fixture, e->name,
                         cnn_dtype_name(e->dtype));
             failures++;
             continue;
@@ -122,9 +127,10 @@ static int compare(const char *fixture, const cnn_st *exp, const cnn_st *out) {
             continue;
         }
         format_shape(os, sizeof os, o);
-        if (o->dtype != CNN_F32) {
-            print_error("%s: tensor '%s' is %s in the output, expected F32\n", fixture, e->name,
-                        cnn_dtype_name(o->dtype) ? cnn_dtype_name(o->dtype) : "?");
+        const cnn_dtype want = e->dtype == CNN_I64 ? CNN_I64 : CNN_F32;
+        if (o->dtype != want) {
+            print_error("%s: tensor '%s' is %s in the output, expected %s\n", fixture, e->name,
+                        cnn_dtype_name(o->dtype) ? cnn_dtype_name(o->dtype) : "?", cnn_dtype_name(want));
             failures++;
             continue;
         }
@@ -137,13 +143,25 @@ static int compare(const char *fixture, const cnn_st *exp, const cnn_st *out) {
             continue;
         }
         int64_t n = cnn_tensor_numel(e);
-        const double *ev = e->data;
+        if (e->dtype == CNN_I64) {   /* a counter: exactly */
+            const int64_t *ev = e->data, *ov = o->data;
+            for (int64_t k = 0; k < n; k++) {
+                if (ov[k] != ev[k]) {
+                    print_error("%s: tensor '%s' %s: element %lld is %lld, expected %lld\n", fixture, e->name, es,
+                                (long long)k, (long long)ov[k], (long long)ev[k]);
+                    failures++;
+                    break;
+                }
+            }
+            continue;
+        }
         const float *ov = o->data;
         double diff2 = 0.0, ref2 = 0.0;
         for (int64_t k = 0; k < n; k++) {
-            double d = (double)ov[k] - ev[k];
+            const double ek = e->dtype == CNN_F64 ? ((const double *)e->data)[k] : ((const float *)e->data)[k];
+            double d = (double)ov[k] - ek;
             diff2 += d * d;
-            ref2 += ev[k] * ev[k];
+            ref2 += ek * ek;
         }
         double ref = sqrt(ref2);
         double err = sqrt(diff2) / (ref > 1e-12 ? ref : 1e-12);
@@ -162,6 +180,14 @@ static void test_fixtures_found(void **state) {
         fail_msg("found %zu fixtures in %s, expected at least %d (regenerate them with "
                  "/usr/bin/python3 tools/make_fixtures.py)",
                  g_fixture_count, fixture_root(), MIN_FIXTURES);
+}
+
+static void test_graph_fixtures_found(void **state) {
+    (void)state;
+    if (g_graph_fixture_count < MIN_GRAPH_FIXTURES)
+        fail_msg("found %zu fixtures in %s, expected at least %d (regenerate them with "
+                 "/usr/bin/python3 tools/make_graph_fixtures.py)",
+                 g_graph_fixture_count, graph_fixture_root(), MIN_GRAPH_FIXTURES);
 }
 
 static void test_fixture(void **state) {
@@ -274,25 +300,63 @@ static char **list_fixtures(const char *root, size_t *count) {
     return dirs;
 }
 
+/* The test's name for fixture `dir`: the directory, and what the "# about: " line of its model.cnn
+ * says (graph fixtures have one), e.g. "tests/graph_fixtures/007 (train, mse: conv2d add relu)". */
+static char *test_name(const char *dir) {
+    char model[PATH_LEN];
+    char *text = join(model, dir, "model.cnn") ? read_text(model) : NULL;
+    const char *about = NULL;
+    size_t len = 0;
+    for (const char *line = text; line && *line;) {
+        const char *end = strchr(line, '\n');
+        if (!end) end = line + strlen(line);
+        if (!strncmp(line, "# about: ", 9)) {
+            about = line + 9;
+            len = (size_t)(end - about);
+            break;
+        }
+        line = *end ? end + 1 : end;
+    }
+    const size_t cap = strlen(dir) + len + 4;
+    char *name = malloc(cap);
+    if (name) {
+        if (about) snprintf(name, cap, "%s (%.*s)", dir, (int)len, about);
+        else snprintf(name, cap, "%s", dir);
+    }
+    free(text);
+    return name;
+}
+
 int main(void) {
-    size_t n = 0;
-    char **dirs = list_fixtures(fixture_root(), &n);
-    g_fixture_count = n;
-    struct CMUnitTest *tests = calloc(n + 1, sizeof *tests);
-    if (!tests) {
+    size_t n1 = 0, n2 = 0;
+    char **seq_dirs = list_fixtures(fixture_root(), &n1);
+    char **graph_dirs = list_fixtures(graph_fixture_root(), &n2);
+    g_fixture_count = n1, g_graph_fixture_count = n2;
+    const size_t n = n1 + n2;
+    struct CMUnitTest *tests = calloc(n + 2, sizeof *tests);
+    char **names = calloc(n + 1, sizeof *names);
+    if (!tests || !names) {
         fprintf(stderr, "out of memory\n");
         return 1;
     }
     tests[0].name = "fixtures_found";
     tests[0].test_func = test_fixtures_found;
+    tests[1].name = "graph_fixtures_found";
+    tests[1].test_func = test_graph_fixtures_found;
     for (size_t i = 0; i < n; i++) {
-        tests[i + 1].name = dirs[i];
-        tests[i + 1].test_func = test_fixture;
-        tests[i + 1].initial_state = dirs[i];
+        char *dir = i < n1 ? seq_dirs[i] : graph_dirs[i - n1];
+        names[i] = test_name(dir);
+        tests[i + 2].name = names[i] ? names[i] : dir;
+        tests[i + 2].test_func = test_fixture;
+        tests[i + 2].initial_state = dir;
     }
-    int rc = _cmocka_run_group_tests("fixtures", tests, n + 1, NULL, NULL);
-    for (size_t i = 0; i < n; i++) free(dirs[i]);
-    free(dirs);
+    int rc = _cmocka_run_group_tests("fixtures", tests, n + 2, NULL, NULL);
+    for (size_t i = 0; i < n1; i++) free(seq_dirs[i]);
+    for (size_t i = 0; i < n2; i++) free(graph_dirs[i]);
+    for (size_t i = 0; i < n; i++) free(names[i]);
+    free(seq_dirs);
+    free(graph_dirs);
+    free(names);
     free(tests);
     return rc;
 }

@@ -12,7 +12,7 @@ Run it from anywhere with Debian's Python and PyTorch (python3-torch):
         --epochs 1 --out torch_lenet5.safetensors
     build/cnn eval --model models/lenet5.cnn --weights torch_lenet5.safetensors --data mnist
 
-Both build the torch.nn.Sequential that the model file describes (tools/cnnmodel.py, float32), read
+Both build the torch.nn.Module that the model file describes (tools/cnnmodel.py, float32), read
 MNIST or Fashion-MNIST from the IDX files under data/ (raw or .gz), and normalise them exactly as cnn
 does: x = (byte/255 - mean) / std, computed in double from the float32 mean and std and rounded to
 float32 (src/io/data.c builds the same 256-entry table). Both print the test accuracy with the exact
@@ -96,7 +96,7 @@ def load_split(name, split, data_dir):
 # ------------------------------------------------------------------------------------------------
 
 def build_model(path, data_shape):
-    """The float32 nn.Sequential of a model file; checks that the data fit its input line."""
+    """The float32 nn.Module of a model file; checks that the data fit its input line."""
     shape, seq = load_model(path, dtype=torch.float32)
     if tuple(shape) != tuple(data_shape):
         sys.exit("%s: the model takes input %s but the data are %s" % (path, shape, tuple(data_shape)))
@@ -105,10 +105,12 @@ def build_model(path, data_shape):
 
 def load_weights(seq, path):
     """Loads a safetensors state_dict into `seq` with strict=True. cnn checkpoints also hold the optimizer's
-    state under optim.*, which is not part of the model: those keys are dropped. Tensors become float32."""
+    state under optim.*, which is not part of the model: those keys are dropped. Floating-point tensors
+    become float32; integers (batch norm's num_batches_tracked) stay int64."""
     tensors = load_file(path)
     dropped = sorted(k for k in tensors if k.startswith("optim."))
-    state = {k: v.to(torch.float32) for k, v in tensors.items() if not k.startswith("optim.")}
+    state = {k: v if not v.is_floating_point() else v.to(torch.float32) for k, v in tensors.items()
+             if not k.startswith("optim.")}
     try:
         seq.load_state_dict(state, strict=True)  # fails on any missing, unexpected or mis-shaped key
     except RuntimeError as err:
@@ -189,8 +191,10 @@ def cmd_torch_train(a):
         print("epoch %d/%d  train loss %.4f acc %.2f%%  test loss %.4f acc %.2f%%  %.1fs"
               % (epoch, a.epochs, loss_sum / n, 100.0 * correct / n, t_loss, 100.0 * t_correct / xt.shape[0],
                  time.time() - t0))
-    # float32, under the state_dict names, as safetensors.torch.save_file(model.state_dict(), ...) writes it
-    state = {k: v.detach().to(torch.float32) for k, v in seq.state_dict().items()}
+    # float32 (num_batches_tracked int64), under the state_dict names, as safetensors.torch.save_file(
+    # model.state_dict(), ...) writes it
+    state = {k: v.detach().to(torch.float32) if v.is_floating_point() else v.detach()
+             for k, v in seq.state_dict().items()}
     save_file(state, a.out, metadata={"format": "pt"})
     print("wrote %s (%d tensors: %s)" % (a.out, len(state), ", ".join(state)))
     correct, loss, confusion = evaluate(seq, xt, yt)
