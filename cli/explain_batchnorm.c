@@ -533,7 +533,8 @@ static void print_backward(const ex *e, const bn *v) {
         sb_init(&s, e);
         dsym(&s, "σ²", "{\\sigma^2}", t, -1);
         sb_put(&s, " = Σ ∂L/∂x̂i·∂x̂i/∂σ² = ",
-               " = \\sum_i \\frac{\\partial L}{\\partial \\hat{x}_i} \\frac{\\partial \\hat{x}_i}{\\partial \\sigma^2} = ");
+               " = \\sum_i \\frac{\\partial L}{\\partial \\hat{x}_i} \\frac{\\partial \\hat{x}_i}{\\partial "
+               "\\sigma^2} = ");
         terms(&s, dxh, v->dxh_dvar + (size_t)c * m, m);
         sb_printf(&s, " = ");
         sb_num(&s, v->dvar[c]);
@@ -565,7 +566,8 @@ static void print_backward(const ex *e, const bn *v) {
             dsym(&s, "x̂", "\\hat{x}", t, j);
             sb_put(&s, "·s + ∂L/∂σ²·2(", " \\cdot s + \\frac{\\partial L}{\\partial \\sigma^2} \\cdot \\frac{2(");
             sym(&s, "x", "x", t, j);
-            sb_put(&s, " − μ)/m + ∂L/∂μ·1/m = ", " - \\mu)}{m} + \\frac{\\partial L}{\\partial \\mu} \\cdot \\frac{1}{m} = ");
+            sb_put(&s, " − μ)/m + ∂L/∂μ·1/m = ",
+                   " - \\mu)}{m} + \\frac{\\partial L}{\\partial \\mu} \\cdot \\frac{1}{m} = ");
             sb_num(&s, v->path[0][i]);
             sb_printf(&s, " + ");
             sb_nump(&s, v->path[1][i]);
@@ -719,7 +721,10 @@ int explain_batchnorm(ex *e, int argc, char **argv) {
                     .bval = {v->lrm, v->lrv}};
         if ((rc = ex_lib_run(&r, k ? CNN_PATH_FAST : CNN_PATH_REFERENCE))) return rc;
         for (int c = 0; c < C; c++)
-            for (int j = 0; j < m; j++) v->ty[c * m + j] = v->ly[nchw(v, c, j)], v->tdx[c * m + j] = v->ldx[nchw(v, c, j)];
+            for (int j = 0; j < m; j++) {
+                v->ty[c * m + j] = v->ly[nchw(v, c, j)];
+                v->tdx[c * m + j] = v->ldx[nchw(v, c, j)];
+            }
         const int by = k ? EX_BY_FAST : EX_BY_REF;
         ex_check_cmp(&ck, by, "y", v->y, v->ty, v->sy, n, NULL);
         ex_check_cmp(&ck, by, "∂L/∂x", v->dx, v->tdx, v->sdx, n, NULL);
@@ -735,7 +740,8 @@ int explain_batchnorm(ex *e, int argc, char **argv) {
     for (int c = 0; c < C; c++)
         if (1.0 / v->s[c] < sd) sd = 1.0 / v->s[c];
     v->step = EX_STEP * sd;
-    if (v->step != EX_STEP) snprintf(ck.label[EX_BY_FD], sizeof ck.label[0], "central differences (step %.3g)", v->step);
+    if (v->step != EX_STEP)
+        snprintf(ck.label[EX_BY_FD], sizeof ck.label[0], "central differences (step %.3g)", v->step);
     memcpy(v->vars, v->x, (size_t)n * sizeof *v->x);
     memcpy(v->vars + n, v->g, (size_t)C * sizeof *v->g);
     memcpy(v->vars + n + C, v->b, (size_t)C * sizeof *v->b);

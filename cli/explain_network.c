@@ -67,8 +67,8 @@ static void formula(cnn_layer_kind k, int training, const char **text, const cha
         *text = "∂L/∂X(c) = Σ_k ∂L/∂O(k) ⋆ W(c,k), strided (a transposed convolution's backward is a convolution's "
                 "forward); ∂L/∂W(c,k) = X(c) spread over ∂L/∂O(k)'s windows; ∂L/∂b(k) = Σ ∂L/∂O(k)";
         *tex = "\\frac{\\partial L}{\\partial X^{(c)}} = \\sum_k \\frac{\\partial L}{\\partial O^{(k)}} \\star_s "
-               "W^{(c,k)},\\ \\frac{\\partial L}{\\partial W^{(c,k)}} = \\sum_{ij} x^{(c)}_{ij} \\cdot \\frac{\\partial "
-               "L}{\\partial O^{(k)}}[\\text{window}_{ij}],\\ \\frac{\\partial L}{\\partial b^{(k)}} = \\sum "
+               "W^{(c,k)},\\ \\frac{\\partial L}{\\partial W^{(c,k)}} = \\sum_{ij} x^{(c)}_{ij} \\cdot "
+               "\\frac{\\partial L}{\\partial O^{(k)}}[\\text{window}_{ij}],\\ \\frac{\\partial L}{\\partial b^{(k)}} = \\sum "
                "\\frac{\\partial L}{\\partial O^{(k)}}";
         return;
     case CNN_LAYER_MAXPOOL2D:
@@ -90,8 +90,8 @@ static void formula(cnn_layer_kind k, int training, const char **text, const cha
     case CNN_LAYER_ADAPTIVEAVGPOOL2D:
         *text = "∂L/∂X = each ∂L/∂o_ij shared equally over its window, rows ⌊i·H/OH⌋ ≤ h < ⌈(i+1)·H/OH⌉ "
                 "(windows may overlap: what reaches one x adds up)";
-        *tex = "\\frac{\\partial L}{\\partial x} = \\sum_{ij:\\ x \\in \\text{window } ij} \\frac{1}{|\\text{window}_{ij}|} "
-               "\\frac{\\partial L}{\\partial o_{ij}}";
+        *tex = "\\frac{\\partial L}{\\partial x} = \\sum_{ij:\\ x \\in \\text{window } ij} "
+               "\\frac{1}{|\\text{window}_{ij}|} \\frac{\\partial L}{\\partial o_{ij}}";
         return;
     case CNN_LAYER_RELU:
         *text = "∂L/∂X = ∂L/∂O ⊙ relu'(X), relu'(x) = 1 if x > 0 else 0   (note 004; cnn explain relu)";
@@ -625,9 +625,9 @@ int explain_network(ex *e, int argc, char **argv) {
             const int vk = cnn_net_layer_input(net, i, k);
             value_shape_str(net, vk, sk, sizeof sk);
             if (at < sizeof shapes) at += (size_t)snprintf(shapes + at, sizeof shapes - at, "%s%s", k ? ", " : "", sk);
+            const char *sep = k == 0 ? "" : k == nk - 1 ? " and " : ", ";
             if (rat < sizeof reads)
-                rat += (size_t)snprintf(reads + rat, sizeof reads - rat, "%s%s", k ? (k == nk - 1 ? " and " : ", ") : "",
-                                        cnn_net_value_name(net, vk));
+                rat += (size_t)snprintf(reads + rat, sizeof reads - rat, "%s%s", sep, cnn_net_value_name(net, vk));
         }
         char so[64];
         value_shape_str(net, i + 1, so, sizeof so);

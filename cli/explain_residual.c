@@ -263,8 +263,8 @@ static void print_backward(const ex *e, const res *r) {
     ex_matrix(e, "∂L/∂A (branch)", "\\frac{\\partial L}{\\partial A}\\ \\text{(branch)}", r->dbr, r->rows, r->cols);
     ex_say(e, "The branch's parameters, each read by every element:");
     sb_init(&s, e);
-    sb_put(&s, "∂L/∂w = Σ ∂L/∂zij·aij = ", "\\frac{\\partial L}{\\partial w} = \\sum_{ij} \\frac{\\partial L}{\\partial "
-                                         "z_{ij}} a_{ij} = ");
+    sb_put(&s, "∂L/∂w = Σ ∂L/∂zij·aij = ",
+           "\\frac{\\partial L}{\\partial w} = \\sum_{ij} \\frac{\\partial L}{\\partial z_{ij}} a_{ij} = ");
     for (int i = 0; i < n; i++) {
         if (i) sb_printf(&s, " + ");
         sb_nump(&s, r->dz[i]);

@@ -4,9 +4,11 @@
  * (a matrix under its header "LABEL (R×C) =", or the value after the last '=' of a formula line),
  * and checks them: against the notes' worked examples written out here (000's chain rule, the 3×3
  * input under a 2×2 kernel, 001's pooling matrices), and, for random matrices the test makes up,
- * against the library's own layers run here on both paths (tu_net). So the agreement the command
- * prints is verified by the test, not only read from its last line. Bad input must exit 2 with a
- * message and no crash.
+ * against the library's own layers run here on both paths (tu_net). Batch norm's ∂L/∂x is computed
+ * here in double by the folded formula, the residual fork's sum from its two contributions, and
+ * explain network's fork on a graph from the library's value gradients. So the agreement the
+ * command prints is verified by the test, not only read from its last line. Bad input must exit 2
+ * with a message and no crash.
  */
 #include "testutil.h"
 #include "clirun.h"
@@ -850,7 +852,8 @@ static void test_residual_defaults(void **state) {
     const char *ids[6] = {"11", "12", "13", "21", "22", "23"};
     for (int i = 0; i < 6; i++) {
         char prefix[96];
-        snprintf(prefix, sizeof prefix, "\n  ∂L/∂a%s = ∂L/∂a%s (branch) + ∂L/∂a%s (shortcut) = ", ids[i], ids[i], ids[i]);
+        snprintf(prefix, sizeof prefix, "\n  ∂L/∂a%s = ∂L/∂a%s (branch) + ∂L/∂a%s (shortcut) = ", ids[i], ids[i],
+                 ids[i]);
         const char *p = strstr(r.out, prefix);
         assert_non_null(p);
         char *end;
@@ -977,10 +980,11 @@ static void test_network_graph(void **state) {
     expect_agree(&r);
     expect_words(&r, "The model is a graph");
     /* Reverse file order, with what each layer reads. */
-    const char *order[] = {"layer 10, line 12: linear, named fc, reads 9", "layer 7, line 9: concat, named cat, reads "
-                           "block and stem", "layer 5, line 7: add, reads layer1.0.bn1 and stem",
-                           "layer 2, line 4: relu, named stem, reads bn1", "layer 0, line 2: conv2d, named conv1, reads "
-                           "input"};
+    const char *order[] = {"layer 10, line 12: linear, named fc, reads 9",
+                           "layer 7, line 9: concat, named cat, reads block and stem",
+                           "layer 5, line 7: add, reads layer1.0.bn1 and stem",
+                           "layer 2, line 4: relu, named stem, reads bn1",
+                           "layer 0, line 2: conv2d, named conv1, reads input"};
     const char *at = r.out;
     for (int i = 0; i < 5; i++) {
         const char *p = strstr(at, order[i]);
