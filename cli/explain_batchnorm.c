@@ -14,6 +14,9 @@
  *   ∂L/∂x_i = ∂L/∂x̂_i·s + ∂L/∂σ²·2(x_i − μ)/m + ∂L/∂μ/m  (x's three paths, added at the fork)
  * and folded: ∂L/∂x_i = (γ·s)(∂L/∂y_i − mean(∂L/∂y) − x̂_i·mean(∂L/∂y·x̂)). A training forward also
  * updates the running statistics, running_var with the unbiased variance σ²·m/(m − 1).
+ * The library holds floats, so where the user's numbers are not floats it is compared with the same
+ * arithmetic on the numbers rounded to float: batch norm of values with a large mean and a small
+ * spread is sensitive to that rounding (the deviations from μ lose their digits).
  *
  * The input is a stack of matrices, sample by sample and within a sample channel by channel (the
  * library's NCHW order), so with --channels C the stack holds N·C matrices. Internally every
@@ -78,7 +81,7 @@ typedef struct bn {
     double vars[MAXV + 2 * MAXC], fd[MAXV + 2 * MAXC];
 } bn;
 
-static bn B;
+static bn B, Bf;   /* the user's numbers; the same rounded to float, as the library holds them */
 
 /* Small integers in −4..4, as explain conv fills what the user leaves out. */
 static double pattern(int n) { return (double)((n * 5 + 2) % 9 - 4); }
@@ -712,6 +715,26 @@ int explain_batchnorm(ex *e, int argc, char **argv) {
              v->momentum);
     for (int c = 0; c < C; c++)
         for (int j = 0; j < m; j++) v->nx[nchw(v, c, j)] = v->x[c * m + j], v->ndy[nchw(v, c, j)] = v->dy[c * m + j];
+    /* The library holds floats. Where the inputs are not floats already, it gets them rounded, and
+     * batch norm can be sensitive to that (x = 1000.1 and 1000.2: the deviations from μ lose digits),
+     * so it is compared with this arithmetic on the rounded inputs. */
+    bn *f = v;
+    int rounded = 0;
+    for (int i = 0; i < n; i++) rounded |= (double)(float)v->x[i] != v->x[i] || (double)(float)v->dy[i] != v->dy[i];
+    for (int c = 0; c < C; c++) rounded |= (double)(float)v->g[c] != v->g[c] || (double)(float)v->b[c] != v->b[c];
+    double shift = 0.0;
+    if (rounded) {
+        f = &Bf;
+        memcpy(f, v, sizeof *f);
+        for (int i = 0; i < n; i++) f->x[i] = (float)v->x[i], f->dy[i] = (float)v->dy[i];
+        for (int c = 0; c < C; c++) f->g[c] = (float)v->g[c], f->b[c] = (float)v->b[c];
+        compute(f);
+        for (int i = 0; i < n; i++) {
+            const double d = fabs(f->dx[i] - v->dx[i]) / fmax(1.0, v->sdx[i]);
+            const double d2 = fabs(f->y[i] - v->y[i]) / fmax(1.0, v->sy[i]);
+            shift = fmax(shift, fmax(d, d2));
+        }
+    }
     ex_check ck;
     ex_check_init(&ck, "batchnorm2d", "three paths (step 4) = folded formula (step 5)");
     for (int k = 0; k < 2; k++) {
@@ -726,12 +749,12 @@ int explain_batchnorm(ex *e, int argc, char **argv) {
                 v->tdx[c * m + j] = v->ldx[nchw(v, c, j)];
             }
         const int by = k ? EX_BY_FAST : EX_BY_REF;
-        ex_check_cmp(&ck, by, "y", v->y, v->ty, v->sy, n, NULL);
-        ex_check_cmp(&ck, by, "∂L/∂x", v->dx, v->tdx, v->sdx, n, NULL);
-        ex_check_cmp(&ck, by, "∂L/∂γ", v->dg, v->ldg, v->sdg, C, NULL);
-        ex_check_cmp(&ck, by, "∂L/∂β", v->db, v->ldb, v->sdb, C, NULL);
-        ex_check_cmp(&ck, by, "running_mean", v->rm, v->lrm, v->srm, C, NULL);
-        ex_check_cmp(&ck, by, "running_var", v->rv, v->lrv, v->srv, C, NULL);
+        ex_check_cmp(&ck, by, "y", f->y, v->ty, f->sy, n, NULL);
+        ex_check_cmp(&ck, by, "∂L/∂x", f->dx, v->tdx, f->sdx, n, NULL);
+        ex_check_cmp(&ck, by, "∂L/∂γ", f->dg, v->ldg, f->sdg, C, NULL);
+        ex_check_cmp(&ck, by, "∂L/∂β", f->db, v->ldb, f->sdb, C, NULL);
+        ex_check_cmp(&ck, by, "running_mean", f->rm, v->lrm, f->srm, C, NULL);
+        ex_check_cmp(&ck, by, "running_var", f->rv, v->lrv, f->srv, C, NULL);
     }
     ex_check_cmp(&ck, EX_BY_ALT, "∂L/∂x", v->dx, v->fold, v->sdx, n, NULL);
     /* Central differences of the forward formula: x̂ bends on the scale of √(σ² + ε), so the step
@@ -749,13 +772,17 @@ int explain_batchnorm(ex *e, int argc, char **argv) {
     ex_check_cmp(&ck, EX_BY_FD, "∂L/∂x", v->dx, v->fd, v->sdx, n, NULL);
     ex_check_cmp(&ck, EX_BY_FD, "∂L/∂γ", v->dg, v->fd + n, v->sdg, C, NULL);
     ex_check_cmp(&ck, EX_BY_FD, "∂L/∂β", v->db, v->fd + n + C, v->sdb, C, NULL);
-    char how[400], what[160];
+    char how[800], what[160], floats[300] = "";
+    if (rounded)
+        snprintf(floats, sizeof floats, " The library holds floats: it is compared with the arithmetic above on the "
+                                        "numbers rounded to float, which moves the results by up to %.3g (relative) "
+                                        "here.", shift);
     snprintf(how, sizeof how,
              "The library's layer is a net built from the model text \"input %d %d %d / batchnorm2d eps=%g "
              "momentum=%g\", in training mode (a new net's), run on the batch (%d sample%s) with 0.weight = γ and "
-             "0.bias = β; its running statistics are read after the forward. Central differences take L = Σ y·∂L/∂y "
-             "of the forward formula, in double.",
-             C, v->H, v->W, v->eps, v->momentum, v->N, v->N == 1 ? "" : "s");
+             "0.bias = β; its running statistics are read after the forward.%s Central differences take "
+             "L = Σ y·∂L/∂y of the forward formula, in double.",
+             C, v->H, v->W, v->eps, v->momentum, v->N, v->N == 1 ? "" : "s", floats);
     snprintf(what, sizeof what, "%d outputs, %d ∂L/∂x, %d ∂L/∂γ, %d ∂L/∂β and the running statistics", n, n, C, C);
     return ex_check_report(e, &ck, how, what);
 }

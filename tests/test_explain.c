@@ -812,6 +812,15 @@ static void test_batchnorm_random(void **state) {
     v = line_value(&r, "running_var = ");
     expect_near("running_var", &v, &rv, 1);
     expect_words(&r, "momentum 0.5");
+    assert_null(strstr(r.out, "rounded to float"));
+    /* A large mean and a small spread: rounding the inputs to float moves the deviations, so the
+     * library (which holds floats) is compared with the arithmetic on the rounded numbers, and says so. */
+    CLI_RUN(&r, dir, "explain", "batchnorm", "--input", "1000.1 1000.2 1000.4 1000.3");
+    expect_agree(&r);
+    expect_words(&r, "compared with the arithmetic above on the numbers rounded to float");
+    v = line_value(&r, "μ = ");
+    const double mu = 1000.25;
+    expect_near("μ", &v, &mu, 1);
 }
 
 /* ---- a fork: the residual shortcut ---------------------------------------------------------- */
