@@ -4,7 +4,7 @@
  * This file holds the command, its help, and what the topics share (explain.h): text and markdown
  * output, option parsing, running a layer of the library, central differences and the verdict. The
  * topics are in explain_chain.c, explain_conv.c, explain_pool.c, explain_dense.c (relu, sigmoid,
- * linear) and explain_network.c.
+ * linear), explain_batchnorm.c, explain_residual.c and explain_network.c.
  */
 #include "explain.h"
 #include "matrix.h"
@@ -32,6 +32,10 @@ static const char explain_usage[] =
     "  relu      dL/dx = dL/dO ⊙ relu'(x) (note 004)\n"
     "  sigmoid   dL/dx = dL/dO ⊙ σ(x)(1 − σ(x)) (note 001, eq. 1)\n"
     "  linear    dL/dx = dL/dO·Wᵀ and dL/dW = xᵀ·dL/dO (note 004)\n"
+    "  batchnorm batch norm in training mode through its graph x → μ → σ² → x̂ → y: two paths into μ,\n"
+    "            three into x, the folded formula and the running statistics\n"
+    "  residual  a fork in a graph, out = relu(w·a + b) + a: the gradients of the branch and of the\n"
+    "            shortcut meet at a and add up (note 000)\n"
     "  network   one backward pass through a model file, layer by layer (note 001's summary)\n"
     "\n"
     "Matrices are written as \"1 2 3; 4 5 6; 7 8 9\": numbers separated by spaces or commas, rows\n"
@@ -48,7 +52,8 @@ typedef struct topic {
 static const topic topics[] = {
     {"chain", explain_chain},     {"conv", explain_conv},       {"maxpool", explain_maxpool},
     {"avgpool", explain_avgpool}, {"relu", explain_relu},       {"sigmoid", explain_sigmoid},
-    {"linear", explain_linear},   {"network", explain_network},
+    {"linear", explain_linear},   {"batchnorm", explain_batchnorm}, {"residual", explain_residual},
+    {"network", explain_network},
 };
 
 int cmd_explain(int argc, char **argv) {
@@ -430,6 +435,38 @@ int ex_lib_run(ex_run *r, cnn_path path) {
         const cnn_param p = cnn_net_param_by_name(net, r->pname[k]);
         if (r->pgrad[k])
             for (int64_t i = 0; i < p.numel; i++) r->pgrad[k][i] = p.grad[i];
+    }
+    for (int k = 0; k < 2; k++) {
+        if (!r->bname[k]) continue;
+        int found = 0;
+        for (int b = 0; b < cnn_net_buffer_count(net) && !found; b++) {
+            const cnn_tensor t = cnn_net_buffer(net, b);
+            if (strcmp(t.name, r->bname[k]) || t.dtype != CNN_F32) continue;
+            found = 1;
+            for (int64_t i = 0; i < cnn_tensor_numel(&t); i++) r->bval[k][i] = ((const float *)t.data)[i];
+        }
+        if (!found) {
+            cli_error("explain", "internal error: the net has no buffer %s", r->bname[k]);
+            rc = 1;
+            goto done;
+        }
+    }
+    for (int k = 0; k < 2; k++) {
+        if (!r->vname[k]) continue;
+        const int v = cnn_net_value_find(net, r->vname[k]);
+        const float *d = v >= 0 ? cnn_net_value_data(net, v) : NULL, *g = v >= 0 ? cnn_net_value_grad(net, v) : NULL;
+        if (!d || !g) {
+            cli_error("explain", "internal error: the net has no value %s with a gradient", r->vname[k]);
+            rc = 1;
+            goto done;
+        }
+        int chw[3];
+        cnn_net_value_shape(net, v, chw, NULL);
+        const size_t count = (size_t)r->batch * chw[0] * chw[1] * chw[2];
+        for (size_t i = 0; i < count; i++) {
+            if (r->vval[k]) r->vval[k][i] = d[i];
+            if (r->vgrad[k]) r->vgrad[k][i] = g[i];
+        }
     }
 done:
     free(buf);

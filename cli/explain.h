@@ -125,6 +125,13 @@ typedef struct ex_run {
     const double *pval[2];        /* in the library's layout */
     const double *x, *dy;         /* [batch, C, H, W] and dL/doutput */
     double *y, *dx, *pgrad[2];    /* filled: output, dL/dinput, dL/dparameter */
+    /* Optional (NULL names are skipped): F32 buffers after the forward ("0.running_var"), and
+     * values of the graph by name: their data after the forward and their gradient after the
+     * backward (each [batch] + the value's shape; a NULL destination is not filled). */
+    const char *bname[2];
+    double *bval[2];
+    const char *vname[2];
+    double *vval[2], *vgrad[2];
 } ex_run;
 
 /* Returns 0, or prints the library's message and returns the exit status. */
@@ -182,5 +189,7 @@ int explain_relu(ex *e, int argc, char **argv);
 int explain_sigmoid(ex *e, int argc, char **argv);
 int explain_linear(ex *e, int argc, char **argv);
 int explain_network(ex *e, int argc, char **argv);
+int explain_batchnorm(ex *e, int argc, char **argv);
+int explain_residual(ex *e, int argc, char **argv);
 
 #endif

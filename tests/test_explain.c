@@ -4,9 +4,11 @@
  * (a matrix under its header "LABEL (R×C) =", or the value after the last '=' of a formula line),
  * and checks them: against the notes' worked examples written out here (000's chain rule, the 3×3
  * input under a 2×2 kernel, 001's pooling matrices), and, for random matrices the test makes up,
- * against the library's own layers run here on both paths (tu_net). So the agreement the command
- * prints is verified by the test, not only read from its last line. Bad input must exit 2 with a
- * message and no crash.
+ * against the library's own layers run here on both paths (tu_net). Batch norm's ∂L/∂x is computed
+ * here in double by the folded formula, the residual fork's sum from its two contributions, and
+ * explain network's fork on a graph from the library's value gradients. So the agreement the
+ * command prints is verified by the test, not only read from its last line. Bad input must exit 2
+ * with a message and no crash.
  */
 #include "testutil.h"
 #include "clirun.h"
@@ -25,7 +27,8 @@ static int setup(void **state) {
 static int teardown(void **state) {
     (void)state;
     char path[128];
-    const char *files[] = {"cli.stdout", "cli.stderr", "net.cnn"};
+    const char *files[] = {"cli.stdout", "cli.stderr", "net.cnn", "graph.cnn", "bn1d.cnn", "w.safetensors",
+                           "w.safetensors.tmp"};
     for (size_t i = 0; i < sizeof files / sizeof *files; i++) {
         snprintf(path, sizeof path, "%s/%s", dir, files[i]);
         unlink(path);
@@ -107,6 +110,23 @@ static void expect_close(const char *what, const double *printed, const float *l
             fail_msg("%s[%d]: explain printed %.9g, the library gives %.9g", what, i, printed[i], (double)lib[i]);
 }
 
+/* Printed (6 significant digits) against a value the test computes in double. */
+static void expect_near(const char *what, const double *printed, const double *want, int n) {
+    for (int i = 0; i < n; i++)
+        if (!(fabs(printed[i] - want[i]) <= 1e-5 * fmax(1.0, fabs(want[i]))))
+            fail_msg("%s[%d]: explain printed %.9g, the test computes %.9g", what, i, printed[i], want[i]);
+}
+
+/* The number after `key` in the output, searched from `from` (NULL: the start). */
+static double value_after(const cli_result *r, const char *from, const char *key) {
+    const char *p = strstr(from ? from : r->out, key);
+    if (!p) fail_msg("%.300s\n  output lacks \"%s\":\n%.4000s", r->cmd, key, r->out);
+    char *end;
+    const double v = strtod(p + strlen(key), &end);
+    if (end == p + strlen(key)) fail_msg("no number after \"%s\"", key);
+    return v;
+}
+
 /* ---- random matrices ------------------------------------------------------------------------ */
 
 static uint64_t rng = 12345;
@@ -138,6 +158,8 @@ static void to_float(const double *d, float *f, int n) {
 
 static const cnn_path paths[2] = {CNN_PATH_REFERENCE, CNN_PATH_FAST};
 static const double path_tol[2] = {2e-6, 1e-4};
+/* For numbers that are not short decimals: 6 significant digits are within 5e-6 of the value. */
+static const double printed_tol[2] = {1e-5, 1e-4};
 
 /* ---- help ----------------------------------------------------------------------------------- */
 
@@ -146,7 +168,8 @@ static void test_help(void **state) {
     cli_result r;
     CLI_RUN(&r, dir, "explain", "--help");
     CLI_EXPECT(&r, 0, NULL);
-    const char *topics[] = {"chain", "conv", "maxpool", "avgpool", "relu", "sigmoid", "linear", "network"};
+    const char *topics[] = {"chain",  "conv",   "maxpool",   "avgpool",  "relu",
+                            "sigmoid", "linear", "batchnorm", "residual", "network"};
     for (size_t i = 0; i < sizeof topics / sizeof *topics; i++) {
         char line[64];
         snprintf(line, sizeof line, "\n  %s ", topics[i]);
@@ -570,6 +593,493 @@ static void test_network(void **state) {
     expect_words(&r, "Softmax cross-entropy against class 7");
 }
 
+/* ---- batch norm in training mode ------------------------------------------------------------ */
+
+/* Batch norm of the test's own, in double: x and dy channel by channel (c·m + j, with j over sample
+ * 1's matrix row by row, then sample 2's), as the topic numbers the values. */
+typedef struct bn_ref {
+    int C, m;
+    double mu[8], var[8], s[8], dg[8], db[8], rm[8], rv[8];
+    double xh[2048], y[2048], dx[2048];
+} bn_ref;
+
+static void bn_reference(bn_ref *b, int C, int m, const double *x, const double *dy, const double *g,
+                         const double *beta, double eps) {
+    b->C = C, b->m = m;
+    for (int c = 0; c < C; c++) {
+        const double *xc = x + c * m, *d = dy + c * m;
+        double sum = 0, sq = 0, mdy = 0, mdyx = 0;
+        for (int j = 0; j < m; j++) sum += xc[j];
+        b->mu[c] = sum / m;
+        for (int j = 0; j < m; j++) sq += (xc[j] - b->mu[c]) * (xc[j] - b->mu[c]);
+        b->var[c] = sq / m;
+        b->s[c] = 1.0 / sqrt(b->var[c] + eps);
+        b->dg[c] = b->db[c] = 0;
+        for (int j = 0; j < m; j++) {
+            b->xh[c * m + j] = (xc[j] - b->mu[c]) * b->s[c];
+            b->y[c * m + j] = g[c] * b->xh[c * m + j] + beta[c];
+            b->dg[c] += d[j] * b->xh[c * m + j], b->db[c] += d[j];
+            mdy += d[j] / m, mdyx += d[j] * b->xh[c * m + j] / m;
+        }
+        /* the folded formula */
+        for (int j = 0; j < m; j++) b->dx[c * m + j] = g[c] * b->s[c] * (d[j] - mdy - b->xh[c * m + j] * mdyx);
+        b->rm[c] = 0.1 * b->mu[c];
+        b->rv[c] = 0.9 + 0.1 * b->var[c] * m / (m - 1.0);
+    }
+}
+
+static void test_batchnorm_defaults(void **state) {
+    (void)state;
+    cli_result r;
+    CLI_RUN(&r, dir, "explain", "batchnorm");
+    expect_agree(&r);
+    /* The defaults: two samples of one channel, γ = 1.5, β = 0.5, ε = 1e-5, dy small integers. */
+    double x[8], dy[8], got[8];
+    read_matrix(&r, "X(1) (2×2) =", x, 4);
+    read_matrix(&r, "X(2) (2×2) =", x + 4, 4);
+    read_matrix(&r, "∂L/∂Y(1) (2×2) =", dy, 4);
+    read_matrix(&r, "∂L/∂Y(2) (2×2) =", dy + 4, 4);
+    const double want_x[8] = {-1, 4, 2, 1, 5, 1, 4, 0};
+    expect_exact("X", x, want_x, 8);
+    const double g = 1.5, b = 0.5;
+    bn_ref ref;
+    bn_reference(&ref, 1, 8, x, dy, &g, &b, 1e-5);
+    /* μ = 2 and the biased σ² = 32/8 = 4: the defaults are chosen so. */
+    assert_true(line_value(&r, "μ = ") == 2);
+    assert_true(line_value(&r, "σ² = ") == 4);
+    const double s = 1.0 / sqrt(4 + 1e-5);
+    double v = line_value(&r, "s = 1/√(σ² + ε)");
+    expect_near("s", &v, &s, 1);
+    read_matrix(&r, "X̂(1) (2×2) =", got, 4);
+    read_matrix(&r, "X̂(2) (2×2) =", got + 4, 4);
+    expect_near("x̂", got, ref.xh, 8);
+    read_matrix(&r, "Y(1) (2×2) =", got, 4);
+    read_matrix(&r, "Y(2) (2×2) =", got + 4, 4);
+    expect_near("y", got, ref.y, 8);
+    /* ∂L/∂β = Σ dy, ∂L/∂γ = Σ dy·x̂. */
+    assert_true(line_value(&r, "∂L/∂β = ") == ref.db[0]);
+    v = line_value(&r, "∂L/∂γ = ");
+    expect_near("dγ", &v, ref.dg, 1);
+    /* ∂L/∂x: the three paths as printed, against the folded formula computed here. */
+    read_matrix(&r, "∂L/∂X(1) (2×2) =", got, 4);
+    read_matrix(&r, "∂L/∂X(2) (2×2) =", got + 4, 4);
+    expect_near("dx", got, ref.dx, 8);
+    for (int j = 0; j < 8; j++) {
+        char prefix[48];
+        snprintf(prefix, sizeof prefix, "∂L/∂x%d = ∂L/∂x̂%d·s + ", j + 1, j + 1);
+        v = line_value(&r, prefix);
+        expect_near("dx (three paths)", &v, ref.dx + j, 1);
+        snprintf(prefix, sizeof prefix, "∂L/∂x%d (folded) = ", j + 1);
+        v = line_value(&r, prefix);
+        expect_near("dx (folded)", &v, ref.dx + j, 1);
+    }
+    /* ∂L/∂μ: its two paths; the one through σ² is 0 since the deviations sum to 0. */
+    double sum_dxh = 0;
+    for (int j = 0; j < 8; j++) sum_dxh += dy[j] * g;
+    const double dmu = -s * sum_dxh;
+    v = line_value(&r, "∂L/∂μ = ");
+    expect_near("dμ", &v, &dmu, 1);
+    expect_words(&r, "three paths, added up where they meet at x (note 000)");
+    expect_words(&r, "μ feeds every x̂ and σ²: two paths, added up.");
+    /* The running statistics: 0.9·0 + 0.1·μ and 0.9·1 + 0.1·σ²·8/7 (the unbiased variance). */
+    v = line_value(&r, "running_mean = ");
+    expect_near("running_mean", &v, ref.rm, 1);
+    v = line_value(&r, "unbiased variance = ");
+    const double unb = 4.0 * 8 / 7;
+    expect_near("unbiased", &v, &unb, 1);
+    v = line_value(&r, "running_var = ");
+    expect_near("running_var", &v, ref.rv, 1);
+    /* Eval mode's factor γ/√(running_var + ε). */
+    char words[96];
+    snprintf(words, sizeof words, "∂L/∂x = ∂L/∂y times %.6g", g / sqrt(ref.rv[0] + 1e-5));
+    expect_words(&r, words);
+    /* The graph, and the library's batchnorm2d in training mode, here, on both paths. */
+    expect_words(&r, "x ──→ μ ────→ σ² ────→ x̂ ──→ y");
+    float fx[8], fdy[8], fg = 1.5f, fb = 0.5f;
+    to_float(x, fx, 8);
+    to_float(dy, fdy, 8);
+    for (int p = 0; p < 2; p++) {
+        cnn_net *net = tu_net("input 1 2 2\nbatchnorm2d\n", 2, paths[p]);
+        tu_set(net, "0.weight", &fg, 1);
+        tu_set(net, "0.bias", &fb, 1);
+        tu_run(net, fx, 2, fdy);
+        read_matrix(&r, "∂L/∂X(1) (2×2) =", got, 4);
+        read_matrix(&r, "∂L/∂X(2) (2×2) =", got + 4, 4);
+        expect_close("dL/dX", got, cnn_net_grad_input(net), 8, printed_tol[p]);
+        read_matrix(&r, "Y(1) (2×2) =", got, 4);
+        read_matrix(&r, "Y(2) (2×2) =", got + 4, 4);
+        expect_close("Y", got, cnn_net_output(net), 8, printed_tol[p]);
+        v = line_value(&r, "∂L/∂γ = ");
+        expect_close("dγ", &v, cnn_net_param_by_name(net, "0.weight").grad, 1, printed_tol[p]);
+        cnn_net_free(net);
+    }
+}
+
+/* N samples of C channels of H×W, random, through the CLI; the test's own batch norm and the library. */
+static void batchnorm_case(int N, int C, int H, int W) {
+    static double x[2048], dy[2048], xc[2048], dyc[2048], got[256];
+    static char tx[32768], td[32768];
+    double g[8], b[8];
+    char tg[128], tb[128], cs[16];
+    const int hw = H * W, m = N * hw;
+    rnd_stack(x, N * C, H, W, tx, sizeof tx);
+    rnd_stack(dy, N * C, H, W, td, sizeof td);
+    rnd_stack(g, 1, 1, C, tg, sizeof tg);
+    rnd_stack(b, 1, 1, C, tb, sizeof tb);
+    snprintf(cs, sizeof cs, "%d", C);
+    cli_result r;
+    CLI_RUN(&r, dir, "explain", "batchnorm", "--input", tx, "--channels", cs, "--gamma", tg, "--beta", tb, "--dy", td);
+    expect_agree(&r);
+    for (int c = 0; c < C; c++)
+        for (int j = 0; j < m; j++) {
+            const int at = ((j / hw) * C + c) * hw + j % hw;
+            xc[c * m + j] = x[at], dyc[c * m + j] = dy[at];
+        }
+    static bn_ref ref;
+    bn_reference(&ref, C, m, xc, dyc, g, b, 1e-5);
+    float fx[2048], fdy[2048], fg[8], fb[8];
+    to_float(x, fx, N * C * hw);
+    to_float(dy, fdy, N * C * hw);
+    to_float(g, fg, C);
+    to_float(b, fb, C);
+    char model[96];
+    snprintf(model, sizeof model, "input %d %d %d\nbatchnorm2d\n", C, H, W);
+    for (int p = 0; p < 2; p++) {
+        cnn_net *net = tu_net(model, N, paths[p]);
+        tu_set(net, "0.weight", fg, C);
+        tu_set(net, "0.bias", fb, C);
+        tu_run(net, fx, N, fdy);
+        float lib[256];
+        for (int n = 0; n < N; n++)
+            for (int c = 0; c < C; c++) {
+                char header[64], tag[16];
+                if (C > 1) snprintf(tag, sizeof tag, "(%d,%d)", n + 1, c + 1);
+                else snprintf(tag, sizeof tag, "(%d)", n + 1);
+                snprintf(header, sizeof header, "∂L/∂X%s (%d×%d) =", tag, H, W);
+                read_matrix(&r, header, got, hw);
+                expect_near("dL/dX (folded, in the test)", got, ref.dx + c * m + n * hw, hw);
+                memcpy(lib, cnn_net_grad_input(net) + (n * C + c) * hw, (size_t)hw * sizeof *lib);
+                expect_close("dL/dX (library)", got, lib, hw, printed_tol[p]);
+                snprintf(header, sizeof header, "Y%s (%d×%d) =", tag, H, W);
+                read_matrix(&r, header, got, hw);
+                expect_near("Y", got, ref.y + c * m + n * hw, hw);
+            }
+        const cnn_param wg = cnn_net_param_by_name(net, "0.weight"), wb = cnn_net_param_by_name(net, "0.bias");
+        for (int c = 0; c < C; c++) {
+            char prefix[48];
+            if (C > 1) snprintf(prefix, sizeof prefix, "∂L/∂γ(%d) = ", c + 1);
+            else snprintf(prefix, sizeof prefix, "∂L/∂γ = ");
+            double v = line_value(&r, prefix);
+            expect_near("dγ", &v, ref.dg + c, 1);
+            expect_close("dγ (library)", &v, wg.grad + c, 1, printed_tol[p]);
+            if (C > 1) snprintf(prefix, sizeof prefix, "∂L/∂β(%d) = ", c + 1);
+            else snprintf(prefix, sizeof prefix, "∂L/∂β = ");
+            v = line_value(&r, prefix);
+            expect_near("dβ", &v, ref.db + c, 1);
+            expect_close("dβ (library)", &v, wb.grad + c, 1, printed_tol[p]);
+            if (C > 1) snprintf(prefix, sizeof prefix, "running_var(%d) = ", c + 1);
+            else snprintf(prefix, sizeof prefix, "running_var = ");
+            v = line_value(&r, prefix);
+            expect_near("running_var", &v, ref.rv + c, 1);
+        }
+        /* The library's running statistics after its training forward. */
+        for (int k = 0; k < cnn_net_buffer_count(net); k++) {
+            const cnn_tensor t = cnn_net_buffer(net, k);
+            if (strcmp(t.name, "0.running_var")) continue;
+            float rv[8];
+            for (int c = 0; c < C; c++) rv[c] = ((const float *)t.data)[c];
+            expect_close("running_var (library)", ref.rv, rv, C, 1e-6);
+        }
+        cnn_net_free(net);
+    }
+}
+
+static void test_batchnorm_random(void **state) {
+    (void)state;
+    batchnorm_case(1, 1, 2, 3);    /* one sample: the statistics over H·W */
+    batchnorm_case(4, 1, 1, 1);    /* one number per sample: a batch of four */
+    batchnorm_case(2, 2, 3, 2);    /* two channels, each its own statistics */
+    batchnorm_case(3, 2, 1, 4);
+    /* Options: --eps, --momentum, and --grad-output for --dy. */
+    cli_result r;
+    CLI_RUN(&r, dir, "explain", "batchnorm", "--input", "1 2 3 4", "--eps", "0.5", "--momentum", "0.5",
+            "--grad-output", "1 0 0 0");
+    expect_agree(&r);
+    /* μ = 2.5, σ² = 1.25, s = 1/√1.75; running_var = 0.5 + 0.5·1.25·4/3. */
+    const double s = 1.0 / sqrt(1.75), rv = 0.5 + 0.5 * 1.25 * 4 / 3;
+    double v = line_value(&r, "s = 1/√(σ² + ε)");
+    expect_near("s", &v, &s, 1);
+    v = line_value(&r, "running_var = ");
+    expect_near("running_var", &v, &rv, 1);
+    expect_words(&r, "momentum 0.5");
+    assert_null(strstr(r.out, "rounded to float"));
+    /* A large mean and a small spread: rounding the inputs to float moves the deviations, so the
+     * library (which holds floats) is compared with the arithmetic on the rounded numbers, and says so. */
+    CLI_RUN(&r, dir, "explain", "batchnorm", "--input", "1000.1 1000.2 1000.4 1000.3");
+    expect_agree(&r);
+    expect_words(&r, "compared with the arithmetic above on the numbers rounded to float");
+    v = line_value(&r, "μ = ");
+    const double mu = 1000.25;
+    expect_near("μ", &v, &mu, 1);
+}
+
+/* ---- a fork: the residual shortcut ---------------------------------------------------------- */
+
+static void test_residual_defaults(void **state) {
+    (void)state;
+    cli_result r;
+    double got[6];
+    CLI_RUN(&r, dir, "explain", "residual");
+    expect_agree(&r);
+    /* a = [1 -2 0.25; 3 -0.5 2], w = 2, b = -1, dy = [1 -1 2; 0.5 3 -2]: z = 2a − 1 = [1 -5 -0.5; 5 -2 3],
+     * so relu passes elements 11, 21 and 23; the branch sends back dy·relu'(z)·w, the shortcut dy. */
+    const double a[6] = {1, -2, 0.25, 3, -0.5, 2}, dy[6] = {1, -1, 2, 0.5, 3, -2};
+    double branch[6], sum[6], dw = 0, db = 0;
+    for (int i = 0; i < 6; i++) {
+        const double z = 2 * a[i] - 1, dz = z > 0 ? dy[i] : 0;
+        branch[i] = dz * 2, sum[i] = branch[i] + dy[i];
+        dw += dz * a[i], db += dz;
+    }
+    read_matrix(&r, "A (2×3) =", got, 6);
+    expect_exact("A", got, a, 6);
+    read_matrix(&r, "∂L/∂A (branch) (2×3) =", got, 6);
+    expect_exact("branch", got, branch, 6);
+    read_matrix(&r, "∂L/∂A (shortcut) (2×3) =", got, 6);
+    expect_exact("shortcut", got, dy, 6);
+    read_matrix(&r, "∂L/∂A (2×3) =", got, 6);
+    expect_exact("dL/dA", got, sum, 6);
+    const double want_sum[6] = {3, -1, 2, 1.5, 3, -6};
+    expect_exact("dL/dA (by hand)", got, want_sum, 6);
+    assert_true(line_value(&r, "∂L/∂w = ") == dw);
+    assert_true(line_value(&r, "∂L/∂b = ") == db);
+    assert_true(dw == -1.5 && db == -0.5);
+    assert_non_null(strstr(r.out, "\n  ∂L/∂a11 = ∂L/∂a11 (branch) + ∂L/∂a11 (shortcut) = 2 + 1 = 3\n"));
+    assert_non_null(strstr(r.out, "\n  ∂L/∂a23 = ∂L/∂a23 (branch) + ∂L/∂a23 (shortcut) = -4 + (-2) = -6\n"));
+    assert_non_null(strstr(r.out, "\n  ∂L/∂z12 = ∂L/∂u12·relu'(z12) = (-1)·0 = 0\n"));
+    expect_words(&r, "Where relu is off (z ≤ 0: 3 of the 6 elements) the branch sends back 0");
+    /* Each fork line's two contributions add up to its result. */
+    const char *ids[6] = {"11", "12", "13", "21", "22", "23"};
+    for (int i = 0; i < 6; i++) {
+        char prefix[96];
+        snprintf(prefix, sizeof prefix, "\n  ∂L/∂a%s = ∂L/∂a%s (branch) + ∂L/∂a%s (shortcut) = ", ids[i], ids[i],
+                 ids[i]);
+        const char *p = strstr(r.out, prefix);
+        assert_non_null(p);
+        char *end;
+        const double u = strtod(p + strlen(prefix), &end);
+        assert_true(!strncmp(end, " + ", 3));
+        const char *q = end + 3;
+        const double sc = strtod(q + (*q == '('), &end);
+        assert_true(u == branch[i] && sc == dy[i]);
+        assert_true(line_value(&r, prefix + 3) == u + sc);
+    }
+}
+
+/* Random numbers, with relu or a linear branch, against the test's own arithmetic and the library's
+ * graph and value gradients. */
+static void residual_case(int rows, int cols, int relu) {
+    double a[256], dy[256], w, b, got[256];
+    char ta[4096], td[4096], tw[32], tb[32], header[64];
+    const int n = rows * cols;
+    rnd_stack(a, 1, rows, cols, ta, sizeof ta);
+    rnd_stack(dy, 1, rows, cols, td, sizeof td);
+    rnd_stack(&w, 1, 1, 1, tw, sizeof tw);
+    rnd_stack(&b, 1, 1, 1, tb, sizeof tb);
+    cli_result r;
+    CLI_RUN(&r, dir, "explain", "residual", "--x", ta, "--w", tw, "--b", tb, "--dy", td, "--branch",
+            relu ? "relu" : "linear");
+    expect_agree(&r);
+    double branch[256], sum[256], dz[256];
+    for (int i = 0; i < n; i++) {
+        const double z = w * a[i] + b;
+        dz[i] = relu && !(z > 0) ? 0.0 : dy[i];
+        branch[i] = dz[i] * w, sum[i] = branch[i] + dy[i];
+    }
+    snprintf(header, sizeof header, "∂L/∂A (branch) (%d×%d) =", rows, cols);
+    read_matrix(&r, header, got, n);
+    expect_near("branch", got, branch, n);
+    snprintf(header, sizeof header, "∂L/∂A (%d×%d) =", rows, cols);
+    read_matrix(&r, header, got, n);
+    expect_near("sum", got, sum, n);
+    for (int i = 0; i < n; i++)
+        if (fabs(got[i] - (branch[i] + dy[i])) > 1e-5 * fmax(1, fabs(got[i])))
+            fail_msg("element %d: the sum %g is not branch %g + shortcut %g", i, got[i], branch[i], dy[i]);
+    char model[160];
+    snprintf(model, sizeof model, "input 1 %d %d\nconv2d out_channels=1 kernel_size=1 name=z\n%sadd from=input\n", rows,
+             cols, relu ? "relu\n" : "");
+    float fa[256], fdy[256], fw = (float)w, fb = (float)b;
+    to_float(a, fa, n);
+    to_float(dy, fdy, n);
+    for (int p = 0; p < 2; p++) {
+        cnn_net *net = tu_net(model, 1, paths[p]);
+        tu_set(net, "z.weight", &fw, 1);
+        tu_set(net, "z.bias", &fb, 1);
+        tu_run(net, fa, 1, fdy);
+        read_matrix(&r, header, got, n);
+        expect_close("dL/dA (library)", got, cnn_net_grad_input(net), n, printed_tol[p]);
+        snprintf(header, sizeof header, "∂L/∂Z (%d×%d) =", rows, cols);
+        read_matrix(&r, header, got, n);
+        expect_near("dL/dZ", got, dz, n);
+        expect_close("dL/dZ (library)", got, cnn_net_value_grad(net, cnn_net_value_find(net, "z")), n, printed_tol[p]);
+        const double v = line_value(&r, "∂L/∂w = ");
+        expect_close("dL/dw (library)", &v, cnn_net_param_by_name(net, "z.weight").grad, 1, printed_tol[p]);
+        snprintf(header, sizeof header, "∂L/∂A (%d×%d) =", rows, cols);
+        cnn_net_free(net);
+    }
+}
+
+static void test_residual_random(void **state) {
+    (void)state;
+    residual_case(3, 4, 1);
+    residual_case(5, 5, 1);
+    residual_case(2, 3, 0);
+    /* A weight of −1 with the linear branch: the branch cancels the shortcut, ∂L/∂a = 0. */
+    cli_result r;
+    CLI_RUN(&r, dir, "explain", "residual", "--branch", "linear", "--weight", "-1", "--input", "1 2; 3 4", "--dy",
+            "1 -2; 3 0.5");
+    expect_agree(&r);
+    double got[4];
+    const double zero[4] = {0, 0, 0, 0};
+    read_matrix(&r, "∂L/∂A (2×2) =", got, 4);
+    expect_exact("dL/dA", got, zero, 4);
+    assert_null(strstr(r.out, "relu(z)"));
+}
+
+/* ---- network on a graph --------------------------------------------------------------------- */
+
+static const char graph_model[] =
+    "input 2 5 5\n"
+    "conv2d out_channels=3 kernel_size=3 padding=1 name=conv1\n"
+    "batchnorm2d name=bn1\n"
+    "relu name=stem\n"
+    "conv2d out_channels=3 kernel_size=3 padding=1 bias=false name=layer1.0.conv1\n"
+    "batchnorm2d name=layer1.0.bn1\n"
+    "add from=stem   # the shortcut\n"
+    "relu name=block\n"
+    "concat from=stem name=cat\n"
+    "adaptiveavgpool2d output_size=1\n"
+    "flatten\n"
+    "linear out_features=3 name=fc\n";
+
+static void bad(const char *msg, const char *const *args);
+
+static void write_text(const char *name, const char *text, char *path, size_t cap) {
+    snprintf(path, cap, "%s/%s", dir, name);
+    FILE *f = fopen(path, "w");
+    assert_non_null(f);
+    fputs(text, f);
+    fclose(f);
+}
+
+static double fnorm(const float *v, int n) {
+    double s = 0;
+    for (int i = 0; i < n; i++) s += (double)v[i] * v[i];
+    return sqrt(s);
+}
+
+static void test_network_graph(void **state) {
+    (void)state;
+    char path[128], wpath[128];
+    write_text("graph.cnn", graph_model, path, sizeof path);
+    double x[50];
+    char tx[1024];
+    rnd_stack(x, 2, 5, 5, tx, sizeof tx);
+    cli_result r;
+    CLI_RUN(&r, dir, "explain", "network", "--model", path, "--init", "2", "--input", tx, "--target", "1");
+    expect_agree(&r);
+    expect_words(&r, "The model is a graph");
+    /* Reverse file order, with what each layer reads. */
+    const char *order[] = {"layer 10, line 12: linear, named fc, reads 9",
+                           "layer 7, line 9: concat, named cat, reads block and stem",
+                           "layer 5, line 7: add, reads layer1.0.bn1 and stem",
+                           "layer 2, line 4: relu, named stem, reads bn1",
+                           "layer 0, line 2: conv2d, named conv1, reads input"};
+    const char *at = r.out;
+    for (int i = 0; i < 5; i++) {
+        const char *p = strstr(at, order[i]);
+        if (!p) fail_msg("no \"%s\" after the previous layer:\n%.6000s", order[i], r.out);
+        at = p;
+    }
+    assert_non_null(strstr(r.out, "the add gate copies the gradient to each"));
+    assert_non_null(strstr(r.out, "concat's backward splits the gradient"));
+    /* The fork at stem: three readers, each contribution and the sum, against the library here. */
+    cnn_net *net = NULL;
+    assert_int_equal(cnn_net_parse(graph_model, &net), CNN_OK);
+    assert_int_equal(cnn_net_init(net, 2), CNN_OK);
+    assert_int_equal(cnn_net_set_path(net, CNN_PATH_REFERENCE), CNN_OK);
+    assert_int_equal(cnn_net_reserve(net, 1), CNN_OK);
+    float fx[50], dlogits[3], loss;
+    to_float(x, fx, 50);
+    const int64_t target = 1;
+    assert_int_equal(cnn_net_forward(net, fx, 1), CNN_OK);
+    assert_int_equal(cnn_loss_cross_entropy(cnn_net_output(net), &target, 1, 3, &loss, dlogits), CNN_OK);
+    cnn_net_zero_grad(net);
+    assert_int_equal(cnn_net_backward(net, dlogits), CNN_OK);
+    const int stem = cnn_net_value_find(net, "stem"), add = stem + 3, cat = cnn_net_value_find(net, "cat");
+    assert_int_equal(cnn_net_layer_kind(net, add - 1), CNN_LAYER_ADD);
+    const float *g_stem = cnn_net_value_grad(net, stem), *g_add = cnn_net_value_grad(net, add),
+                *g_cat = cnn_net_value_grad(net, cat);
+    /* stem's gradient = conv's contribution + add's (its δ, copied) + concat's (its δ's last 3 channels). */
+    float conv_part[75];
+    for (int i = 0; i < 75; i++) conv_part[i] = g_stem[i] - g_add[i] - g_cat[75 + i];
+    const char *fork = strstr(r.out, "a fork: stem is read 3 times, so ∂L/∂stem is the sum of what those layers send "
+                                     "back");
+    if (!fork) fail_msg("no fork at stem:\n%.6000s", r.out);
+    const double printed[4] = {value_after(&r, fork, "‖from layer 3 (conv2d)‖ = "),
+                               value_after(&r, fork, "‖from layer 5 (add)‖ = "),
+                               value_after(&r, fork, "‖from layer 7 (concat)‖ = "), value_after(&r, fork, "‖sum‖ = ")};
+    const double lib[4] = {fnorm(conv_part, 75), fnorm(g_add, 75), fnorm(g_cat + 75, 75), fnorm(g_stem, 75)};
+    for (int i = 0; i < 4; i++)
+        if (fabs(printed[i] - lib[i]) > 1e-5 * lib[i]) fail_msg("fork term %d: printed %g, the library's %g", i,
+                                                                printed[i], lib[i]);
+    /* The sum is a sum of vectors, not of norms: the three parts are not parallel. */
+    assert_true(lib[3] < lib[0] + lib[1] + lib[2] - 1e-6);
+    /* ‖∂L/∂input‖ as the first layer printed it. */
+    const char *l0 = strstr(r.out, "layer 0, line 2: conv2d");
+    const double pin = value_after(&r, l0, "‖∂L/∂in‖ = "), nin = fnorm(cnn_net_grad_input(net), 50);
+    if (fabs(pin - nin) > 1e-5 * nin) fail_msg("‖∂L/∂in‖ printed %g, the library's %g", pin, nin);
+    cnn_net_free(net);
+
+    /* Markdown, and eval mode with running statistics from a weights file: the layers on their own
+     * must get the buffers too, or the chain would not match the whole net. */
+    CLI_RUN(&r, dir, "explain", "network", "--model", path, "--seed", "4", "--format", "markdown");
+    CLI_EXPECT(&r, 0, NULL);
+    assert_non_null(strstr(r.out, "| layer | line | kind | name | reads |"));
+    assert_non_null(strstr(r.out, "A fork: `stem` is read 3 times"));
+    assert_non_null(strstr(r.out, "**agree**"));
+    net = tu_net(graph_model, 4, CNN_PATH_FAST);
+    assert_int_equal(cnn_net_init(net, 5), CNN_OK);
+    float batch[200];
+    for (int i = 0; i < 200; i++) batch[i] = (float)(rnd() + 1.0);
+    for (int k = 0; k < 3; k++) assert_int_equal(cnn_net_forward(net, batch, 4), CNN_OK);   /* running statistics */
+    snprintf(wpath, sizeof wpath, "%s/w.safetensors", dir);
+    assert_int_equal(cnn_net_save_weights(net, wpath, 0), CNN_OK);
+    cnn_net_set_training(net, 0);
+    assert_int_equal(cnn_net_forward(net, fx, 1), CNN_OK);
+    assert_int_equal(cnn_loss_cross_entropy(cnn_net_output(net), &target, 1, 3, &loss, dlogits), CNN_OK);
+    cnn_net_free(net);
+    CLI_RUN(&r, dir, "explain", "network", "--model", path, "--weights", wpath, "--input", tx, "--target", "1",
+            "--mode", "eval");
+    expect_agree(&r);
+    expect_words(&r, "Mode: eval");
+    assert_non_null(strstr(r.out, "the running statistics, a fixed linear map"));
+    const double pl = value_after(&r, NULL, "against class 1: L = ");
+    if (fabs(pl - loss) > 1e-5 * fmax(1, loss)) fail_msg("eval loss printed %g, the library's %g", pl, (double)loss);
+
+    /* A Sequential model with batch norm, in training mode. */
+    CLI_RUN(&r, dir, "explain", "network", "--model", "models/lenet5.cnn", "--seed", "3");
+    expect_agree(&r);
+    write_text("net.cnn", "input 1 6 6\nconv2d out_channels=2 kernel_size=3\nbatchnorm2d\nrelu\nflatten\n"
+                          "linear out_features=4\nbatchnorm1d\nlinear out_features=2\n", path, sizeof path);
+    CLI_RUN(&r, dir, "explain", "network", "--model", path, "--mode", "eval");
+    expect_agree(&r);
+    assert_null(strstr(r.out, "The model is a graph"));
+    assert_non_null(strstr(r.out, "layer 1, line 3: batchnorm2d, [2, 4, 4] → [2, 4, 4]"));
+    assert_null(strstr(r.out, "\n    ?\n"));
+    /* In training mode batchnorm1d sees one value per feature: PyTorch's error, and a hint. */
+    bad("use --mode eval", (const char *const[]){"explain", "network", "--model", path, NULL});
+}
+
 /* ---- markdown ------------------------------------------------------------------------------- */
 
 static void test_markdown(void **state) {
@@ -586,7 +1096,7 @@ static void test_markdown(void **state) {
                           "\n**agree**: "};
     for (size_t i = 0; i < sizeof want / sizeof *want; i++)
         if (!strstr(r.out, want[i])) fail_msg("markdown lacks \"%s\":\n%.3000s", want[i], r.out);
-    const char *topics[] = {"chain", "maxpool", "avgpool", "relu", "sigmoid", "linear"};
+    const char *topics[] = {"chain", "maxpool", "avgpool", "relu", "sigmoid", "linear", "batchnorm", "residual"};
     for (size_t i = 0; i < sizeof topics / sizeof *topics; i++) {
         CLI_RUN(&r, dir, "explain", topics[i], "--format", "markdown");
         CLI_EXPECT(&r, 0, NULL);
@@ -635,6 +1145,22 @@ static void test_bad_input(void **state) {
     BAD("option --input needs a value", "conv", "--input");
     BAD("unknown topic 'convolution'", "convolution");
     BAD("--model is required", "network");
+    BAD("--mode fast: expected train or eval", "network", "--model", "models/lenet5.cnn", "--mode", "fast");
+    BAD("--input has 3 matrices, but with 2 channels it needs a multiple of 2", "batchnorm", "--channels", "2",
+        "--input", "1 2 | 3 4 | 5 6");
+    BAD("batch norm in training mode needs more than 1 value per channel", "batchnorm", "--input", "7");
+    BAD("--gamma has 2 numbers, but the input has 1 channel", "batchnorm", "--gamma", "1 2");
+    BAD("--beta has 3 numbers, but the input has 2 channels", "batchnorm", "--channels", "2", "--input", "1 2 | 3 4",
+        "--beta", "1 2 3");
+    BAD("--dy is 1 matrix of 1x2, but the input (and y) is 2 of 2x2", "batchnorm", "--dy", "1 2");
+    BAD("--eps -1: expected a number >= 0", "batchnorm", "--eps", "-1");
+    BAD("σ² + ε = 0", "batchnorm", "--input", "3 3; 3 3", "--eps", "0");
+    BAD("--channels 9: expected a whole number from 1 to 8", "batchnorm", "--channels", "9");
+    BAD("'q' is not a number", "batchnorm", "--input", "1 q");
+    BAD("--dy is 2x2, but out (the input's shape) is 2x3", "residual", "--dy", "1 2; 3 4");
+    BAD("--branch tanh: expected relu or linear", "residual", "--branch", "tanh");
+    BAD("--weight 1 2: expected one number", "residual", "--weight", "1 2");
+    BAD("unknown option '--gamma'", "residual", "--gamma", "1");
     BAD("cannot open", "network", "--model", "/nonexistent/net.cnn");
     BAD("--target 10: expected a class from 0 to 9", "network", "--model", "models/lenet5.cnn", "--target", "10");
     BAD("--input is 1 matrix of 2x2, but models/lenet5.cnn takes 1 of 28x28", "network", "--model",
@@ -650,7 +1176,10 @@ int main(void) {
         cmocka_unit_test(test_chain_original_figure), cmocka_unit_test(test_conv_defaults),
         cmocka_unit_test(test_conv_random),   cmocka_unit_test(test_pool_defaults),
         cmocka_unit_test(test_pool_random),   cmocka_unit_test(test_relu_sigmoid),
-        cmocka_unit_test(test_linear),        cmocka_unit_test(test_network),
+        cmocka_unit_test(test_linear),        cmocka_unit_test(test_batchnorm_defaults),
+        cmocka_unit_test(test_batchnorm_random), cmocka_unit_test(test_residual_defaults),
+        cmocka_unit_test(test_residual_random), cmocka_unit_test(test_network),
+        cmocka_unit_test(test_network_graph),
         cmocka_unit_test(test_markdown),      cmocka_unit_test(test_bad_input),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
