@@ -7,7 +7,8 @@
 #                                     for `make BLAS=openblas` (optional; the default build lacks it)
 #
 #   jansson: the JSON of safetensors headers; zlib: gzipped IDX files; stb: image decoding;
-#   cairo: the training-curve plots (PNG and SVG); cmocka: the test framework
+#   cairo: the training-curve plots (PNG and SVG); cmocka: the test framework; python3-torch:
+#   test_torch_interop loads a checkpoint into PyTorch with load_state_dict(strict=True)
 #   bench: python3-torch, the PyTorch side of the benchmark (run with /usr/bin/python3), and
 #   OpenBLAS, which takes over libblas.so.3 from the reference BLAS, so that PyTorch's matrix
 #   products (the linear layers) run at their best
@@ -17,10 +18,10 @@
 #   openblas: libopenblas-dev (cblas.h, -lopenblas), for the build whose gemm() calls
 #   cblas_sgemm instead of cnn's own micro-kernels
 set -e
-want="libjansson-dev zlib1g-dev libstb-dev libcairo2-dev libcmocka-dev"
+want="libjansson-dev zlib1g-dev libstb-dev libcairo2-dev libcmocka-dev python3-torch"
 case "${1:-build}" in
     build) ;;
-    bench) want="$want python3-torch libopenblas0-pthread" ;;
+    bench) want="$want libopenblas0-pthread" ;;
     fuzz) want="$want clang libclang-rt-dev libomp-dev llvm valgrind" ;;
     *) echo "usage: install-deps.sh [build|bench|fuzz] [openblas]" >&2; exit 2 ;;
 esac
