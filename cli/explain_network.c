@@ -49,7 +49,7 @@ static const char network_usage[] =
     "\n"
     "examples:\n"
     "  cnn explain network --model models/lenet5.cnn --init 1 --seed 7 --target 3\n"
-    "  cnn explain network --model my-resnet.cnn --mode eval --seed 3\n";
+    "  cnn explain network --model models/resnet20.cnn --mode eval --seed 3\n";
 
 /* PyTorch's and the notes' formula for each layer's backward pass, as text and as TeX; batch norm
  * and dropout depend on the mode. */
