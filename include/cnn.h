@@ -281,8 +281,9 @@ void cnn_net_value_shape(const cnn_net *net, int v, int chw[3], int *flat);
 /* Value v's data after the last forward, [n] + its shape, owned by the net (NULL before any
  * forward; for value 0, the caller's input). */
 const float *cnn_net_value_data(const cnn_net *net, int v);
-/* dL/d(value v) after the last backward, owned by the net; NULL when v needs no gradient (no
- * parameter lies upstream of it and it is not the input, or the input's gradient is off). */
+/* dL/d(value v) after the last backward, owned by the net (for the output value: the dy given to
+ * cnn_net_backward, which the net reads in place); NULL when v needs no gradient (no parameter lies
+ * upstream of it and it is not the input, or the input's gradient is off). */
 const float *cnn_net_value_grad(const cnn_net *net, int v);
 
 /* Parameters. The float arrays belong to the net; they stay valid until cnn_net_free. */

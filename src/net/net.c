@@ -401,7 +401,8 @@ void cnn_net_value_shape(const cnn_net *net, int v, int chw[3], int *flat) {
 
 const float *cnn_net_value_data(const cnn_net *net, int v) { return net->n ? net->values[v].act : NULL; }
 const float *cnn_net_value_grad(const cnn_net *net, int v) {
-    return net->cap && net->values[v].needs_grad ? net->values[v].grad : NULL;
+    if (!net->cap || !net->values[v].needs_grad) return NULL;
+    return v == net->nlayers ? net->dy : net->values[v].grad;
 }
 
 size_t net_state_total(const cnn_net *net) { return net->param_total + net->fbuf_total + net->ibuf_total; }
@@ -798,14 +799,15 @@ cnn_status cnn_net_backward(cnn_net *net, const float *dy) {
     const int n = net->n;
     if (net->path == CNN_PATH_REFERENCE) {
         backward_ref(net, dy, n);
+        net->dy = net->values[net->nlayers].grad;
         return CNN_OK;
     }
-    value *last = &net->values[net->nlayers];
-    memcpy(last->grad, dy, value_elems(last) * (size_t)n * sizeof *dy);
+    net->dy = dy;   /* the output's gradient is the caller's: no copy */
     for (int i = net->nlayers - 1; i >= 0; i--) {
         const node *nd = &net->nodes[i];
         const value *out = &net->values[i + 1];
         if (!out->needs_grad) continue;
+        const float *dout = i == net->nlayers - 1 ? dy : out->grad;
         const float *xs[LAYER_MAX_INPUTS];
         float *dxs[LAYER_MAX_INPUTS];
         for (int k = 0; k < nd->l.nin; k++) {
@@ -813,7 +815,7 @@ cnn_status cnn_net_backward(cnn_net *net, const float *dy) {
             xs[k] = v->act;
             dxs[k] = !v->needs_grad ? NULL : nd->direct[k] ? v->grad : net->scratch + nd->scratch[k] * (size_t)n;
         }
-        ops_of(nd)->backward(&nd->l, n, xs, out->act, out->grad, dxs, net->ws);
+        ops_of(nd)->backward(&nd->l, n, xs, out->act, dout, dxs, net->ws);
         for (int k = 0; k < nd->l.nin; k++) {   /* the gradients that meet at a fork add up */
             const value *v = &net->values[nd->from[k]];
             if (!dxs[k] || nd->direct[k]) continue;

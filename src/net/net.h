@@ -74,6 +74,7 @@ struct cnn_net {
     int training;                       /* training mode (the default) or eval */
     uint64_t seed, passes;              /* dropout's stream: the seed, and training forwards so far */
     int n;                              /* the batch of the last forward; 0 before any */
+    const float *dy;                    /* the output's gradient in the last backward (the caller's) */
 };
 
 /* Building a net: the model text (src/io/model_text.c) is one way to describe a graph; ONNX
