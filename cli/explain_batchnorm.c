@@ -625,26 +625,34 @@ static void print_folded(const ex *e, const bn *v) {
     ex_say(e, "The same numbers as the three paths of step 4 (the check below compares them).");
 }
 
+/* "NAME = (1 - m)·OLD + m·BATCH = NEW": one running statistic's update. */
+static void running_update(const ex *e, const char *name, const char *tex, int t, double m, double old, double batch,
+                           double now) {
+    sb s;
+    sb_init(&s, e);
+    sym(&s, name, tex, t, -1);
+    sb_printf(&s, " = (1 - ");
+    sb_num(&s, m);
+    sb_printf(&s, ")");
+    sb_mul(&s);
+    sb_num(&s, old);
+    sb_printf(&s, " + ");
+    sb_num(&s, m);
+    sb_mul(&s);
+    sb_nump(&s, batch);
+    sb_printf(&s, " = ");
+    sb_num(&s, now);
+    ex_formula(e, &s);
+}
+
 static void print_running(const ex *e, const bn *v) {
     ex_heading(e, "6. the running statistics, updated by the training forward (momentum %g)", v->momentum);
     ex_say(e, "A new net starts with running_mean = 0 and running_var = 1. The training forward moves them toward "
               "the batch's statistics; running_var takes the unbiased variance σ²·m/(m − 1), as PyTorch does:");
     for (int c = 0; c < v->C; c++) {
         const int t = v->C > 1 ? c : -1;
+        running_update(e, "running_mean", "\\mathrm{running\\_mean}", t, v->momentum, 0.0, v->mu[c], v->rm[c]);
         sb s;
-        sb_init(&s, e);
-        sym(&s, "running_mean", "\\mathrm{running\\_mean}", t, -1);
-        sb_printf(&s, " = (1 - ");
-        sb_num(&s, v->momentum);
-        sb_printf(&s, ")");
-        sb_mul(&s);
-        sb_printf(&s, "0 + ");
-        sb_num(&s, v->momentum);
-        sb_mul(&s);
-        sb_nump(&s, v->mu[c]);
-        sb_printf(&s, " = ");
-        sb_num(&s, v->rm[c]);
-        ex_formula(e, &s);
         sb_init(&s, e);
         sb_put(&s, "unbiased variance = σ²·m/(m − 1) = ", "\\text{unbiased variance} = \\sigma^2 \\frac{m}{m-1} = ");
         sb_num(&s, v->var[c]);
@@ -652,19 +660,7 @@ static void print_running(const ex *e, const bn *v) {
         sb_printf(&s, "%d/%d = ", v->m, v->m - 1);
         sb_num(&s, v->unb[c]);
         ex_formula(e, &s);
-        sb_init(&s, e);
-        sym(&s, "running_var", "\\mathrm{running\\_var}", t, -1);
-        sb_printf(&s, " = (1 - ");
-        sb_num(&s, v->momentum);
-        sb_printf(&s, ")");
-        sb_mul(&s);
-        sb_printf(&s, "1 + ");
-        sb_num(&s, v->momentum);
-        sb_mul(&s);
-        sb_nump(&s, v->unb[c]);
-        sb_printf(&s, " = ");
-        sb_num(&s, v->rv[c]);
-        ex_formula(e, &s);
+        running_update(e, "running_var", "\\mathrm{running\\_var}", t, v->momentum, 1.0, v->unb[c], v->rv[c]);
     }
     ex_heading(e, "7. eval mode: a fixed linear map");
     char factors[400];

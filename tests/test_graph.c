@@ -12,6 +12,7 @@
  * Then the graph errors of the model text: cycles, unknown and duplicate names, unread outputs,
  * names defined later, and the shapes that add and concat refuse, each naming its line. */
 #include "testutil.h"
+#include "clirun.h"
 
 #include "net/net.h"
 
@@ -418,6 +419,52 @@ static void test_parses(void **state) {
 }
 
 /* Known values: the windows of 5 rows into 3 ([0,2), [1,4), [3,5)) and the max's first maximum. */
+/* The CLI on each bad graph: exit status 2 and a message naming the line, for the commands that
+ * read a model (grad and gradcheck; train and eval read it the same way). */
+static void test_cli_bad_graphs(void **state) {
+    (void)state;
+    static const struct {
+        const char *text, *line, *what;
+    } bad[] = {
+        {"input 1 4 4\nrelu from=b name=a\nrelu from=a name=b\n", "line 2", "makes a cycle"},
+        {"input 1 4 4\nrelu\nadd from=nowhere\n", "line 3", "no line is named 'nowhere'"},
+        {"input 1 4 4\nrelu name=a\nrelu name=a\n", "line 3", "used twice"},
+        {"input 1 4 4\nrelu name=a\nsigmoid\ntanh from=a\n", "line 3", "nothing reads its output"},
+        {"input 1 4 4\nmaxpool2d kernel_size=2\nadd from=input\n", "line 3", "add: input 1 is 1x4x4"},
+        {"input 1 4 4\nmaxpool2d kernel_size=2 name=p\nconcat from=input,p\n", "line 3", "concat"},
+        {"input 1 4 4\nconv2d out_channels=1 kernel_size=3 padding=same stride=2\n", "line 2",
+         "padding='same' is not supported for strided convolutions"},
+    };
+    char dir[] = "/tmp/cnn_test_graph_cli_XXXXXX";
+    assert_non_null(mkdtemp(dir));
+    char model[256], in[256], out[256];
+    snprintf(model, sizeof model, "%s/bad.cnn", dir);
+    snprintf(in, sizeof in, "%s/in.safetensors", dir);
+    snprintf(out, sizeof out, "%s/out.safetensors", dir);
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+        tu_write_bytes(model, bad[i].text, strlen(bad[i].text));
+        cli_result r;
+        CLI_RUN(&r, dir, "gradcheck", "--model", model);
+        CLI_EXPECT(&r, 2, bad[i].line, bad[i].what);
+        CLI_RUN(&r, dir, "grad", "--model", model, "--init", "1", "--input", in, "--out", out);
+        CLI_EXPECT(&r, 2, bad[i].line, bad[i].what);
+    }
+    /* batch norm in training mode with one value per channel: a batch of one 1x1 sample */
+    static const char bn[] = "input 2 1 1\nbatchnorm2d\n";
+    tu_write_bytes(model, bn, strlen(bn));
+    const float x[2] = {1.0f, 2.0f}, dy[2] = {1.0f, 1.0f};
+    const cnn_tensor t[2] = {{.name = "input", .dtype = CNN_F32, .ndim = 4, .shape = {1, 2, 1, 1}, .data = (void *)x},
+                             {.name = "grad_output", .dtype = CNN_F32, .ndim = 4, .shape = {1, 2, 1, 1},
+                              .data = (void *)dy}};
+    assert_int_equal(cnn_st_save(in, t, 2, NULL, 0), CNN_OK);
+    cli_result r;
+    CLI_RUN(&r, dir, "grad", "--model", model, "--init", "1", "--input", in, "--out", out);
+    CLI_EXPECT(&r, 2, "line 2", "batchnorm2d", "more than 1 value per channel");
+    CLI_RUN(&r, dir, "grad", "--model", model, "--init", "1", "--input", in, "--out", out, "--eval");
+    CLI_EXPECT(&r, 0, NULL);
+    assert_int_equal(tu_remove_tree(dir), 0);
+}
+
 static void test_adaptive_values(void **state) {
     (void)state;
     for (int path = 0; path < 2; path++) {
@@ -460,7 +507,7 @@ int main(void) {
         cmocka_unit_test(test_input_branches), cmocka_unit_test(test_threads),
         cmocka_unit_test(test_cycle),       cmocka_unit_test(test_names),
         cmocka_unit_test(test_shapes),      cmocka_unit_test(test_parses),
-        cmocka_unit_test(test_adaptive_values),
+        cmocka_unit_test(test_adaptive_values), cmocka_unit_test(test_cli_bad_graphs),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
