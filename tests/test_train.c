@@ -158,6 +158,46 @@ static void test_resume_is_exact(void **state) {
     cnn_st_free(st);
 }
 
+/* A graph with batch norm and dropout: a resumed run (mid-epoch too) and a 2-thread run end with
+ * the bits of a straight one, running statistics and num_batches_tracked included, because
+ * dropout's masks are drawn from (seed, step). */
+static void test_graph_resume_and_threads_are_exact(void **state) {
+    (void)state;
+    static const char graph[] = "input 1 6 6\nconv2d out_channels=3 kernel_size=3 padding=1 name=c1\n"
+                                "batchnorm2d name=bn\nrelu name=a\nconv2d out_channels=3 kernel_size=3 padding=1\n"
+                                "add from=a\ndropout p=0.3\nadaptiveavgpool2d output_size=1\nflatten\n"
+                                "linear out_features=4 name=fc\n";
+    char m[512], a[512], b[512], c[512];
+    write_text(path(m, "graph.cnn"), graph);
+    path(a, "graph_straight.safetensors");
+    path(b, "graph_resumed.safetensors");
+    path(c, "graph_threads.safetensors");
+    cli_result r;
+    CLI_RUN(&r, dir, "train", "--model", m, "--data", data_p, "--epochs", "2", "--batch", "8", "--seed", "3",
+            "--out", a);
+    CLI_EXPECT(&r, 0, "epoch 2/2");
+    CLI_RUN(&r, dir, "train", "--model", m, "--data", data_p, "--epochs", "1", "--batch", "8", "--seed", "3",
+            "--checkpoint-every", "3", "--out", b);
+    CLI_EXPECT(&r, 0, "epoch 1/1");
+    CLI_RUN(&r, dir, "train", "--model", m, "--data", data_p, "--resume", b, "--epochs", "2", "--out", b);
+    CLI_EXPECT(&r, 0, "epoch 2/2");
+    assert_true(tu_same_tensors(a, b, "") >= 11);   /* 8 parameters and 3 buffers */
+    CLI_RUN(&r, dir, "train", "--model", m, "--data", data_p, "--epochs", "2", "--batch", "8", "--seed", "3",
+            "--threads", "2", "--out", c);
+    CLI_EXPECT(&r, 0, "epoch 2/2");
+    assert_true(tu_same_tensors(a, c, "") >= 11);
+    cnn_st *st = NULL;   /* 60 samples / 8 = 8 steps per epoch: the counter saw every training batch */
+    assert_int_equal(cnn_st_load(a, &st), CNN_OK);
+    const cnn_tensor *t = cnn_st_find(st, "bn.num_batches_tracked");
+    assert_non_null(t);
+    assert_int_equal(t->dtype, CNN_I64);
+    assert_int_equal(t->ndim, 0);
+    int64_t count;
+    memcpy(&count, t->data, sizeof count);
+    assert_int_equal(count, 16);
+    cnn_st_free(st);
+}
+
 /* The same seed, data and settings give the same weights bit for bit; another seed does not. */
 static void test_determinism(void **state) {
     (void)state;
@@ -379,6 +419,7 @@ int main(void) {
         cmocka_unit_test(test_parity_adam_wd),
         cmocka_unit_test(test_parity_adamw),
         cmocka_unit_test(test_resume_is_exact),
+        cmocka_unit_test(test_graph_resume_and_threads_are_exact),
         cmocka_unit_test(test_determinism),
         cmocka_unit_test(test_threads_do_not_change_results),
         cmocka_unit_test(test_learns_logs_plots_and_evaluates),
