@@ -31,5 +31,7 @@ int cmd_eval(int argc, char **argv);
 int cmd_gradcheck(int argc, char **argv);
 int cmd_predict(int argc, char **argv);
 int cmd_explain(int argc, char **argv);
+int cmd_summary(int argc, char **argv);
+int cmd_export(int argc, char **argv);
 
 #endif

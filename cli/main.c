@@ -17,6 +17,8 @@ static const char usage[] =
     "  eval       loss, accuracy and confusion matrix of trained weights on a data set\n"
     "  predict    classifies images with a trained model: top classes and probabilities\n"
     "  explain    the notes' derivations step by step with your numbers, checked against the library\n"
+    "  summary    a model's layers: output shapes, parameters, multiply-adds, memory, FLOPs\n"
+    "  export     a checkpoint's parameters and buffers alone, for PyTorch's load_state_dict\n"
     "\n"
     "Run 'cnn COMMAND --help' for a command's options.\n";
 
@@ -53,6 +55,8 @@ int main(int argc, char **argv) {
     if (!strcmp(argv[1], "eval")) return cmd_eval(argc - 1, argv + 1);
     if (!strcmp(argv[1], "predict")) return cmd_predict(argc - 1, argv + 1);
     if (!strcmp(argv[1], "explain")) return cmd_explain(argc - 1, argv + 1);
+    if (!strcmp(argv[1], "summary")) return cmd_summary(argc - 1, argv + 1);
+    if (!strcmp(argv[1], "export")) return cmd_export(argc - 1, argv + 1);
     fprintf(stderr, "cnn: unknown command '%s'\n\n%s", argv[1], usage);
     return EXIT_BAD_INPUT;
 }

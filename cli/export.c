@@ -1,0 +1,200 @@
+/* cnn export: a checkpoint's model alone, as a PyTorch state_dict.
+ *
+ * A training checkpoint holds the weights and buffers under their state_dict names, and beside
+ * them the optimizer's state (optim.<param>.<buffer>), which PyTorch's load_state_dict(strict=True)
+ * rejects as unexpected keys. The exported file holds the parameters (float32) and buffers
+ * (float32, num_batches_tracked int64) and nothing else, every one checked against the model by
+ * cnn_net_load_weights first. Its __metadata__ keeps the model text and what cnn eval and
+ * predict read (the data set's name, source and normalisation), so the file is still a model
+ * source; "format": "pt" is the safetensors convention for a PyTorch state_dict. The training
+ * position and settings are dropped: the file resumes nothing (cnn train --weights takes it).
+ */
+#include "cli.h"
+#include "base/error.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#define MODEL_TEXT_MAX (1 << 20)
+
+static const char export_usage[] =
+    "usage: cnn export --weights CKPT.safetensors --out W.safetensors [--model NET.cnn]\n"
+    "\n"
+    "Writes the model's parameters and buffers alone, under their state_dict names (float32;\n"
+    "num_batches_tracked int64), without the optimizer's state (optim.*), so that PyTorch's\n"
+    "load_state_dict(strict=True) takes W. W's metadata keeps the model text and the data set's\n"
+    "name and normalisation, so cnn summary, eval and predict still read the model from it.\n"
+    "The model is the one the checkpoint stores; with --model NET.cnn, CKPT may be any safetensors\n"
+    "file with NET's state_dict (float32 or float64), PyTorch's included.\n"
+    "\n"
+    "example:\n"
+    "  cnn export --weights lenet5.safetensors --out lenet5-weights.safetensors\n";
+
+typedef struct export_args {
+    const char *weights, *out, *model;
+} export_args;
+
+/* Parses `--opt value` and `--opt=value`. Returns -1 to go on, or the exit status (0 after --help). */
+static int parse_args(int argc, char **argv, export_args *a) {
+    memset(a, 0, sizeof *a);
+    for (int i = 1; i < argc; i++) {
+        const char *arg = argv[i];
+        if (!strcmp(arg, "--help") || !strcmp(arg, "-h")) {
+            fputs(export_usage, stdout);
+            return 0;
+        }
+        char key[32];
+        const char *eq = strchr(arg, '='), *v;
+        const size_t klen = eq ? (size_t)(eq - arg) : strlen(arg);
+        snprintf(key, sizeof key, "%.*s", (int)(klen < sizeof key ? klen : sizeof key - 1), arg);
+        const char **slot = !strcmp(key, "--weights") ? &a->weights
+                            : !strcmp(key, "--out")   ? &a->out
+                            : !strcmp(key, "--model") ? &a->model
+                                                      : NULL;
+        if (!slot) {
+            cli_error("export", "unknown option '%s' (see cnn export --help)", arg);
+            return EXIT_BAD_INPUT;
+        }
+        if (eq) {
+            v = eq + 1;
+        } else if (i + 1 < argc) {
+            v = argv[++i];
+        } else {
+            cli_error("export", "option %s needs a value (see cnn export --help)", key);
+            return EXIT_BAD_INPUT;
+        }
+        *slot = v;
+    }
+    if (!a->weights || !a->out) {
+        cli_error("export", "--weights and --out are required (see cnn export --help)");
+        return EXIT_BAD_INPUT;
+    }
+    return -1;
+}
+
+/* The whole of a text file (at most MODEL_TEXT_MAX bytes), or NULL with the reason printed. */
+static char *read_text(const char *path) {
+    FILE *f = fopen(path, "rb");
+    if (!f) {
+        cli_error("export", "%s: cannot open the model file", path);
+        return NULL;
+    }
+    char *text = malloc(MODEL_TEXT_MAX + 1);
+    size_t n = text ? fread(text, 1, MODEL_TEXT_MAX + 1, f) : 0;
+    fclose(f);
+    if (!text) {
+        cli_error("export", "out of memory");
+        return NULL;
+    }
+    if (n > MODEL_TEXT_MAX) {
+        cli_error("export", "%s: a model file of more than %d bytes", path, MODEL_TEXT_MAX);
+        free(text);
+        return NULL;
+    }
+    text[n] = '\0';
+    return text;
+}
+
+/* Whether `out` can be written: its directory exists and is writable, and it is not a directory.
+ * Prints the reason, naming the path as the user gave it, when not. */
+static int out_writable(const char *out) {
+    struct stat sb;
+    if (!*out || (stat(out, &sb) == 0 && S_ISDIR(sb.st_mode))) {
+        cli_error("export", "--out '%s' is a directory or empty: give a file name", out);
+        return 0;
+    }
+    char dir[4096];
+    const char *slash = strrchr(out, '/');
+    if (!slash) snprintf(dir, sizeof dir, ".");
+    else if (slash == out) snprintf(dir, sizeof dir, "/");
+    else snprintf(dir, sizeof dir, "%.*s", (int)(slash - out), out);
+    if (stat(dir, &sb) != 0 || !S_ISDIR(sb.st_mode)) {
+        cli_error("export", "--out %s: the directory '%s' does not exist", out, dir);
+        return 0;
+    }
+    if (access(dir, W_OK) != 0) {
+        cli_error("export", "--out %s: the directory '%s' is not writable (%s)", out, dir, strerror(errno));
+        return 0;
+    }
+    return 1;
+}
+
+int cmd_export(int argc, char **argv) {
+    export_args a;
+    const int parsed = parse_args(argc, argv, &a);
+    if (parsed >= 0) return parsed;
+    if (!out_writable(a.out)) return EXIT_BAD_INPUT;
+
+    cnn_st *wst = NULL;
+    cnn_net *net = NULL;
+    char *model_text = NULL;
+    cnn_tensor *t = NULL;
+    int rc = EXIT_BAD_INPUT;
+    cnn_status st;
+    if ((st = cnn_st_load(a.weights, &wst))) goto fail;
+    const char *text = cnn_st_metadata(wst, "model");
+    if (a.model) {
+        if (!(model_text = read_text(a.model))) goto done;
+        text = model_text;
+        if ((st = cnn_net_parse(text, &net))) {
+            cnn_error_prefix(a.model);
+            goto fail;
+        }
+    } else if (!text) {
+        cli_error("export", "%s has no model text in its metadata (it is not a cnn checkpoint): give --model NET.cnn",
+                  a.weights);
+        goto done;
+    } else if ((st = cnn_net_parse(text, &net))) {
+        cnn_error_prefix("the model text in its metadata");
+        cnn_error_prefix(a.weights);
+        goto fail;
+    }
+    if ((st = cnn_net_load_weights(net, wst, 0))) {   /* every tensor of the model, checked */
+        cnn_error_prefix(a.weights);
+        goto fail;
+    }
+
+    const int np = cnn_net_param_count(net), nb = cnn_net_buffer_count(net);
+    t = calloc((size_t)(np + nb) + 1, sizeof *t);
+    if (!t) {
+        cli_error("export", "out of memory");
+        rc = 1;
+        goto done;
+    }
+    for (int i = 0; i < np; i++) {
+        const cnn_param p = cnn_net_param(net, i);
+        t[i] = (cnn_tensor){.name = p.name, .dtype = CNN_F32, .ndim = p.ndim, .data = p.data};
+        memcpy(t[i].shape, p.shape, sizeof p.shape);
+    }
+    for (int i = 0; i < nb; i++) t[np + i] = cnn_net_buffer(net, i);
+
+    /* The model text, and what eval and predict take from a checkpoint when not told. */
+    const char *meta[12];
+    int nm = 0;
+    meta[2 * nm] = "format", meta[2 * nm + 1] = "pt", nm++;
+    meta[2 * nm] = "model", meta[2 * nm + 1] = text, nm++;
+    const char *keep[] = {"data", "source", "mean", "std"};
+    for (int k = 0; k < 4; k++) {
+        const char *v = cnn_st_metadata(wst, keep[k]);
+        if (v) meta[2 * nm] = keep[k], meta[2 * nm + 1] = v, nm++;
+    }
+    if ((st = cnn_st_save(a.out, t, np + nb, meta, nm))) goto fail;
+    long long numel = 0;
+    for (int i = 0; i < np; i++) numel += cnn_net_param(net, i).numel;
+    printf("%s: %d parameter tensors (%lld values) and %d buffers of %s, without the optimizer's state\n", a.out, np, numel,
+           nb, a.model ? a.model : "the checkpoint's model");
+    rc = 0;
+    goto done;
+fail:
+    rc = cli_report("export", st);
+done:
+    free(t);
+    free(model_text);
+    cnn_net_free(net);
+    cnn_st_free(wst);
+    return rc;
+}
