@@ -1,10 +1,19 @@
-"""Reads and writes safetensors files from Python, for the fixture scripts.
+"""A small pure-Python reader and writer of safetensors files: the standard library and torch, nothing else.
 
-Debian does not package the `safetensors` Python library, so this module writes the same bytes
-that `safetensors.torch.save_file` writes: an 8-byte little-endian header length, a compact JSON
-header ("__metadata__" first, then the tensors sorted by dtype, largest alignment first, then by
-name), padded with spaces to a multiple of 8, then the raw little-endian data in that order.
-The API mirrors safetensors.torch: save_file(tensors, path, metadata=None) and load_file(path).
+Debian does not package the `safetensors` Python library, so this one file stands in for it: copy it
+beside your script, or put tools/ on sys.path. The API mirrors safetensors.torch:
+
+    from safetensors_file import load_file, save_file
+    state = load_file("lenet5-weights.safetensors")   # {name: torch.Tensor}, e.g. from `cnn export`
+    net.load_state_dict(state, strict=True)
+    save_file(net.state_dict(), "mine.safetensors", metadata={"format": "pt"})   # cnn reads it
+
+load_file(path) returns every tensor (copies, so the file may go) and skips the __metadata__;
+save_file(tensors, path, metadata=None) writes the same bytes that `safetensors.torch.save_file`
+writes: an 8-byte little-endian header length, a compact JSON header ("__metadata__" first, then
+the tensors sorted by dtype, largest alignment first, then by name), padded with spaces to a
+multiple of 8, then the raw little-endian data in that order. Dtypes: F64, F32, F16, BF16, I64,
+I32, I16, I8, U8, BOOL. The fixture scripts and the README's PyTorch example use it.
 """
 import json
 import struct
