@@ -114,10 +114,12 @@ static const char *bytes_str(char *buf, size_t cap, double b) {
     return buf;
 }
 
-/* A count in millions ("0.42 M") or, from a billion, in billions ("1.82 G"). Returns buf. */
-static const char *millions(char *buf, size_t cap, double v) {
+/* A count in thousands ("61.71 K"), from 100,000 in millions ("0.42 M"), from a billion in
+ * billions ("1.82 G"). Returns buf. */
+static const char *short_count(char *buf, size_t cap, double v) {
     if (v >= 1e9) snprintf(buf, cap, "%.2f G", v / 1e9);
-    else snprintf(buf, cap, "%.2f M", v / 1e6);
+    else if (v >= 1e5) snprintf(buf, cap, "%.2f M", v / 1e6);
+    else snprintf(buf, cap, "%.2f K", v / 1e3);
     return buf;
 }
 
@@ -256,13 +258,13 @@ int cmd_summary(int argc, char **argv) {
     const double act_bytes = 4.0 * (double)act_elems * (double)N, grad_bytes = 4.0 * (double)grad_elems * (double)N;
     char m[32];
     printf("\nparameters      %12s  (%s)\n", grouped(buf, sizeof buf, total_params),
-           millions(m, sizeof m, (double)total_params));
+           short_count(m, sizeof m, (double)total_params));
     printf("buffers         %12s%s\n", grouped(buf, sizeof buf, total_buffers),
            total_buffers ? "  (batch norm's running statistics)" : "");
     printf("mult-adds       %12s  per sample (%s): conv2d, convtranspose2d, linear\n",
-           grouped(buf, sizeof buf, total_macs), millions(m, sizeof m, (double)total_macs));
+           grouped(buf, sizeof buf, total_macs), short_count(m, sizeof m, (double)total_macs));
     printf("training FLOPs  %12s  per image (%s): 6 per mult-add, forward + backward\n",
-           grouped(buf, sizeof buf, 6 * total_macs), millions(m, sizeof m, 6.0 * (double)total_macs));
+           grouped(buf, sizeof buf, 6 * total_macs), short_count(m, sizeof m, 6.0 * (double)total_macs));
     printf("\nmemory at batch %lld%s, float32:\n", N, batch_from_checkpoint ? " (the checkpoint's)" : "");
     printf("  parameters and buffers  %12s\n", bytes_str(buf, sizeof buf, param_bytes + buffer_bytes));
     printf("  activations             %12s  (every layer's output: %s values per sample)\n",
