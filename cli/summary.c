@@ -2,12 +2,13 @@
  * parameters, multiply-adds per sample and inputs), then the totals, the memory at a batch size
  * and the training FLOPs per image, as torchinfo or Darknet print them.
  *
- * Counting, as fvcore counts (and the papers quote: LeNet-5 0.42 M, ResNet-20 41 M):
+ * Counting (it gives the figures commonly quoted: LeNet-5 0.42 M, ResNet-20 41 M):
  * - a multiply-add (MAC) is one multiplication and one addition; FLOPs = 2 · MACs;
  * - conv2d: out_h · out_w · numel(weight) = out_elems · (in_c / groups) · kh · kw;
  *   convtranspose2d: in_h · in_w · numel(weight) = in_elems · (out_c / groups) · kh · kw;
- *   linear: numel(weight) = in · out; biases, batch norm, pooling, activations, add and concat 0.
- *   (torchinfo's "mult-adds" also count biases and batch norm's weight and bias: 1–2% more.)
+ *   linear: numel(weight) = in · out; as fvcore counts these layers. Biases, batch norm, pooling,
+ *   activations, add and concat count 0 (fvcore adds one or two per element for batch norm;
+ *   torchinfo's "mult-adds" add the biases and batch norm's weight and bias: LeNet-5 423,038).
  * - training FLOPs per image = 3 · 2 · MACs: the forward pass, and a backward pass of about twice
  *   its work (the input gradient and the weight gradient are each a product the size of the
  *   forward's).
@@ -32,8 +33,8 @@ static const char summary_usage[] =
     "and the training FLOPs per image. Without --model the model is the one a cnn checkpoint\n"
     "stores in its metadata; with both, the weights must fit the model.\n"
     "\n"
-    "Multiply-adds count conv2d, convtranspose2d and linear weights, as fvcore does (a\n"
-    "multiply-add is one MAC, 2 FLOPs; biases, batch norm, pooling and activations count 0).\n"
+    "Multiply-adds count the products of conv2d, convtranspose2d and linear layers, as fvcore\n"
+    "counts them (a multiply-add is one MAC, 2 FLOPs); biases and the other layers count 0.\n"
     "Training FLOPs per image = 6 x multiply-adds: forward 2 FLOPs per multiply-add, backward\n"
     "about twice the forward.\n"
     "\n"
