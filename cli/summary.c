@@ -234,7 +234,7 @@ int cmd_summary(int argc, char **argv) {
 
     long long in_elems;
     const char *source = a.model ? a.model : a.weights;
-    printf("%s: input %s, %d layers\n", source, shape_str(buf, sizeof buf, net, 0, &in_elems), L);
+    printf("%s: input %s, %d layer%s\n", source, shape_str(buf, sizeof buf, net, 0, &in_elems), L, L == 1 ? "" : "s");
     if (wst) print_weights_line(a.weights, wst);
     printf("\n%-*s  %-*s  %-*s  %10s  %12s  %s\n", wname, "name", wkind, "kind", wout, "output", "parameters",
            "mult-adds", "inputs");
