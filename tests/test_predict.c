@@ -507,7 +507,7 @@ static void test_eval_json_and_per_class(void **state) {
         assert_int_equal((int)jnum(ck, "class"), k);
         assert_int_equal((long)jnum(ck, "support"), support);
         assert_int_equal((long)jnum(ck, "predicted"), predicted);
-        char name[8], p[16] = "-", rc[16] = "-";
+        char name[16], p[16] = "-", rc[16] = "-";
         snprintf(name, sizeof name, "%d", k);
         assert_string_equal(jstr(ck, "name"), name);
         json_t *pj = json_object_get(ck, "precision"), *rj = json_object_get(ck, "recall");
