@@ -103,7 +103,15 @@ int cmd_eval(int argc, char **argv) {
                           "metadata)", weights);
         goto done;
     }
-    if ((st = cnn_data_open(source, data_dir, &data))) goto fail;
+    if ((st = cnn_data_open(source, data_dir, &data))) {
+        if (!data_given) {
+            char what[1200];
+            snprintf(what, sizeof what, "%s was trained on '%s' (give --data to evaluate on other data)", weights,
+                     source);
+            cnn_error_prefix(what);
+        }
+        goto fail;
+    }
     if (data_given) trained_data_check("eval", wst, weights, source, data.name, "evaluating on");
     int in[3], out[3];
     cnn_net_input_shape(net, in);

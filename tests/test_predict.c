@@ -584,6 +584,10 @@ static void test_eval_needs_model_and_data(void **state) {
     CLI_EXPECT(&r, 2, "--data is required", plain_w);
     CLI_RUN(&r, dir, "eval", "--data", "mnist");
     CLI_EXPECT(&r, 2, "--weights");
+    /* The checkpoint's data set where it is not: the message says where the name came from. */
+    CLI_RUN(&r, dir, "eval", "--weights", ckpt_p, "--data-dir", empty_d);
+    CLI_EXPECT(&r, 2, ckpt_p, "was trained on 'mnist'", "give --data", "train-images-idx3-ubyte");
+    assert_string_equal(r.out, "");
 }
 
 int main(void) {
