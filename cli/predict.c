@@ -1,47 +1,66 @@
 /* cnn predict: classifies images with a trained model and prints each one's most likely classes.
  *
- * Every image is decoded, converted to the model's channels and resized to its input size
- * (cnn_image_load), optionally inverted, normalised with the data set's mean and std, and the
- * whole set goes through the net in batches; the softmax of the logits gives the probabilities.
- * Every image is decoded before anything is printed, so a bad one fails the command (exit status
- * 2) and the output is never partial.
+ * Every image is decoded, composited over white when it has alpha, converted to the model's
+ * channels and resized to its input size (cnn_image_load), inverted when asked or when a data set
+ * of light strokes on a dark background (MNIST, Fashion-MNIST) meets an image with a light
+ * background, normalised with the data set's mean and std, and the whole set goes through the
+ * net in batches; the softmax of the logits gives the probabilities. Every image is decoded
+ * before anything is printed, so a bad one fails the command (exit status 2) and the output is
+ * never partial. The model, the data set and its normalisation default to what the checkpoint
+ * records (cnn train stores them in its metadata).
  */
 #include "cli.h"
+#include "trained.h"
 #include "base/error.h"
 
+#include <dirent.h>
+#include <errno.h>
+#include <jansson.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
+#include <sys/stat.h>
 
 #define PREDICT_BATCH 64      /* images per forward pass: bounds the activations' memory */
+#define LIGHT_BORDER 0.5      /* a border mean above this is a light background */
 
 static const char predict_usage[] =
-    "usage: cnn predict --model NET.cnn --weights W.safetensors [--data NAME] [--invert] [--top K]\n"
-    "                   IMAGE...\n"
+    "usage: cnn predict --weights W.safetensors [--model NET.cnn] [--data NAME]\n"
+    "                   [--invert | --no-invert] [--top K] [--json] IMAGE|DIR...\n"
     "\n"
-    "Classifies each IMAGE (PNG, JPEG, BMP, PGM/PPM) and prints its K most likely classes (default 5)\n"
-    "with their probabilities. Images are converted to the model's channels (grey = 0.299 R + 0.587 G\n"
-    "+ 0.114 B; alpha is ignored), resized to its input size by bilinear interpolation, scaled to\n"
-    "[0,1] and normalised with the data set's mean and std. The data set (mnist, fashion-mnist,\n"
-    "cifar10) is --data NAME, or else the \"data\" entry of the weights file's metadata, as training\n"
-    "checkpoints store it; it also gives the class names. For an unknown data set the pixels are\n"
-    "not normalised and classes are shown by index.\n"
+    "Classifies each IMAGE (PNG, JPEG, BMP, PGM/PPM), and each image file of a directory DIR (by\n"
+    "extension: .png .jpg .jpeg .bmp .pgm .ppm .pnm, in sorted order), and prints its K most likely\n"
+    "classes (default 5) with their probabilities. Images with alpha are composited over white (so\n"
+    "black ink on a transparent background is black on white), converted to the model's channels\n"
+    "(grey = 0.299 R + 0.587 G + 0.114 B), resized to its input size by bilinear interpolation,\n"
+    "scaled to [0,1] and normalised with the data set's mean and std. The model is --model, or else\n"
+    "the one a checkpoint of cnn train stores. The data set (mnist, fashion-mnist, cifar10) is\n"
+    "--data NAME, or else the \"data\" entry of the weights file's metadata; it also gives the class\n"
+    "names. For an unknown data set the pixels are normalised with the checkpoint's \"mean\" and\n"
+    "\"std\" (when it has them) and classes are shown by index.\n"
     "\n"
-    "--invert maps each pixel v to 1 - v before normalising: MNIST digits are white on black, so a\n"
-    "photo or scan of dark ink on white paper needs it.\n"
+    "MNIST and Fashion-MNIST are light strokes on a black background. For them an image whose\n"
+    "border (its outermost pixels at the model's input size, after compositing) has a mean above\n"
+    "0.5 is taken for dark ink on light paper and inverted (v -> 1 - v), with a line that says so.\n"
+    "--invert inverts every image, --no-invert none.\n"
+    "\n"
+    "--json prints one JSON object per image, one per line (JSON Lines): image, inverted,\n"
+    "border_mean, and top, the K classes as {class, name, probability}, most likely first.\n"
     "\n"
     "example:\n"
-    "  $ cnn predict --model models/lenet5.cnn --weights lenet5.safetensors --data mnist --invert \\\n"
-    "                --top 3 digit7.png\n"
+    "  $ cnn predict --weights lenet5.safetensors --top 3 digit7.png\n"
     "  digit7.png\n"
+    "    inverted: light background (mean border 0.93); --no-invert to keep it\n"
     "    1. 7   98.12%\n"
     "    2. 1    1.03%\n"
     "    3. 9    0.41%\n";
 
 typedef struct predict_args {
     const char *model, *weights, *data;
-    int invert;
+    int invert;               /* -1: by the background (the default), 0: --no-invert, 1: --invert */
+    int json;
     int top;                  /* 0: the default, min(5, classes) */
     int n_images;
     char **images;            /* n_images paths, allocated */
@@ -50,6 +69,7 @@ typedef struct predict_args {
 /* Returns -1 to go on, or the exit status (0 after --help). */
 static int parse_args(int argc, char **argv, predict_args *a) {
     memset(a, 0, sizeof *a);
+    a->invert = -1;
     a->images = malloc((size_t)(argc > 0 ? argc : 1) * sizeof *a->images);
     if (!a->images) {
         cli_error("predict", "out of memory");
@@ -70,8 +90,17 @@ static int parse_args(int argc, char **argv, predict_args *a) {
             fputs(predict_usage, stdout);
             return 0;
         }
-        if (!strcmp(k, "--invert")) {
-            a->invert = 1;
+        if (!strcmp(k, "--invert") || !strcmp(k, "--no-invert")) {
+            const int want = !strcmp(k, "--invert");
+            if (a->invert == !want) {
+                cli_error("predict", "give --invert or --no-invert, not both");
+                return EXIT_BAD_INPUT;
+            }
+            a->invert = want;
+            continue;
+        }
+        if (!strcmp(k, "--json")) {
+            a->json = 1;
             continue;
         }
         if (strcmp(k, "--model") && strcmp(k, "--weights") && strcmp(k, "--data") && strcmp(k, "--top")) {
@@ -95,11 +124,129 @@ static int parse_args(int argc, char **argv, predict_args *a) {
             a->top = (int)top;
         }
     }
-    if (!a->model || !a->weights || !a->n_images) {
-        cli_error("predict", "--model, --weights and at least one IMAGE are required\n\n%s", predict_usage);
+    if (!a->weights || !a->n_images) {
+        cli_error("predict", "--weights and at least one IMAGE are required\n\n%s", predict_usage);
         return EXIT_BAD_INPUT;
     }
     return -1;
+}
+
+/* ---- the images: files as given, directories listed ---------------------------------------- */
+
+typedef struct image_list {
+    char **paths;             /* n paths; owned[i] says whether paths[i] is allocated here */
+    char *owned;
+    int n, cap;
+} image_list;
+
+static int list_add(image_list *l, char *path, int owned) {
+    if (l->n == l->cap) {
+        const int cap = l->cap ? 2 * l->cap : 16;
+        char **p = realloc(l->paths, (size_t)cap * sizeof *p);
+        if (!p) return 0;
+        l->paths = p;
+        char *o = realloc(l->owned, (size_t)cap);
+        if (!o) return 0;
+        l->owned = o;
+        l->cap = cap;
+    }
+    l->paths[l->n] = path, l->owned[l->n] = (char)owned;
+    l->n++;
+    return 1;
+}
+
+static void list_free(image_list *l) {
+    for (int i = 0; i < l->n; i++)
+        if (l->owned[i]) free(l->paths[i]);
+    free(l->paths);
+    free(l->owned);
+}
+
+static int is_image_name(const char *name) {
+    static const char *const EXT[] = {".png", ".jpg", ".jpeg", ".bmp", ".pgm", ".ppm", ".pnm"};
+    const size_t n = strlen(name);
+    if (name[0] == '.') return 0; /* hidden files */
+    for (size_t i = 0; i < sizeof EXT / sizeof EXT[0]; i++) {
+        const size_t k = strlen(EXT[i]);
+        if (n > k && !strcasecmp(name + n - k, EXT[i])) return 1;
+    }
+    return 0;
+}
+
+static int by_name(const void *a, const void *b) { return strcmp(*(char *const *)a, *(char *const *)b); }
+
+/* Adds the image files of directory `dir`, sorted by name (bytewise). Returns 0, or the exit status. */
+static int add_directory(image_list *l, const char *dir) {
+    DIR *d = opendir(dir);
+    if (!d) {
+        cli_error("predict", "%s: cannot list the directory: %s", dir, strerror(errno));
+        return EXIT_BAD_INPUT;
+    }
+    const int first = l->n;
+    const size_t dl = strlen(dir);
+    const int slash = dl > 0 && dir[dl - 1] == '/';
+    struct dirent *e;
+    int rc = 0;
+    while ((e = readdir(d))) {
+        if (!is_image_name(e->d_name)) continue;
+        const size_t len = dl + 1 + strlen(e->d_name) + 1;
+        char *p = malloc(len);
+        if (!p) {
+            rc = 1;
+            break;
+        }
+        snprintf(p, len, "%s%s%s", dir, slash ? "" : "/", e->d_name);
+        struct stat sb;
+        if (stat(p, &sb) || !S_ISREG(sb.st_mode)) { /* a directory named x.png, a dangling link */
+            free(p);
+            continue;
+        }
+        if (!list_add(l, p, 1)) {
+            free(p);
+            rc = 1;
+            break;
+        }
+    }
+    closedir(d);
+    if (rc) {
+        cli_error("predict", "out of memory listing %s", dir);
+        return rc;
+    }
+    if (l->n == first) {
+        cli_error("predict", "%s: no image files in the directory (.png, .jpg, .jpeg, .bmp, .pgm, .ppm, .pnm)", dir);
+        return EXIT_BAD_INPUT;
+    }
+    qsort(l->paths + first, (size_t)(l->n - first), sizeof *l->paths, by_name);
+    return 0;
+}
+
+/* Every argument: a directory's image files, or the file itself (whose errors the decoder reports). */
+static int expand_images(const predict_args *a, image_list *l) {
+    for (int i = 0; i < a->n_images; i++) {
+        struct stat sb;
+        if (!stat(a->images[i], &sb) && S_ISDIR(sb.st_mode)) {
+            const int rc = add_directory(l, a->images[i]);
+            if (rc) return rc;
+        } else if (!list_add(l, a->images[i], 0)) {
+            cli_error("predict", "out of memory");
+            return 1;
+        }
+    }
+    return 0;
+}
+
+/* The mean of an image's outermost ring of pixels, over every channel (values in [0,1]). */
+static double border_mean(const float *x, int c, int h, int w) {
+    double sum = 0.0;
+    long count = 0;
+    for (int ch = 0; ch < c; ch++)
+        for (int y = 0; y < h; y++)
+            for (int xx = 0; xx < w; xx++)
+                if (y == 0 || y == h - 1 || xx == 0 || xx == w - 1) {
+                    sum += x[((size_t)ch * h + y) * w + xx];
+                    count++;
+                }
+    return sum / (double)count;
 }
 
 /* p[k] = softmax(logits)[k], computed in double with the maximum subtracted. */
@@ -134,27 +281,32 @@ int cmd_predict(int argc, char **argv) {
     cnn_net *net = NULL;
     cnn_st *wst = NULL;
     float *x = NULL;
-    double *probs = NULL;
+    double *probs = NULL, *border = NULL;
+    char *inverted = NULL;
     ranked *order = NULL;
+    image_list list = {0};
     cnn_status st;
+    char model_name[1024];
     rc = EXIT_BAD_INPUT;
 
-    if ((st = cnn_net_load(a.model, &net))) goto fail;
+    /* The model file first when it is given (its errors before the weights'), else the checkpoint's. */
+    if (a.model && (st = trained_model(a.model, NULL, a.weights, &net, model_name, sizeof model_name))) goto fail;
+    if ((st = cnn_st_load(a.weights, &wst))) goto fail;
+    if (!a.model && (st = trained_model(NULL, wst, a.weights, &net, model_name, sizeof model_name))) goto fail;
     int chw[3], ochw[3];
     cnn_net_input_shape(net, chw);
     cnn_net_output_shape(net, ochw);
     if (chw[0] != 1 && chw[0] != 3) {
-        cli_error("predict", "%s: the model's input is %dx%dx%d; images need 1 (grey) or 3 (RGB) channels", a.model,
+        cli_error("predict", "%s: the model's input is %dx%dx%d; images need 1 (grey) or 3 (RGB) channels", model_name,
                   chw[0], chw[1], chw[2]);
         goto done;
     }
     if (ochw[1] != 1 || ochw[2] != 1) {
         cli_error("predict", "%s: the model's output is %dx%dx%d; classifying needs one score per class (end the "
-                             "model with flatten or linear)", a.model, ochw[0], ochw[1], ochw[2]);
+                             "model with flatten or linear)", model_name, ochw[0], ochw[1], ochw[2]);
         goto done;
     }
     const int classes = ochw[0];
-    if ((st = cnn_st_load(a.weights, &wst))) goto fail;
     if ((st = cnn_net_load_weights(net, wst, 0))) {
         cnn_error_prefix(a.weights);
         goto fail;
@@ -164,6 +316,7 @@ int cmd_predict(int argc, char **argv) {
     const char *data = a.data ? a.data : cnn_st_metadata(wst, "data");
     float mean[3] = {0.0f, 0.0f, 0.0f}, std[3] = {1.0f, 1.0f, 1.0f};
     const char *const *names = NULL;
+    int dark_background = 0;  /* light strokes on black: a light background is inverted */
     if (data) {
         int dchw[3], dclasses = 0;
         float dmean[3], dstd[3];
@@ -172,12 +325,14 @@ int cmd_predict(int argc, char **argv) {
             if (dchw[0] != chw[0] || dclasses != classes) {
                 cli_error("predict", "data set '%s'%s has %d channel(s) and %d classes, but the model %s takes %d "
                                      "channel(s) and gives %d classes", data, a.data ? "" : " (from the weights' metadata)",
-                          dchw[0], dclasses, a.model, chw[0], classes);
+                          dchw[0], dclasses, model_name, chw[0], classes);
                 goto done;
             }
+            if (a.data) trained_data_check("predict", wst, a.weights, NULL, a.data, "normalising and naming classes as");
             memcpy(mean, dmean, sizeof mean);
             memcpy(std, dstd, sizeof std);
             names = dnames;
+            dark_background = !strcmp(data, "mnist") || !strcmp(data, "fashion-mnist");
         } else if (a.data) {
             cli_error("predict", "--data %s: unknown data set (known: mnist, fashion-mnist, cifar10)", a.data);
             goto done;
@@ -200,14 +355,18 @@ int cmd_predict(int argc, char **argv) {
         cli_error("predict", "--top %d: the model has only %d classes", top, classes);
         goto done;
     }
+    if ((rc = expand_images(&a, &list))) goto done;
+    rc = EXIT_BAD_INPUT;
 
     /* Decode everything first: a bad image fails the command before anything is printed. */
     const size_t per = (size_t)chw[0] * (size_t)chw[1] * (size_t)chw[2];
-    const int n = a.n_images;
+    const int n = list.n;
     x = malloc((size_t)n * per * sizeof *x);
     probs = malloc((size_t)n * (size_t)classes * sizeof *probs);
+    border = malloc((size_t)n * sizeof *border);
+    inverted = malloc((size_t)n);
     order = malloc((size_t)classes * sizeof *order);
-    if (!x || !probs || !order) {
+    if (!x || !probs || !border || !inverted || !order) {
         cli_error("predict", "out of memory for %d images", n);
         rc = 1;
         goto done;
@@ -215,11 +374,13 @@ int cmd_predict(int argc, char **argv) {
     const size_t plane = (size_t)chw[1] * (size_t)chw[2];
     for (int i = 0; i < n; i++) {
         float *xi = x + (size_t)i * per;
-        if ((st = cnn_image_load(a.images[i], chw[0], chw[1], chw[2], xi))) goto fail;
+        if ((st = cnn_image_load(list.paths[i], chw[0], chw[1], chw[2], xi))) goto fail;
+        border[i] = border_mean(xi, chw[0], chw[1], chw[2]);
+        inverted[i] = (char)(a.invert >= 0 ? a.invert : dark_background && border[i] > LIGHT_BORDER);
         for (int c = 0; c < chw[0]; c++)
             for (size_t j = 0; j < plane; j++) {
                 float v = xi[(size_t)c * plane + j];
-                if (a.invert) v = 1.0f - v;
+                if (inverted[i]) v = 1.0f - v;
                 xi[(size_t)c * plane + j] = (v - mean[c]) / std[c];
             }
     }
@@ -249,7 +410,37 @@ int cmd_predict(int argc, char **argv) {
         const double *p = probs + (size_t)i * (size_t)classes;
         for (int k = 0; k < classes; k++) order[k] = (ranked){p[k], k};
         qsort(order, (size_t)classes, sizeof *order, by_probability);
-        printf("%s%s\n", i ? "\n" : "", a.images[i]);
+        /* Inverted by the rule (not by --invert): say so, and how to keep the image. */
+        const int auto_inverted = inverted[i] && a.invert < 0;
+        if (a.json) {
+            json_t *o = json_object(), *tops = json_array();
+            json_object_set_new(o, "image", json_string(list.paths[i]));
+            json_object_set_new(o, "inverted", json_boolean(inverted[i]));
+            json_object_set_new(o, "border_mean", json_real(border[i]));
+            for (int t = 0; t < top; t++) {
+                char idx[16];
+                snprintf(idx, sizeof idx, "%d", order[t].k);
+                json_t *e = json_object();
+                json_object_set_new(e, "class", json_integer(order[t].k));
+                json_object_set_new(e, "name", json_string(names ? names[order[t].k] : idx));
+                json_object_set_new(e, "probability", json_real(order[t].p));
+                json_array_append_new(tops, e);
+            }
+            json_object_set_new(o, "top", tops);
+            char *text = json_dumps(o, JSON_PRESERVE_ORDER);
+            json_decref(o);
+            if (!text) {
+                cli_error("predict", "out of memory");
+                rc = 1;
+                goto done;
+            }
+            puts(text);
+            free(text);
+            continue;
+        }
+        printf("%s%s\n", i ? "\n" : "", list.paths[i]);
+        if (auto_inverted)
+            printf("  inverted: light background (mean border %.2f); --no-invert to keep it\n", border[i]);
         for (int t = 0; t < top; t++) {
             char idx[16];
             snprintf(idx, sizeof idx, "%d", order[t].k);
@@ -265,8 +456,11 @@ fail:
 done:
     free(x);
     free(probs);
+    free(border);
+    free(inverted);
     free(order);
     free(a.images);
+    list_free(&list);
     cnn_st_free(wst);
     cnn_net_free(net);
     return rc;

@@ -455,9 +455,10 @@ int cnn_data_known(const char *name, int chw[3], float mean[3], float std[3], in
  * Images
  * ------------------------------------------------------------------------------------------- */
 
-/* Decodes a PNG, JPEG, PGM/PPM or BMP image (with stb_image), converts it to c channels (1: the
- * luminance 0.299R + 0.587G + 0.114B; 3: RGB, grey replicated), resizes it to h×w by bilinear
- * interpolation, and writes it scaled to [0,1] to out[c·h·w] (CHW, caller-owned).
+/* Decodes a PNG, JPEG, PGM/PPM or BMP image (with stb_image), composites an image with alpha
+ * (grey + alpha, RGBA, a transparent PNG palette) over white (v' = αv + (1 − α)), converts it to
+ * c channels (1: the luminance 0.299R + 0.587G + 0.114B; 3: RGB, grey replicated), resizes it to
+ * h×w by bilinear interpolation, and writes it scaled to [0,1] to out[c·h·w] (CHW, caller-owned).
  * Errors: CNN_ERR_IO (cannot open), CNN_ERR_FORMAT (does not decode: the message gives the
  * decoder's reason; or is larger than 16384×16384), CNN_ERR_ARG (c not 1 or 3, h or w < 1). */
 cnn_status cnn_image_load(const char *path, int c, int h, int w, float *out);

@@ -215,23 +215,74 @@ static void test_rgb_to_rgb_chw(void **state) {
     expect_exact(p, 3, 1, 2, want);
 }
 
-/* Alpha is ignored: a fully transparent pixel keeps its colour. */
-static void test_rgba_alpha_ignored(void **state) {
+/* Alpha is composited over white: v' = (v a + (255 - a) 255) / 255². A transparent pixel is white
+ * whatever colour it stores; an opaque one keeps its value exactly. */
+static void test_rgba_composited_on_white(void **state) {
     (void)state;
-    const unsigned char px[8] = {255, 0, 0, 0, 10, 200, 30, 128};
+    const unsigned char px[12] = {255, 0, 0, 0, 10, 200, 30, 128, 7, 99, 250, 255};
     char p[PATH_LEN];
-    write_image(p, "rgba.png", "png", 2, 1, 4, px);
-    const float want[6] = {1.0f, 10 / 255.0f, 0.0f, 200 / 255.0f, 0.0f, 30 / 255.0f};
-    expect_exact(p, 3, 1, 2, want);
+    write_image(p, "rgba.png", "png", 3, 1, 4, px);
+    /* Pixel 1, a = 128: the background adds (255 - 128) · 255 = 32385 to v · 128. */
+    const float want[9] = {1.0f, (float)(33665 / 65025.0), 7 / 255.0f,
+                           1.0f, (float)(57985 / 65025.0), 99 / 255.0f,
+                           1.0f, (float)(36225 / 65025.0), 250 / 255.0f};
+    expect_exact(p, 3, 1, 3, want);
+    /* To grey: the luminance of the composited RGB, 299·33665 + 587·57985 + 114·36225 = 48232680. */
+    const float grey[3] = {1.0f, (float)(48232680 / 65025000.0), (float)((299 * 7 + 587 * 99 + 114 * 250) / 255000.0)};
+    expect_exact(p, 1, 1, 3, grey);
 }
 
-static void test_grey_alpha_ignored(void **state) {
+/* Grey + alpha: the same; black ink on a transparent background becomes black on white. */
+static void test_grey_alpha_composited_on_white(void **state) {
     (void)state;
-    const unsigned char px[4] = {64, 0, 200, 255};
+    const unsigned char px[8] = {64, 0, 200, 255, 0, 255, 0, 64};
     char p[PATH_LEN];
-    write_image(p, "ga.png", "png", 2, 1, 2, px);
-    const float want[2] = {64 / 255.0f, 200 / 255.0f};
-    expect_exact(p, 1, 1, 2, want);
+    write_image(p, "ga.png", "png", 4, 1, 2, px);
+    const float want[4] = {1.0f, 200 / 255.0f, 0.0f, (float)((255 - 64) * 255 / 65025.0)};
+    expect_exact(p, 1, 1, 4, want);
+    const float rgb[12] = {want[0], want[1], want[2], want[3], want[0], want[1], want[2], want[3],
+                           want[0], want[1], want[2], want[3]};
+    expect_exact(p, 3, 1, 4, rgb);
+}
+
+static void put_be32(unsigned char *b, uint32_t v) {
+    b[0] = (unsigned char)(v >> 24), b[1] = (unsigned char)(v >> 16), b[2] = (unsigned char)(v >> 8);
+    b[3] = (unsigned char)v;
+}
+
+/* Appends a PNG chunk (length, type, data, CRC) at b + *at. */
+static void png_chunk(unsigned char *b, size_t *at, const char *type, const unsigned char *data, uint32_t n) {
+    put_be32(b + *at, n);
+    memcpy(b + *at + 4, type, 4);
+    if (n) memcpy(b + *at + 8, data, n);
+    put_be32(b + *at + 8 + n, (uint32_t)crc32(0, b + *at + 4, 4 + n));
+    *at += 12 + n;
+}
+
+/* A palette PNG with tRNS transparency (stb expands it to RGBA): entry 0 black and transparent,
+ * entry 1 black and opaque, entry 2 red at alpha 51: 0 on white is white, 1 black. */
+static void test_palette_transparency_composited(void **state) {
+    (void)state;
+    unsigned char b[256] = {0x89, 'P', 'N', 'G', '\r', '\n', 0x1a, '\n'};
+    size_t at = 8;
+    unsigned char ihdr[13] = {0};
+    put_be32(ihdr, 3), put_be32(ihdr + 4, 1);
+    ihdr[8] = 8, ihdr[9] = 3; /* 8 bits, palette */
+    png_chunk(b, &at, "IHDR", ihdr, 13);
+    const unsigned char plte[9] = {0, 0, 0, 0, 0, 0, 255, 0, 0}, trns[3] = {0, 255, 51};
+    png_chunk(b, &at, "PLTE", plte, 9);
+    png_chunk(b, &at, "tRNS", trns, 3);
+    const unsigned char raw[4] = {0, 0, 1, 2}; /* filter byte 0, then the three indices */
+    unsigned char z[64];
+    uLongf zn = sizeof z;
+    assert_int_equal(compress(z, &zn, raw, sizeof raw), Z_OK);
+    png_chunk(b, &at, "IDAT", z, (uint32_t)zn);
+    png_chunk(b, &at, "IEND", NULL, 0);
+    char p[PATH_LEN];
+    tu_write_bytes(tmp_path(p, "palette_trns.png"), b, at);
+    /* Red at a = 51: R' = (255·51 + 204·255)/65025 = 1, G' = B' = 204·255/65025 = 0.8. */
+    const float want[9] = {1.0f, 0.0f, 1.0f, 1.0f, 0.0f, (float)(52020 / 65025.0), 1.0f, 0.0f, (float)(52020 / 65025.0)};
+    expect_exact(p, 3, 1, 3, want);
 }
 
 /* ---------------------------------------------------------------------------------------------
@@ -697,8 +748,9 @@ int main(void) {
         cmocka_unit_test(test_grey_stored_as_rgb_exact),
         cmocka_unit_test(test_grey_to_rgb_replicated),
         cmocka_unit_test(test_rgb_to_rgb_chw),
-        cmocka_unit_test(test_rgba_alpha_ignored),
-        cmocka_unit_test(test_grey_alpha_ignored),
+        cmocka_unit_test(test_rgba_composited_on_white),
+        cmocka_unit_test(test_grey_alpha_composited_on_white),
+        cmocka_unit_test(test_palette_transparency_composited),
         cmocka_unit_test(test_resize_constant_stays_constant),
         cmocka_unit_test(test_resize_bilinear_2_to_4),
         cmocka_unit_test(test_resize_bilinear_2x2_to_4x4),

@@ -12,9 +12,14 @@
  *      file's own integer samples with their maxval;
  *   3. resize with bilinear interpolation, sampling the source converted to c channels on the fly.
  *
- * Channel conversion (alpha is ignored, not composited):
- *   grey = (299 R + 587 G + 114 B) / (1000 · maxval)   computed on integers, so grey pixels stored
- *                                                      as RGB give exactly v / maxval;
+ * Channel conversion, after compositing a pixel with alpha (grey + alpha, RGBA; a PNG palette or
+ * tRNS transparency, which stb expands to an alpha channel) over a white background:
+ *   v' = α v + (1 − α) · 1,  α = a / maxval,  so transparent pixels are white whatever colour they
+ *                            store, and black ink on a transparent background is black on white;
+ *   grey = (299 R' + 587 G' + 114 B') / 1000           computed on integers (scaled by maxval²), so
+ *                                                      grey pixels stored as RGB give exactly
+ *                                                      v / maxval, and an opaque pixel exactly what
+ *                                                      it gives without alpha;
  *   RGB from grey replicates the grey value.
  *
  * Resizing follows PyTorch's F.interpolate(mode="bilinear", align_corners=False, antialias=False)
@@ -48,13 +53,20 @@ typedef struct pixels {
 
 static int sample_at(const pixels *p, size_t i) { return p->u8 ? p->u8[i] : p->u16[i]; }
 
-/* Channel ch (0..c-1) of pixel (x, y) converted to c channels, in [0,1]. */
+/* Channel ch (0..c-1) of pixel (x, y) converted to c channels, in [0,1], composited over white:
+ * with a = the alpha sample (maxval when there is none) and m = maxval, every sample s becomes
+ * (s·a + (m − a)·m) / m², an exact integer over m² (at most 1000·65535², exact in a double). */
 static float channel_value(const pixels *p, int x, int y, int c, int ch) {
     const size_t at = ((size_t)y * (size_t)p->w + (size_t)x) * (size_t)p->n;
-    if (p->n < 3) return (float)(sample_at(p, at) / (double)p->maxval);      /* grey (+ alpha) */
-    if (c == 3) return (float)(sample_at(p, at + (size_t)ch) / (double)p->maxval);
-    const long lum = 299L * sample_at(p, at) + 587L * sample_at(p, at + 1) + 114L * sample_at(p, at + 2);
-    return (float)((double)lum / (1000.0 * p->maxval));
+    const int64_t m = p->maxval;
+    const int64_t a = p->n == 2 || p->n == 4 ? sample_at(p, at + (size_t)p->n - 1) : m;
+    const int64_t white = (m - a) * m;                      /* the background's share, times m² */
+    const double m2 = (double)(m * m);
+    if (p->n < 3) return (float)((double)(sample_at(p, at) * a + white) / m2);      /* grey (+ alpha) */
+    if (c == 3) return (float)((double)(sample_at(p, at + (size_t)ch) * a + white) / m2);
+    const int64_t lum = (299 * (int64_t)sample_at(p, at) + 587 * (int64_t)sample_at(p, at + 1) +
+                         114 * (int64_t)sample_at(p, at + 2)) * a + 1000 * white;
+    return (float)((double)lum / (1000.0 * m2));
 }
 
 /* One axis of the resize: for each output index, the two source indices and the weight of the second. */
