@@ -12,40 +12,48 @@ static const char eval_usage[] =
     "\n"
     "Prints the mean cross-entropy loss, the accuracy and the confusion matrix (rows: true class,\n"
     "columns: predicted) on the test split (or the training split). W may be a cnn checkpoint or\n"
-    "any safetensors file with the model's state_dict, PyTorch's included.\n"
-    "\n"
+    "any safetensors file with the model's state_dict, PyTorch's included.\n";
+static const char eval_example[] =
     "example:\n"
     "  cnn eval --model models/lenet5.cnn --weights lenet5.safetensors --data mnist\n";
 
+typedef struct eval_args {
+    const char *model, *weights, *source, *split, *data_dir;
+    unsigned long long batch;
+} eval_args;
+
+/* Returns -1 to go on, or the exit status (0 after --help). */
+static int parse_args(int argc, char **argv, eval_args *a) {
+    memset(a, 0, sizeof *a);
+    a->split = "test", a->batch = 256;
+    const char *batch = NULL;
+    const cli_opt opts[] = {
+        CLI_VALUE("model", "NET.cnn", &a->model, "the model (see README, 'The model format')"),
+        CLI_VALUE("weights", "W.safetensors", &a->weights, "a checkpoint, or any file of the model's state_dict"),
+        CLI_VALUE("data", "SOURCE", &a->source, "mnist, fashion-mnist, an IDX or CIFAR-10 directory, a .safetensors"),
+        CLI_VALUE("split", "test|train", &a->split, "the split to evaluate (default test)"),
+        CLI_VALUE("batch", "B", &batch, "samples per forward pass, 1 to 65536 (default 256)"),
+        CLI_VALUE("data-dir", "DIR", &a->data_dir, "where mnist and fashion-mnist are (default data/)"),
+        CLI_END,
+    };
+    const cli_cmd cmd = {"eval", eval_usage, opts, eval_example, NULL};
+    const int rc = cli_parse(&cmd, argc, argv, NULL, NULL);
+    if (rc >= 0) return rc;
+    static const char *const splits[] = {"test", "train", NULL};
+    int which;
+    if (!cli_choice("eval", "--split", a->split, splits, &which)) return EXIT_BAD_INPUT;
+    if (batch && !cli_u64("eval", "--batch", batch, 1, 65536, &a->batch)) return EXIT_BAD_INPUT;
+    if (!a->model || !a->weights || !a->source)
+        return cli_usage_error("eval", "--model, --weights and --data are required");
+    return -1;
+}
+
 int cmd_eval(int argc, char **argv) {
-    const char *model = NULL, *weights = NULL, *source = NULL, *split = "test", *data_dir = NULL;
-    unsigned long long batch = 256;
-    for (int i = 1; i < argc; i++) {
-        const char *k = argv[i];
-        if (!strcmp(k, "--help") || !strcmp(k, "-h")) {
-            fputs(eval_usage, stdout);
-            return 0;
-        }
-        if (i + 1 >= argc) {
-            cli_error("eval", "option %s needs a value\n\n%s", k, eval_usage);
-            return EXIT_BAD_INPUT;
-        }
-        const char *v = argv[++i];
-        if (!strcmp(k, "--model")) model = v;
-        else if (!strcmp(k, "--weights")) weights = v;
-        else if (!strcmp(k, "--data")) source = v;
-        else if (!strcmp(k, "--data-dir")) data_dir = v;
-        else if (!strcmp(k, "--split") && (!strcmp(v, "test") || !strcmp(v, "train"))) split = v;
-        else if (!strcmp(k, "--batch") && cli_parse_u64(v, &batch) && batch >= 1 && batch <= 65536) continue;
-        else {
-            cli_error("eval", "bad option '%s %s'\n\n%s", k, v, eval_usage);
-            return EXIT_BAD_INPUT;
-        }
-    }
-    if (!model || !weights || !source) {
-        cli_error("eval", "--model, --weights and --data are required\n\n%s", eval_usage);
-        return EXIT_BAD_INPUT;
-    }
+    eval_args a;
+    const int prc = parse_args(argc, argv, &a);
+    if (prc >= 0) return prc;
+    const char *model = a.model, *weights = a.weights, *source = a.source, *split = a.split, *data_dir = a.data_dir;
+    const unsigned long long batch = a.batch;
     cnn_net *net = NULL;
     cnn_st *wst = NULL;
     cnn_data data;

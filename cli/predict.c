@@ -29,8 +29,8 @@ static const char predict_usage[] =
     "not normalised and classes are shown by index.\n"
     "\n"
     "--invert maps each pixel v to 1 - v before normalising: MNIST digits are white on black, so a\n"
-    "photo or scan of dark ink on white paper needs it.\n"
-    "\n"
+    "photo or scan of dark ink on white paper needs it.\n";
+static const char predict_example[] =
     "example:\n"
     "  $ cnn predict --model models/lenet5.cnn --weights lenet5.safetensors --data mnist --invert \\\n"
     "                --top 3 digit7.png\n"
@@ -44,7 +44,7 @@ typedef struct predict_args {
     int invert;
     int top;                  /* 0: the default, min(5, classes) */
     int n_images;
-    char **images;            /* n_images paths, allocated */
+    const char **images;      /* n_images paths, allocated */
 } predict_args;
 
 /* Returns -1 to go on, or the exit status (0 after --help). */
@@ -55,50 +55,25 @@ static int parse_args(int argc, char **argv, predict_args *a) {
         cli_error("predict", "out of memory");
         return 1;
     }
-    int options_done = 0;
-    for (int i = 1; i < argc; i++) {
-        const char *k = argv[i];
-        if (options_done || k[0] != '-' || !k[1]) {
-            a->images[a->n_images++] = argv[i];
-            continue;
-        }
-        if (!strcmp(k, "--")) {
-            options_done = 1;
-            continue;
-        }
-        if (!strcmp(k, "--help") || !strcmp(k, "-h")) {
-            fputs(predict_usage, stdout);
-            return 0;
-        }
-        if (!strcmp(k, "--invert")) {
-            a->invert = 1;
-            continue;
-        }
-        if (strcmp(k, "--model") && strcmp(k, "--weights") && strcmp(k, "--data") && strcmp(k, "--top")) {
-            cli_error("predict", "unknown option '%s'\n\n%s", k, predict_usage);
-            return EXIT_BAD_INPUT;
-        }
-        if (i + 1 >= argc) {
-            cli_error("predict", "option %s needs a value\n\n%s", k, predict_usage);
-            return EXIT_BAD_INPUT;
-        }
-        const char *v = argv[++i];
-        if (!strcmp(k, "--model")) a->model = v;
-        else if (!strcmp(k, "--weights")) a->weights = v;
-        else if (!strcmp(k, "--data")) a->data = v;
-        else {
-            unsigned long long top;
-            if (!cli_parse_u64(v, &top) || top < 1 || top > 1000000) {
-                cli_error("predict", "--top %s: expected a positive number of classes", v);
-                return EXIT_BAD_INPUT;
-            }
-            a->top = (int)top;
-        }
+    const char *top = NULL;
+    const cli_opt opts[] = {
+        CLI_VALUE("model", "NET.cnn", &a->model, "the model (see README, 'The model format')"),
+        CLI_VALUE("weights", "W.safetensors", &a->weights, "a checkpoint, or any file of the model's state_dict"),
+        CLI_VALUE("data", "NAME", &a->data, "mnist, fashion-mnist or cifar10 (default: the checkpoint's)"),
+        CLI_FLAG("invert", &a->invert, "map each pixel v to 1 - v: dark ink on white paper"),
+        CLI_VALUE("top", "K", &top, "how many classes to print (default 5)"),
+        CLI_END,
+    };
+    const cli_cmd cmd = {"predict", predict_usage, opts, predict_example, "IMAGE"};
+    const int rc = cli_parse(&cmd, argc, argv, a->images, &a->n_images);
+    if (rc >= 0) return rc;
+    unsigned long long k;
+    if (top) {
+        if (!cli_u64("predict", "--top", top, 1, 1000000, &k)) return EXIT_BAD_INPUT;
+        a->top = (int)k;
     }
-    if (!a->model || !a->weights || !a->n_images) {
-        cli_error("predict", "--model, --weights and at least one IMAGE are required\n\n%s", predict_usage);
-        return EXIT_BAD_INPUT;
-    }
+    if (!a->model || !a->weights || !a->n_images)
+        return cli_usage_error("predict", "--model, --weights and at least one IMAGE are required");
     return -1;
 }
 

@@ -1106,11 +1106,17 @@ static void test_markdown(void **state) {
 
 /* ---- bad input ------------------------------------------------------------------------------ */
 
+/* The message begins "cnn explain: " (the topic's own checks of values) or "cnn explain TOPIC: "
+ * (the command line's syntax, and options left out). */
 static void bad(const char *msg, const char *const *args) {
     cli_result r;
     cli_run(&r, dir, args);
-    const char *subs[] = {"cnn explain: ", msg, NULL};
+    const char *subs[] = {msg, NULL};
     cli_expect(&r, 2, subs);
+    char topic[96];
+    snprintf(topic, sizeof topic, "cnn explain %s: ", args[1]);
+    if (strncmp(r.err, "cnn explain: ", 13) && strncmp(r.err, topic, strlen(topic)))
+        fail_msg("%.300s\n  stderr begins neither \"cnn explain: \" nor \"%s\":\n%.800s", r.cmd, topic, r.err);
 }
 
 #define BAD(msg, ...) bad((msg), (const char *const[]){"explain", __VA_ARGS__, NULL})
