@@ -2,6 +2,7 @@
 #ifndef CNN_CLI_H
 #define CNN_CLI_H
 
+#include "args.h"
 #include "cnn.h"
 
 /* Exit statuses: 0 success, 1 a check that failed (gradcheck) or an internal failure, 2 bad input. */

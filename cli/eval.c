@@ -27,8 +27,8 @@ static const char eval_usage[] =
     "--json prints one JSON object on one line instead: weights, model (null: the checkpoint's),\n"
     "data, source, split, samples, loss, accuracy (a fraction), classes (per class: class, name,\n"
     "support, predicted, precision, recall; fractions, null where there is nothing to divide by)\n"
-    "and confusion (rows: true class).\n"
-    "\n"
+    "and confusion (rows: true class).\n";
+static const char eval_example[] =
     "example:\n"
     "  cnn eval --weights lenet5.safetensors\n"
     "  cnn eval --model models/lenet5.cnn --weights lenet5.safetensors --data mnist --json\n";
@@ -46,40 +46,46 @@ static const char *class_name(const cnn_data *data, int k, char *buf, size_t cap
     return buf;
 }
 
+typedef struct eval_args {
+    const char *model, *weights, *source, *split, *data_dir;
+    unsigned long long batch;
+    int json;
+} eval_args;
+
+/* Returns -1 to go on, or the exit status (0 after --help). */
+static int parse_args(int argc, char **argv, eval_args *a) {
+    memset(a, 0, sizeof *a);
+    a->split = "test", a->batch = 256;
+    const char *batch = NULL;
+    const cli_opt opts[] = {
+        CLI_VALUE("model", "NET.cnn", &a->model, "the model (default: the checkpoint's own)"),
+        CLI_VALUE("weights", "W.safetensors", &a->weights, "a checkpoint, or any file of the model's state_dict"),
+        CLI_VALUE("data", "SOURCE", &a->source, "mnist, fashion-mnist, an IDX or CIFAR-10 directory, a .safetensors "
+                                                "(default: the checkpoint's)"),
+        CLI_VALUE("split", "test|train", &a->split, "the split to evaluate (default test)"),
+        CLI_VALUE("batch", "B", &batch, "samples per forward pass, 1 to 65536 (default 256)"),
+        CLI_VALUE("data-dir", "DIR", &a->data_dir, "where mnist and fashion-mnist are (default data/)"),
+        CLI_FLAG("json", &a->json, "one JSON object on one line instead of the text"),
+        CLI_END,
+    };
+    const cli_cmd cmd = {"eval", eval_usage, opts, eval_example, NULL};
+    const int rc = cli_parse(&cmd, argc, argv, NULL, NULL);
+    if (rc >= 0) return rc;
+    static const char *const splits[] = {"test", "train", NULL};
+    int which;
+    if (!cli_choice("eval", "--split", a->split, splits, &which)) return EXIT_BAD_INPUT;
+    if (batch && !cli_u64("eval", "--batch", batch, 1, 65536, &a->batch)) return EXIT_BAD_INPUT;
+    if (!a->weights) return cli_usage_error("eval", "--weights is required");
+    return -1;
+}
+
 int cmd_eval(int argc, char **argv) {
-    const char *model = NULL, *weights = NULL, *source = NULL, *split = "test", *data_dir = NULL;
-    unsigned long long batch = 256;
-    int as_json = 0;
-    for (int i = 1; i < argc; i++) {
-        const char *k = argv[i];
-        if (!strcmp(k, "--help") || !strcmp(k, "-h")) {
-            fputs(eval_usage, stdout);
-            return 0;
-        }
-        if (!strcmp(k, "--json")) {
-            as_json = 1;
-            continue;
-        }
-        if (i + 1 >= argc) {
-            cli_error("eval", "option %s needs a value\n\n%s", k, eval_usage);
-            return EXIT_BAD_INPUT;
-        }
-        const char *v = argv[++i];
-        if (!strcmp(k, "--model")) model = v;
-        else if (!strcmp(k, "--weights")) weights = v;
-        else if (!strcmp(k, "--data")) source = v;
-        else if (!strcmp(k, "--data-dir")) data_dir = v;
-        else if (!strcmp(k, "--split") && (!strcmp(v, "test") || !strcmp(v, "train"))) split = v;
-        else if (!strcmp(k, "--batch") && cli_parse_u64(v, &batch) && batch >= 1 && batch <= 65536) continue;
-        else {
-            cli_error("eval", "bad option '%s %s'\n\n%s", k, v, eval_usage);
-            return EXIT_BAD_INPUT;
-        }
-    }
-    if (!weights) {
-        cli_error("eval", "--weights is required\n\n%s", eval_usage);
-        return EXIT_BAD_INPUT;
-    }
+    eval_args a;
+    const int prc = parse_args(argc, argv, &a);
+    if (prc >= 0) return prc;
+    const char *model = a.model, *weights = a.weights, *source = a.source, *split = a.split, *data_dir = a.data_dir;
+    const unsigned long long batch = a.batch;
+    const int as_json = a.json;
     cnn_net *net = NULL;
     cnn_st *wst = NULL;
     cnn_data data;

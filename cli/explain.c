@@ -56,17 +56,35 @@ static const topic topics[] = {
     {"network", explain_network},
 };
 
+enum { NTOPICS = sizeof topics / sizeof *topics };
+
 int cmd_explain(int argc, char **argv) {
-    if (argc < 2 || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h")) {
-        fputs(explain_usage, argc < 2 ? stderr : stdout);
-        return argc < 2 ? EXIT_BAD_INPUT : 0;
+    if (argc < 2) {
+        fputs(explain_usage, stderr);
+        return EXIT_BAD_INPUT;
     }
-    for (size_t i = 0; i < sizeof topics / sizeof *topics; i++)
+    if (argv[1][0] == '-') {   /* --help, or an option before the topic */
+        const char *format = NULL, **pos = malloc((size_t)argc * sizeof *pos);
+        const cli_opt opts[] = {CLI_VALUE("format", "text|markdown", &format, NULL), CLI_END};
+        const cli_cmd cmd = {"explain", explain_usage, opts, NULL, "TOPIC"};
+        int npos = 0, rc = pos ? cli_parse(&cmd, argc, argv, pos, &npos) : 1;
+        if (rc < 0)
+            rc = cli_usage_error("explain", "the TOPIC comes first: cnn explain %s [options]", npos ? pos[0] : "TOPIC");
+        free(pos);
+        return rc;
+    }
+    const char *names[NTOPICS];
+    for (int i = 0; i < NTOPICS; i++) {
+        names[i] = topics[i].name;
         if (!strcmp(argv[1], topics[i].name)) {
             ex e = {EX_TEXT, topics[i].name};
             return topics[i].run(&e, argc - 1, argv + 1);
         }
-    cli_error("explain", "unknown topic '%s'\n\n%s", argv[1], explain_usage);
+    }
+    const char *near = cli_suggest(argv[1], names, NTOPICS);
+    fprintf(stderr, "cnn explain: unknown topic '%s'", argv[1]);
+    if (near) fprintf(stderr, "; did you mean '%s'?", near);
+    fputs(" (cnn help explain for the topics)\n", stderr);
     return EXIT_BAD_INPUT;
 }
 
@@ -266,52 +284,27 @@ void ex_matrix(const ex *e, const char *label, const char *label_tex, const doub
 /* ---- options ---------------------------------------------------------------------------------- */
 
 int ex_args(ex *e, int argc, char **argv, const ex_opt *opts, const char *usage) {
-    for (int i = 1; i < argc; i++) {
-        const char *arg = argv[i];
-        if (!strcmp(arg, "--help") || !strcmp(arg, "-h")) {
-            fputs(usage, stdout);
-            return 0;
-        }
-        char name[64];
-        const char *value = NULL, *eq = strchr(arg, '=');
-        if (strncmp(arg, "--", 2) || (eq ? (size_t)(eq - arg) : strlen(arg)) >= sizeof name) {
-            cli_error("explain", "%s: unexpected argument '%s'\n\n%s", e->topic, arg, usage);
-            return EXIT_BAD_INPUT;
-        }
-        if (eq) {
-            memcpy(name, arg, (size_t)(eq - arg));
-            name[eq - arg] = '\0';
-            value = eq + 1;
-        } else {
-            snprintf(name, sizeof name, "%s", arg);
-        }
-        const char **slot = NULL;
-        if (!strcmp(name, "--format")) slot = NULL;
-        else {
-            for (const ex_opt *o = opts; o->name; o++)
-                if (!strcmp(name, o->name)) slot = o->value;
-            if (!slot) {
-                cli_error("explain", "%s: unknown option '%s'\n\n%s", e->topic, name, usage);
-                return EXIT_BAD_INPUT;
-            }
-        }
-        if (!value) {
-            if (i + 1 >= argc) {
-                cli_error("explain", "%s: option %s needs a value", e->topic, name);
-                return EXIT_BAD_INPUT;
-            }
-            value = argv[++i];
-        }
-        if (slot) {
-            *slot = value;
-        } else if (!strcmp(value, "text")) {
-            e->fmt = EX_TEXT;
-        } else if (!strcmp(value, "markdown") || !strcmp(value, "md")) {
-            e->fmt = EX_MARKDOWN;
-        } else {
-            cli_error("explain", "--format %s: expected text or markdown", value);
-            return EXIT_BAD_INPUT;
-        }
+    /* The topic's options and --format, through the parser of every command (args.h). Each topic's
+     * usage lists its options already, so the table carries no help lines. */
+    cli_opt table[CLI_MAX_OPTS + 1];
+    const char *format = NULL;
+    int n = 0;
+    for (const ex_opt *o = opts; o->name && n < CLI_MAX_OPTS - 1; o++, n++)
+        table[n] = (cli_opt)CLI_VALUE(o->name + 2, NULL, o->value, NULL);   /* "--input" is --input */
+    table[n++] = (cli_opt)CLI_VALUE("format", "text|markdown", &format, NULL);
+    table[n] = (cli_opt)CLI_END;
+    char name[64];
+    snprintf(name, sizeof name, "explain %s", e->topic);
+    const cli_cmd cmd = {name, usage, table, NULL, NULL};
+    const int rc = cli_parse(&cmd, argc, argv, NULL, NULL);
+    if (rc >= 0) return rc;
+    if (!format || !strcmp(format, "text")) {
+        e->fmt = EX_TEXT;
+    } else if (!strcmp(format, "markdown") || !strcmp(format, "md")) {
+        e->fmt = EX_MARKDOWN;
+    } else {
+        cli_error("explain", "--format %s: expected text or markdown", format);
+        return EXIT_BAD_INPUT;
     }
     return -1;
 }

@@ -98,9 +98,10 @@ typedef struct ex_opt {
     const char **value;           /* where its value goes (NULL until given) */
 } ex_opt;
 
-/* Reads argv[1..] ("--name value" or "--name=value") into the options of `opts` (ended by a NULL
- * name), and --format. --help prints `usage` to stdout. Returns -1 to go on, or the exit status
- * (0 after --help, 2 after a message on stderr). */
+/* Reads argv[1..] into the options of `opts` (ended by a NULL name), and --format, with the parser
+ * of every command (args.h: "--name value", "--name=value", unique prefixes; two entries with the
+ * same `value` are one option under two names). --help prints `usage` to stdout. Returns -1 to go
+ * on, or the exit status (0 after --help, 2 after a message on stderr). */
 int ex_args(ex *e, int argc, char **argv, const ex_opt *opts, const char *usage);
 
 /* Parsers of option values; each prints "cnn explain: OPT: ..." and returns 0 on bad input. */

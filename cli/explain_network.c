@@ -335,10 +335,7 @@ int explain_network(ex *e, int argc, char **argv) {
                            {NULL, NULL}};
     int rc = ex_args(e, argc, argv, opts, network_usage);
     if (rc >= 0) return rc;
-    if (!model) {
-        cli_error("explain", "network: --model is required\n\n%s", network_usage);
-        return EXIT_BAD_INPUT;
-    }
+    if (!model) return cli_usage_error("explain network", "--model is required");
     if ((input != NULL) + (image != NULL) + (seed_s != NULL) > 1) {
         cli_error("explain", "network: give one of --input, --image and --seed");
         return EXIT_BAD_INPUT;

@@ -29,8 +29,8 @@ static const char export_usage[] =
     "load_state_dict(strict=True) takes W. W's metadata keeps the model text and the data set's\n"
     "name and normalisation, so cnn summary, eval and predict still read the model from it.\n"
     "The model is the one the checkpoint stores; with --model NET.cnn, CKPT may be any safetensors\n"
-    "file with NET's state_dict (float32 or float64), PyTorch's included.\n"
-    "\n"
+    "file with NET's state_dict (float32 or float64), PyTorch's included.\n";
+static const char export_example[] =
     "example:\n"
     "  cnn export --weights lenet5.safetensors --out lenet5-weights.safetensors\n";
 
@@ -38,41 +38,19 @@ typedef struct export_args {
     const char *weights, *out, *model;
 } export_args;
 
-/* Parses `--opt value` and `--opt=value`. Returns -1 to go on, or the exit status (0 after --help). */
+/* Returns -1 to go on, or the exit status (0 after --help). */
 static int parse_args(int argc, char **argv, export_args *a) {
     memset(a, 0, sizeof *a);
-    for (int i = 1; i < argc; i++) {
-        const char *arg = argv[i];
-        if (!strcmp(arg, "--help") || !strcmp(arg, "-h")) {
-            fputs(export_usage, stdout);
-            return 0;
-        }
-        char key[32];
-        const char *eq = strchr(arg, '='), *v;
-        const size_t klen = eq ? (size_t)(eq - arg) : strlen(arg);
-        snprintf(key, sizeof key, "%.*s", (int)(klen < sizeof key ? klen : sizeof key - 1), arg);
-        const char **slot = !strcmp(key, "--weights") ? &a->weights
-                            : !strcmp(key, "--out")   ? &a->out
-                            : !strcmp(key, "--model") ? &a->model
-                                                      : NULL;
-        if (!slot) {
-            cli_error("export", "unknown option '%s' (see cnn export --help)", arg);
-            return EXIT_BAD_INPUT;
-        }
-        if (eq) {
-            v = eq + 1;
-        } else if (i + 1 < argc) {
-            v = argv[++i];
-        } else {
-            cli_error("export", "option %s needs a value (see cnn export --help)", key);
-            return EXIT_BAD_INPUT;
-        }
-        *slot = v;
-    }
-    if (!a->weights || !a->out) {
-        cli_error("export", "--weights and --out are required (see cnn export --help)");
-        return EXIT_BAD_INPUT;
-    }
+    const cli_opt opts[] = {
+        CLI_VALUE("weights", "CKPT.safetensors", &a->weights, "the checkpoint"),
+        CLI_VALUE("out", "W.safetensors", &a->out, "the file to write"),
+        CLI_VALUE("model", "NET.cnn", &a->model, "the model, for a file without one (default: the checkpoint's)"),
+        CLI_END,
+    };
+    const cli_cmd cmd = {"export", export_usage, opts, export_example, NULL};
+    const int rc = cli_parse(&cmd, argc, argv, NULL, NULL);
+    if (rc >= 0) return rc;
+    if (!a->weights || !a->out) return cli_usage_error("export", "--weights and --out are required");
     return -1;
 }
 

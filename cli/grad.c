@@ -26,8 +26,8 @@ static const char grad_usage[] =
     "statistics and OUT also gets every buffer after its update ('<name>.running_mean',\n"
     "'<name>.running_var', '<name>.num_batches_tracked'); dropout draws its masks from --seed S\n"
     "(default 0). --eval runs eval mode: running statistics, no dropout. --activations also writes\n"
-    "every line's output and its gradient as '<name>:output' and '<name>:grad'.\n"
-    "\n"
+    "every line's output and its gradient as '<name>:output' and '<name>:grad'.\n";
+static const char grad_example[] =
     "example:\n"
     "  cnn grad --model models/lenet5.cnn --init 1 --input in.safetensors --out grads.safetensors \\\n"
     "           --loss cross_entropy\n";
@@ -38,52 +38,33 @@ typedef struct grad_args {
     unsigned long long seed, dropout_seed;
 } grad_args;
 
+/* Returns -1 to go on, or the exit status (0 after --help). */
 static int parse_args(int argc, char **argv, grad_args *a) {
     memset(a, 0, sizeof *a);
-    for (int i = 1; i < argc; i++) {
-        const char *k = argv[i];
-        if (!strcmp(k, "--help") || !strcmp(k, "-h")) {
-            fputs(grad_usage, stdout);
-            return 0;
-        }
-        if (!strcmp(k, "--eval")) {
-            a->eval = 1;
-            continue;
-        }
-        if (!strcmp(k, "--activations")) {
-            a->activations = 1;
-            continue;
-        }
-        if (i + 1 >= argc) {
-            cli_error("grad", "option %s needs a value\n\n%s", k, grad_usage);
-            return EXIT_BAD_INPUT;
-        }
-        const char *v = argv[++i];
-        if (!strcmp(k, "--model")) a->model = v;
-        else if (!strcmp(k, "--weights")) a->weights = v;
-        else if (!strcmp(k, "--input")) a->input = v;
-        else if (!strcmp(k, "--out")) a->out = v;
-        else if (!strcmp(k, "--loss")) a->loss = v;
-        else if (!strcmp(k, "--init") || !strcmp(k, "--seed")) {
-            unsigned long long *dst = !strcmp(k, "--init") ? &a->seed : &a->dropout_seed;
-            if (!cli_parse_u64(v, dst)) {
-                cli_error("grad", "%s %s: expected a non-negative integer seed", k, v);
-                return EXIT_BAD_INPUT;
-            }
-            if (dst == &a->seed) a->have_seed = 1;
-        } else {
-            cli_error("grad", "unknown option '%s'\n\n%s", k, grad_usage);
-            return EXIT_BAD_INPUT;
-        }
-    }
-    if (!a->model || !a->input || !a->out || (!a->weights && !a->have_seed)) {
-        cli_error("grad", "--model, --input, --out and one of --weights or --init are required\n\n%s", grad_usage);
-        return EXIT_BAD_INPUT;
-    }
-    if (a->loss && strcmp(a->loss, "cross_entropy") && strcmp(a->loss, "mse")) {
-        cli_error("grad", "--loss %s: expected cross_entropy or mse", a->loss);
-        return EXIT_BAD_INPUT;
-    }
+    const char *init = NULL, *seed = NULL;
+    const cli_opt opts[] = {
+        CLI_VALUE("model", "NET.cnn", &a->model, "the model (see README, 'The model format')"),
+        CLI_VALUE("weights", "W.safetensors", &a->weights, "the parameters, by their state_dict names"),
+        CLI_VALUE("init", "SEED", &init, "PyTorch's default initialisation from SEED (with --weights: what W lacks)"),
+        CLI_VALUE("input", "IN.safetensors", &a->input, "'input', and 'grad_output' or 'target'"),
+        CLI_VALUE("out", "OUT.safetensors", &a->out, "where the output and the gradients go"),
+        CLI_VALUE("loss", "LOSS", &a->loss, "cross_entropy or mse: the backward starts from this loss"),
+        CLI_FLAG("eval", &a->eval, "eval mode: running statistics, no dropout"),
+        CLI_VALUE("seed", "S", &seed, "the seed of dropout's masks (default 0)"),
+        CLI_FLAG("activations", &a->activations, "also write every line's output and gradient"),
+        CLI_END,
+    };
+    const cli_cmd cmd = {"grad", grad_usage, opts, grad_example, NULL};
+    const int rc = cli_parse(&cmd, argc, argv, NULL, NULL);
+    if (rc >= 0) return rc;
+    if (init && !cli_u64("grad", "--init", init, 0, ~0ULL, &a->seed)) return EXIT_BAD_INPUT;
+    if (seed && !cli_u64("grad", "--seed", seed, 0, ~0ULL, &a->dropout_seed)) return EXIT_BAD_INPUT;
+    a->have_seed = init != NULL;
+    if (!a->model || !a->input || !a->out || (!a->weights && !a->have_seed))
+        return cli_usage_error("grad", "--model, --input, --out and one of --weights or --init are required");
+    static const char *const losses[] = {"cross_entropy", "mse", NULL};
+    int which;
+    if (a->loss && !cli_choice("grad", "--loss", a->loss, losses, &which)) return EXIT_BAD_INPUT;
     return -1;
 }
 

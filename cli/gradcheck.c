@@ -21,50 +21,49 @@ static const char gradcheck_usage[] =
     "else PyTorch's default initialisation drawn from the seed. At most K elements of each tensor\n"
     "are perturbed (default 256; 0 checks all). Layers run in training mode (batch norm through\n"
     "the batch's statistics, dropout with a fixed mask), or in eval mode with --eval. A layer of\n"
-    "several inputs (add, concat) gets one row per input. Exits 1 if any check fails.\n"
-    "\n"
+    "several inputs (add, concat) gets one row per input. Exits 1 if any check fails.\n";
+static const char gradcheck_example[] =
     "example:\n"
     "  cnn gradcheck --model models/lenet5.cnn --seed 1\n";
 
-int cmd_gradcheck(int argc, char **argv) {
-    const char *model = NULL, *weights = NULL;
-    unsigned long long seed = 1, batch = 2, max_checks = 256;
-    int eval = 0;
-    for (int i = 1; i < argc; i++) {
-        const char *k = argv[i];
-        if (!strcmp(k, "--help") || !strcmp(k, "-h")) {
-            fputs(gradcheck_usage, stdout);
-            return 0;
-        }
-        if (!strcmp(k, "--eval")) {
-            eval = 1;
-            continue;
-        }
-        if (i + 1 >= argc) {
-            cli_error("gradcheck", "option %s needs a value\n\n%s", k, gradcheck_usage);
-            return EXIT_BAD_INPUT;
-        }
-        const char *v = argv[++i];
-        int ok = 1;
-        if (!strcmp(k, "--model")) model = v;
-        else if (!strcmp(k, "--weights")) weights = v;
-        else if (!strcmp(k, "--seed")) ok = cli_parse_u64(v, &seed);
-        else if (!strcmp(k, "--batch")) ok = cli_parse_u64(v, &batch) && batch >= 1 && batch <= 64;
-        else if (!strcmp(k, "--max-checks")) ok = cli_parse_u64(v, &max_checks);
-        else {
-            cli_error("gradcheck", "unknown option '%s'\n\n%s", k, gradcheck_usage);
-            return EXIT_BAD_INPUT;
-        }
-        if (!ok) {
-            cli_error("gradcheck", "%s %s: expected a non-negative integer%s", k, v,
-                      !strcmp(k, "--batch") ? " from 1 to 64" : "");
-            return EXIT_BAD_INPUT;
-        }
-    }
-    if (!model) {
-        cli_error("gradcheck", "--model is required\n\n%s", gradcheck_usage);
+typedef struct gradcheck_args {
+    const char *model, *weights;
+    unsigned long long seed, batch, max_checks;
+    int eval;
+} gradcheck_args;
+
+/* Returns -1 to go on, or the exit status (0 after --help). */
+static int parse_args(int argc, char **argv, gradcheck_args *a) {
+    memset(a, 0, sizeof *a);
+    a->seed = 1, a->batch = 2, a->max_checks = 256;
+    const char *seed = NULL, *batch = NULL, *max_checks = NULL;
+    const cli_opt opts[] = {
+        CLI_VALUE("model", "NET.cnn", &a->model, "the model (see README, 'The model format')"),
+        CLI_VALUE("weights", "W.safetensors", &a->weights, "parameters (default: drawn from the seed)"),
+        CLI_VALUE("seed", "S", &seed, "the seed of the parameters, inputs and dy (default 1)"),
+        CLI_VALUE("batch", "N", &batch, "samples per check, 1 to 64 (default 2)"),
+        CLI_VALUE("max-checks", "K", &max_checks, "elements perturbed per tensor (default 256; 0: all)"),
+        CLI_FLAG("eval", &a->eval, "eval mode: running statistics, no dropout"),
+        CLI_END,
+    };
+    const cli_cmd cmd = {"gradcheck", gradcheck_usage, opts, gradcheck_example, NULL};
+    const int rc = cli_parse(&cmd, argc, argv, NULL, NULL);
+    if (rc >= 0) return rc;
+    if ((seed && !cli_u64("gradcheck", "--seed", seed, 0, ~0ULL, &a->seed)) ||
+        (batch && !cli_u64("gradcheck", "--batch", batch, 1, 64, &a->batch)) ||
+        (max_checks && !cli_u64("gradcheck", "--max-checks", max_checks, 0, ~0ULL, &a->max_checks)))
         return EXIT_BAD_INPUT;
-    }
+    if (!a->model) return cli_usage_error("gradcheck", "--model is required");
+    return -1;
+}
+
+int cmd_gradcheck(int argc, char **argv) {
+    gradcheck_args a;
+    const int prc = parse_args(argc, argv, &a);
+    if (prc >= 0) return prc;
+    const char *model = a.model, *weights = a.weights;
+    const unsigned long long seed = a.seed, batch = a.batch, max_checks = a.max_checks;
+    const int eval = a.eval;
     cnn_net *net = NULL;
     cnn_st *wst = NULL;
     cnn_gradcheck_row *rows = NULL;

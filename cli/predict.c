@@ -47,8 +47,8 @@ static const char predict_usage[] =
     "--invert inverts every image, --no-invert none.\n"
     "\n"
     "--json prints one JSON object per image, one per line (JSON Lines): image, inverted,\n"
-    "border_mean, and top, the K classes as {class, name, probability}, most likely first.\n"
-    "\n"
+    "border_mean, and top, the K classes as {class, name, probability}, most likely first.\n";
+static const char predict_example[] =
     "example:\n"
     "  $ cnn predict --weights lenet5.safetensors --top 3 digit7.png\n"
     "  digit7.png\n"
@@ -63,7 +63,7 @@ typedef struct predict_args {
     int json;
     int top;                  /* 0: the default, min(5, classes) */
     int n_images;
-    char **images;            /* n_images paths, allocated */
+    const char **images;      /* n_images paths, allocated */
 } predict_args;
 
 /* Returns -1 to go on, or the exit status (0 after --help). */
@@ -75,74 +75,45 @@ static int parse_args(int argc, char **argv, predict_args *a) {
         cli_error("predict", "out of memory");
         return 1;
     }
-    int options_done = 0;
-    for (int i = 1; i < argc; i++) {
-        const char *k = argv[i];
-        if (options_done || k[0] != '-' || !k[1]) {
-            a->images[a->n_images++] = argv[i];
-            continue;
-        }
-        if (!strcmp(k, "--")) {
-            options_done = 1;
-            continue;
-        }
-        if (!strcmp(k, "--help") || !strcmp(k, "-h")) {
-            fputs(predict_usage, stdout);
-            return 0;
-        }
-        if (!strcmp(k, "--invert") || !strcmp(k, "--no-invert")) {
-            const int want = !strcmp(k, "--invert");
-            if (a->invert == !want) {
-                cli_error("predict", "give --invert or --no-invert, not both");
-                return EXIT_BAD_INPUT;
-            }
-            a->invert = want;
-            continue;
-        }
-        if (!strcmp(k, "--json")) {
-            a->json = 1;
-            continue;
-        }
-        if (strcmp(k, "--model") && strcmp(k, "--weights") && strcmp(k, "--data") && strcmp(k, "--top")) {
-            cli_error("predict", "unknown option '%s'\n\n%s", k, predict_usage);
-            return EXIT_BAD_INPUT;
-        }
-        if (i + 1 >= argc) {
-            cli_error("predict", "option %s needs a value\n\n%s", k, predict_usage);
-            return EXIT_BAD_INPUT;
-        }
-        const char *v = argv[++i];
-        if (!strcmp(k, "--model")) a->model = v;
-        else if (!strcmp(k, "--weights")) a->weights = v;
-        else if (!strcmp(k, "--data")) a->data = v;
-        else {
-            unsigned long long top;
-            if (!cli_parse_u64(v, &top) || top < 1 || top > 1000000) {
-                cli_error("predict", "--top %s: expected a positive number of classes", v);
-                return EXIT_BAD_INPUT;
-            }
-            a->top = (int)top;
-        }
+    const char *top = NULL;
+    int invert = 0, no_invert = 0;
+    const cli_opt opts[] = {
+        CLI_VALUE("model", "NET.cnn", &a->model, "the model (default: the checkpoint's own)"),
+        CLI_VALUE("weights", "W.safetensors", &a->weights, "a checkpoint, or any file of the model's state_dict"),
+        CLI_VALUE("data", "NAME", &a->data, "mnist, fashion-mnist or cifar10 (default: the checkpoint's)"),
+        CLI_FLAG("invert", &invert, "map each pixel v to 1 - v (default: by the background)"),
+        CLI_FLAG("no-invert", &no_invert, "never invert"),
+        CLI_VALUE("top", "K", &top, "how many classes to print (default 5)"),
+        CLI_FLAG("json", &a->json, "one JSON object per image, one per line"),
+        CLI_END,
+    };
+    const cli_cmd cmd = {"predict", predict_usage, opts, predict_example, "IMAGE|DIR"};
+    const int rc = cli_parse(&cmd, argc, argv, a->images, &a->n_images);
+    if (rc >= 0) return rc;
+    if (invert && no_invert) return cli_usage_error("predict", "give --invert or --no-invert, not both");
+    a->invert = invert ? 1 : no_invert ? 0 : -1;
+    unsigned long long k;
+    if (top) {
+        if (!cli_u64("predict", "--top", top, 1, 1000000, &k)) return EXIT_BAD_INPUT;
+        a->top = (int)k;
     }
-    if (!a->weights || !a->n_images) {
-        cli_error("predict", "--weights and at least one IMAGE are required\n\n%s", predict_usage);
-        return EXIT_BAD_INPUT;
-    }
+    if (!a->weights || !a->n_images)
+        return cli_usage_error("predict", "--weights and at least one IMAGE are required");
     return -1;
 }
 
 /* ---- the images: files as given, directories listed ---------------------------------------- */
 
 typedef struct image_list {
-    char **paths;             /* n paths; owned[i] says whether paths[i] is allocated here */
+    const char **paths;            /* n paths; owned[i] says whether paths[i] is allocated here */
     char *owned;
     int n, cap;
 } image_list;
 
-static int list_add(image_list *l, char *path, int owned) {
+static int list_add(image_list *l, const char *path, int owned) {
     if (l->n == l->cap) {
         const int cap = l->cap ? 2 * l->cap : 16;
-        char **p = realloc(l->paths, (size_t)cap * sizeof *p);
+        const char **p = realloc(l->paths, (size_t)cap * sizeof *p);
         if (!p) return 0;
         l->paths = p;
         char *o = realloc(l->owned, (size_t)cap);
@@ -157,7 +128,7 @@ static int list_add(image_list *l, char *path, int owned) {
 
 static void list_free(image_list *l) {
     for (int i = 0; i < l->n; i++)
-        if (l->owned[i]) free(l->paths[i]);
+        if (l->owned[i]) free((void *)l->paths[i]);
     free(l->paths);
     free(l->owned);
 }

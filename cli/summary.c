@@ -36,8 +36,8 @@ static const char summary_usage[] =
     "Multiply-adds count the products of conv2d, convtranspose2d and linear layers, as fvcore\n"
     "counts them (a multiply-add is one MAC, 2 FLOPs); biases and the other layers count 0.\n"
     "Training FLOPs per image = 6 x multiply-adds: forward 2 FLOPs per multiply-add, backward\n"
-    "about twice the forward.\n"
-    "\n"
+    "about twice the forward.\n";
+static const char summary_example[] =
     "example:\n"
     "  cnn summary --model models/resnet20.cnn --batch 128\n";
 
@@ -47,48 +47,25 @@ typedef struct summary_args {
     int batch_given;
 } summary_args;
 
-/* Parses `--opt value` and `--opt=value`. Returns -1 to go on, or the exit status (0 after --help). */
+/* Returns -1 to go on, or the exit status (0 after --help). */
 static int parse_args(int argc, char **argv, summary_args *a) {
     memset(a, 0, sizeof *a);
     a->batch = 64;
-    for (int i = 1; i < argc; i++) {
-        const char *arg = argv[i];
-        if (!strcmp(arg, "--help") || !strcmp(arg, "-h")) {
-            fputs(summary_usage, stdout);
-            return 0;
-        }
-        char key[32];
-        const char *eq = strchr(arg, '='), *v;
-        const size_t klen = eq ? (size_t)(eq - arg) : strlen(arg);
-        snprintf(key, sizeof key, "%.*s", (int)(klen < sizeof key ? klen : sizeof key - 1), arg);
-        if (strcmp(key, "--model") && strcmp(key, "--weights") && strcmp(key, "--batch")) {
-            cli_error("summary", "unknown option '%s' (see cnn summary --help)", arg);
-            return EXIT_BAD_INPUT;
-        }
-        if (eq) {
-            v = eq + 1;
-        } else if (i + 1 < argc) {
-            v = argv[++i];
-        } else {
-            cli_error("summary", "option %s needs a value (see cnn summary --help)", key);
-            return EXIT_BAD_INPUT;
-        }
-        if (!strcmp(key, "--model")) {
-            a->model = v;
-        } else if (!strcmp(key, "--weights")) {
-            a->weights = v;
-        } else {
-            if (!cli_parse_u64(v, &a->batch) || a->batch < 1 || a->batch > 1000000) {
-                cli_error("summary", "--batch %s: expected an integer from 1 to 1000000", v);
-                return EXIT_BAD_INPUT;
-            }
-            a->batch_given = 1;
-        }
+    const char *batch = NULL;
+    const cli_opt opts[] = {
+        CLI_VALUE("model", "NET.cnn", &a->model, "the model (default: the checkpoint's own)"),
+        CLI_VALUE("weights", "W.safetensors", &a->weights, "a checkpoint, or any file of the model's state_dict"),
+        CLI_VALUE("batch", "N", &batch, "the batch of the memory figures, 1 to 1000000 (default 64)"),
+        CLI_END,
+    };
+    const cli_cmd cmd = {"summary", summary_usage, opts, summary_example, NULL};
+    const int rc = cli_parse(&cmd, argc, argv, NULL, NULL);
+    if (rc >= 0) return rc;
+    if (batch) {
+        if (!cli_u64("summary", "--batch", batch, 1, 1000000, &a->batch)) return EXIT_BAD_INPUT;
+        a->batch_given = 1;
     }
-    if (!a->model && !a->weights) {
-        cli_error("summary", "--model or --weights is required (see cnn summary --help)");
-        return EXIT_BAD_INPUT;
-    }
+    if (!a->model && !a->weights) return cli_usage_error("summary", "--model or --weights is required");
     return -1;
 }
 

@@ -49,8 +49,8 @@ static const char train_usage[] =
     "epoch 1 with --epochs 2 runs one more epoch. A checkpoint is written after every epoch,\n"
     "and with --checkpoint-every N also every N steps within one; --resume continues exactly\n"
     "where any checkpoint was written, mid-epoch included. Ctrl-C (SIGINT) or SIGTERM stops\n"
-    "after the current step, writes a checkpoint to --out and prints how to resume.\n"
-    "\n"
+    "after the current step, writes a checkpoint to --out and prints how to resume.\n";
+static const char train_example[] =
     "example:\n"
     "  cnn train --model models/lenet5.cnn --data mnist --epochs 3 --optimizer adam --lr 0.001 \\\n"
     "            --out lenet5.safetensors --plot lenet5.png\n";
@@ -106,80 +106,80 @@ static int parse_schedule(const char *v, cnn_schedule *s) {
     return 1;
 }
 
-/* Returns -1 to go on, or an exit status. */
+/* Returns -1 to go on, or an exit status (0 after --help). */
 static int parse_args(int argc, char **argv, train_cfg *c) {
     memset(c, 0, sizeof *c);
     c->epochs = 1, c->batch = 64, c->step_size = 1, c->gamma = 0.1, c->shuffle = 1;
-    cnn_optim_kind kind = CNN_OPTIM_SGD;
+    const char *init = NULL, *seed = NULL, *epochs = NULL, *batch = NULL, *every = NULL, *threads = NULL,
+               *step_size = NULL, *gamma = NULL, *optimizer = NULL, *schedule = NULL, *lr_s = NULL,
+               *momentum_s = NULL, *wd_s = NULL;
+    int nesterov = 0, no_shuffle = 0;
+    const cli_opt opts[] = {
+        CLI_VALUE("model", "NET.cnn", &c->model, "the model (see README, 'The model format')"),
+        CLI_VALUE("data", "SOURCE", &c->data, "mnist, fashion-mnist, an IDX or CIFAR-10 directory, a .safetensors"),
+        CLI_VALUE("data-dir", "DIR", &c->data_dir, "where mnist and fashion-mnist are (default data/)"),
+        CLI_VALUE("weights", "INIT.safetensors", &c->weights, "initial weights"),
+        CLI_VALUE("init", "SEED", &init, "PyTorch's default initialisation from SEED (default: --seed)"),
+        CLI_VALUE("epochs", "E", &epochs, "epochs in all, resumed ones included (default 1)"),
+        CLI_VALUE("batch", "B", &batch, "samples per step, 1 to 65536 (default 64)"),
+        CLI_VALUE("optimizer", "NAME", &optimizer, "sgd (default), adam or adamw"),
+        CLI_VALUE("lr", "LR", &lr_s, "learning rate (default 0.01; adam, adamw: 0.001)"),
+        CLI_VALUE("momentum", "M", &momentum_s, "SGD's momentum (default 0)"),
+        CLI_FLAG("nesterov", &nesterov, "Nesterov momentum"),
+        CLI_VALUE("weight-decay", "WD", &wd_s, "weight decay (default 0; adamw: 0.01)"),
+        CLI_VALUE("schedule", "NAME", &schedule, "constant (default), step or cosine, per epoch"),
+        CLI_VALUE("step-size", "S", &step_size, "step schedule: epochs between decays (default 1)"),
+        CLI_VALUE("gamma", "G", &gamma, "step schedule: the decay factor (default 0.1)"),
+        CLI_VALUE("seed", "S", &seed, "the seed of the shuffles and dropout (default 0)"),
+        CLI_FLAG("no-shuffle", &no_shuffle, "keep the data's order"),
+        CLI_VALUE("threads", "T", &threads, "threads, 1 to 1024 (default: $CNN_NUM_THREADS, else 1)"),
+        CLI_VALUE("out", "CKPT.safetensors", &c->out, "the checkpoint, written after every epoch"),
+        CLI_VALUE("resume", "CKPT.safetensors", &c->resume, "continue from a checkpoint"),
+        CLI_VALUE("log", "run.jsonl", &c->log, "one JSON object per epoch"),
+        CLI_VALUE("plot", "curves.svg|png", &c->plot, "loss and accuracy per epoch"),
+        CLI_VALUE("checkpoint-every", "N", &every, "also write the checkpoint every N steps"),
+        CLI_END,
+    };
+    const cli_cmd cmd = {"train", train_usage, opts, train_example, NULL};
+    const int rc = cli_parse(&cmd, argc, argv, NULL, NULL);
+    if (rc >= 0) return rc;
+
+    static const char *const optimizers[] = {"sgd", "adam", "adamw", NULL};
+    static const cnn_optim_kind kinds[] = {CNN_OPTIM_SGD, CNN_OPTIM_ADAM, CNN_OPTIM_ADAMW};
+    static const char *const schedules[] = {"constant", "step", "cosine", NULL};
+    static const cnn_schedule scheds[] = {CNN_SCHEDULE_CONSTANT, CNN_SCHEDULE_STEP, CNN_SCHEDULE_COSINE};
+    int ki = 0, si = 0;
     double lr = NAN, momentum = 0, wd = NAN;
-    int nesterov = 0;
-    for (int i = 1; i < argc; i++) {
-        const char *k = argv[i];
-        if (!strcmp(k, "--help") || !strcmp(k, "-h")) {
-            fputs(train_usage, stdout);
-            return 0;
-        }
-        if (!strcmp(k, "--nesterov")) {
-            nesterov = c->given.nesterov = 1;
-            continue;
-        }
-        if (!strcmp(k, "--no-shuffle")) {
-            c->shuffle = 0, c->given.shuffle = 1;
-            continue;
-        }
-        if (i + 1 >= argc) {
-            cli_error("train", "option %s needs a value\n\n%s", k, train_usage);
-            return EXIT_BAD_INPUT;
-        }
-        const char *v = argv[++i];
-        int ok = 1;
-        if (!strcmp(k, "--model")) c->model = v;
-        else if (!strcmp(k, "--data")) c->data = v;
-        else if (!strcmp(k, "--data-dir")) c->data_dir = v;
-        else if (!strcmp(k, "--weights")) c->weights = v;
-        else if (!strcmp(k, "--out")) c->out = v;
-        else if (!strcmp(k, "--resume")) c->resume = v;
-        else if (!strcmp(k, "--log")) c->log = v;
-        else if (!strcmp(k, "--plot")) c->plot = v;
-        else if (!strcmp(k, "--init")) ok = cli_parse_u64(v, &c->init_seed), c->have_init = 1;
-        else if (!strcmp(k, "--seed")) ok = cli_parse_u64(v, &c->seed), c->given.seed = 1;
-        else if (!strcmp(k, "--epochs")) ok = cli_parse_u64(v, &c->epochs) && c->epochs >= 1 && c->epochs <= 100000, c->given.epochs = 1;
-        else if (!strcmp(k, "--batch")) ok = cli_parse_u64(v, &c->batch) && c->batch >= 1 && c->batch <= 65536, c->given.batch = 1;
-        else if (!strcmp(k, "--checkpoint-every")) ok = cli_parse_u64(v, &c->checkpoint_every), c->given.checkpoint_every = 1;
-        else if (!strcmp(k, "--threads")) ok = cli_parse_u64(v, &c->threads) && c->threads >= 1 && c->threads <= 1024;
-        else if (!strcmp(k, "--step-size"))
-            ok = cli_parse_u64(v, &c->step_size) && c->step_size >= 1 && c->step_size <= INT_MAX, c->given.step_size = 1;
-        else if (!strcmp(k, "--gamma")) ok = parse_double(v, &c->gamma) && c->gamma > 0, c->given.gamma = 1;
-        else if (!strcmp(k, "--optimizer")) ok = parse_optim(v, &kind), c->given.optimizer = 1;
-        else if (!strcmp(k, "--schedule")) ok = parse_schedule(v, &c->schedule), c->given.schedule = 1;
-        else if (!strcmp(k, "--lr")) ok = parse_double(v, &lr) && lr >= 0, c->given.lr = 1;
-        else if (!strcmp(k, "--momentum")) ok = parse_double(v, &momentum) && momentum >= 0, c->given.momentum = 1;
-        else if (!strcmp(k, "--weight-decay")) ok = parse_double(v, &wd) && wd >= 0, c->given.wd = 1;
-        else {
-            cli_error("train", "unknown option '%s'\n\n%s", k, train_usage);
-            return EXIT_BAD_INPUT;
-        }
-        if (!ok) {
-            cli_error("train", "%s %s: invalid value (see cnn train --help)", k, v);
-            return EXIT_BAD_INPUT;
-        }
-    }
-    if (!c->model || !c->data) {
-        cli_error("train", "--model and --data are required\n\n%s", train_usage);
+    if ((init && !cli_u64("train", "--init", init, 0, ~0ULL, &c->init_seed)) ||
+        (seed && !cli_u64("train", "--seed", seed, 0, ~0ULL, &c->seed)) ||
+        (epochs && !cli_u64("train", "--epochs", epochs, 1, 100000, &c->epochs)) ||
+        (batch && !cli_u64("train", "--batch", batch, 1, 65536, &c->batch)) ||
+        (every && !cli_u64("train", "--checkpoint-every", every, 0, ~0ULL, &c->checkpoint_every)) ||
+        (threads && !cli_u64("train", "--threads", threads, 1, 1024, &c->threads)) ||
+        (step_size && !cli_u64("train", "--step-size", step_size, 1, INT_MAX, &c->step_size)) ||
+        (gamma && !cli_real("train", "--gamma", gamma, 0, 1, &c->gamma)) ||
+        (optimizer && !cli_choice("train", "--optimizer", optimizer, optimizers, &ki)) ||
+        (schedule && !cli_choice("train", "--schedule", schedule, schedules, &si)) ||
+        (lr_s && !cli_real("train", "--lr", lr_s, 0, 0, &lr)) ||
+        (momentum_s && !cli_real("train", "--momentum", momentum_s, 0, 0, &momentum)) ||
+        (wd_s && !cli_real("train", "--weight-decay", wd_s, 0, 0, &wd)))
         return EXIT_BAD_INPUT;
-    }
-    if (c->weights && c->have_init) {
-        cli_error("train", "give --weights or --init, not both");
-        return EXIT_BAD_INPUT;
-    }
-    if (c->checkpoint_every && !c->out) {
-        cli_error("train", "--checkpoint-every needs --out, the checkpoint to write");
-        return EXIT_BAD_INPUT;
-    }
-    if (c->resume && (c->weights || c->have_init)) {
-        cli_error("train", "--resume restores the weights; do not give --weights or --init with it");
-        return EXIT_BAD_INPUT;
-    }
+    const cnn_optim_kind kind = kinds[ki];
+    c->schedule = scheds[si];
+    c->have_init = init != NULL;
+    if (no_shuffle) c->shuffle = 0;
+    c->given.epochs = epochs != NULL, c->given.batch = batch != NULL, c->given.optimizer = optimizer != NULL;
+    c->given.lr = lr_s != NULL, c->given.momentum = momentum_s != NULL, c->given.nesterov = nesterov;
+    c->given.wd = wd_s != NULL, c->given.schedule = schedule != NULL, c->given.step_size = step_size != NULL;
+    c->given.gamma = gamma != NULL, c->given.seed = seed != NULL, c->given.shuffle = no_shuffle;
+    c->given.checkpoint_every = every != NULL;
+
+    if (!c->model || !c->data) return cli_usage_error("train", "--model and --data are required");
+    if (c->weights && c->have_init) return cli_usage_error("train", "give --weights or --init, not both");
+    if (c->checkpoint_every && !c->out)
+        return cli_usage_error("train", "--checkpoint-every needs --out, the checkpoint to write");
+    if (c->resume && (c->weights || c->have_init))
+        return cli_usage_error("train", "--resume restores the weights; do not give --weights or --init with it");
     c->opt = cnn_optim_defaults(kind, isnan(lr) ? (kind == CNN_OPTIM_SGD ? 0.01 : 0.001) : lr);
     c->opt.momentum = momentum;
     c->opt.nesterov = nesterov;

@@ -49,6 +49,19 @@ extern "C" {
 #endif
 
 /* ---------------------------------------------------------------------------------------------
+ * Version
+ * ------------------------------------------------------------------------------------------- */
+
+/* The version of this header, MAJOR.MINOR.PATCH. cnn_version() gives the library's, which is the
+ * same when the program was built against the library it runs with. */
+#define CNN_VERSION_MAJOR 0
+#define CNN_VERSION_MINOR 2
+#define CNN_VERSION_PATCH 0
+
+/* The library's version as "MAJOR.MINOR.PATCH", e.g. "0.2.0"; a static string, never NULL. */
+const char *cnn_version(void);
+
+/* ---------------------------------------------------------------------------------------------
  * Status codes and errors
  * ------------------------------------------------------------------------------------------- */
 

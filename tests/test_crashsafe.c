@@ -437,7 +437,7 @@ static void test_checkpoint_every_needs_out(void **state) {
     CLI_RUN(&r, dir, "train", "--model", model_p, "--data", data_p, "--checkpoint-every", "5");
     CLI_EXPECT(&r, 2, "--checkpoint-every needs --out");
     CLI_RUN(&r, dir, "train", "--model", model_p, "--data", data_p, "--checkpoint-every", "x", "--out", "o");
-    CLI_EXPECT(&r, 2, "--checkpoint-every x: invalid value");
+    CLI_EXPECT(&r, 2, "--checkpoint-every x: expected a whole number");
 }
 
 int main(void) {

@@ -665,7 +665,7 @@ static void test_batchnorm_defaults(void **state) {
     read_matrix(&r, "∂L/∂X(2) (2×2) =", got + 4, 4);
     expect_near("dx", got, ref.dx, 8);
     for (int j = 0; j < 8; j++) {
-        char prefix[48];
+        char prefix[64];
         snprintf(prefix, sizeof prefix, "∂L/∂x%d = ∂L/∂x̂%d·s + ", j + 1, j + 1);
         v = line_value(&r, prefix);
         expect_near("dx (three paths)", &v, ref.dx + j, 1);
@@ -752,7 +752,7 @@ static void batchnorm_case(int N, int C, int H, int W) {
         float lib[256];
         for (int n = 0; n < N; n++)
             for (int c = 0; c < C; c++) {
-                char header[64], tag[16];
+                char header[64], tag[32];
                 if (C > 1) snprintf(tag, sizeof tag, "(%d,%d)", n + 1, c + 1);
                 else snprintf(tag, sizeof tag, "(%d)", n + 1);
                 snprintf(header, sizeof header, "∂L/∂X%s (%d×%d) =", tag, H, W);
@@ -766,7 +766,7 @@ static void batchnorm_case(int N, int C, int H, int W) {
             }
         const cnn_param wg = cnn_net_param_by_name(net, "0.weight"), wb = cnn_net_param_by_name(net, "0.bias");
         for (int c = 0; c < C; c++) {
-            char prefix[48];
+            char prefix[64];
             if (C > 1) snprintf(prefix, sizeof prefix, "∂L/∂γ(%d) = ", c + 1);
             else snprintf(prefix, sizeof prefix, "∂L/∂γ = ");
             double v = line_value(&r, prefix);
@@ -1106,11 +1106,17 @@ static void test_markdown(void **state) {
 
 /* ---- bad input ------------------------------------------------------------------------------ */
 
+/* The message begins "cnn explain: " (the topic's own checks of values) or "cnn explain TOPIC: "
+ * (the command line's syntax, and options left out). */
 static void bad(const char *msg, const char *const *args) {
     cli_result r;
     cli_run(&r, dir, args);
-    const char *subs[] = {"cnn explain: ", msg, NULL};
+    const char *subs[] = {msg, NULL};
     cli_expect(&r, 2, subs);
+    char topic[96];
+    snprintf(topic, sizeof topic, "cnn explain %s: ", args[1]);
+    if (strncmp(r.err, "cnn explain: ", 13) && strncmp(r.err, topic, strlen(topic)))
+        fail_msg("%.300s\n  stderr begins neither \"cnn explain: \" nor \"%s\":\n%.800s", r.cmd, topic, r.err);
 }
 
 #define BAD(msg, ...) bad((msg), (const char *const[]){"explain", __VA_ARGS__, NULL})

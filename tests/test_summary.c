@@ -313,7 +313,7 @@ static void test_bad_input(void **state) {
     CLI_RUN(&r, dir, "summary", "--model");
     CLI_EXPECT(&r, 2, "--model needs a value");
     CLI_RUN(&r, dir, "summary", "--model", "models/lenet5.cnn", "--batch", "0");
-    CLI_EXPECT(&r, 2, "--batch 0: expected an integer from 1 to 1000000");
+    CLI_EXPECT(&r, 2, "--batch 0: expected a whole number from 1 to 1000000");
     CLI_RUN(&r, dir, "summary", "--model", "models/lenet5.cnn", "--batch", "many");
     CLI_EXPECT(&r, 2, "--batch many");
     CLI_RUN(&r, dir, "summary", "--model", "no/such/model.cnn");
