@@ -14,6 +14,14 @@
 #ifndef CNN_NET_H
 #define CNN_NET_H
 
+/* The library's symbol table names these cnn_i_<name>, so that they cannot collide with a
+ * program's own (README: "Use from C"); the code calls them by the short names. */
+#define net_begin       cnn_i_net_begin
+#define net_add         cnn_i_net_add
+#define net_find        cnn_i_net_find
+#define net_finish      cnn_i_net_finish
+#define net_state_total cnn_i_net_state_total
+
 #include "cnn.h"
 #include "layers/layer.h"
 
