@@ -34,9 +34,16 @@ BLAS_DEPS :=
 GEMM_SRC := src/kernels/gemm.c
 endif
 
+# The library's version (cnn.pc, libcnn.so.VERSION), and the number in its SONAME, libcnn.so.SOVERSION,
+# which goes up with every release that breaks the ABI (README: "Use from C").
+VERSION   := 0.2.0
+SOVERSION := 0
+
 CFLAGS  := -std=c11 $(OPT) -ffp-contract=fast -fopenmp -Wall -Wextra -fPIC -MMD -MP -D_POSIX_C_SOURCE=200809L -Iinclude -Isrc $(BLAS_CFLAGS) $(SANFLAGS) $(EXTRA_CFLAGS)
 LDLIBS  := -ljansson -lz -lstb -lcairo -lm $(BLAS_LIBS)
 LDFLAGS := $(SANFLAGS) -fopenmp
+# What libcnn itself needs (stb_image is compiled in; cairo is the CLI's, for its plots).
+LIB_LDLIBS := -ljansson -lz -lm $(BLAS_LIBS)
 
 # One of the two GEMMs, never both.
 LIB_SRC  := $(filter-out src/kernels/gemm.c src/kernels/gemm_openblas.c,$(wildcard src/*/*.c)) $(GEMM_SRC)
@@ -48,7 +55,8 @@ TEST_BIN := $(TEST_SRC:tests/%.c=$(BUILD)/tests/%)
 
 .PHONY: all deps data test demo bench bench-blas clean
 .SECONDARY:
-all: deps $(BUILD)/libcnn.a $(BUILD)/libcnn.so $(BUILD)/cnn
+SHLIB := $(BUILD)/libcnn.so.$(VERSION)
+all: deps $(BUILD)/libcnn.a $(SHLIB) $(BUILD)/libcnn.so.$(SOVERSION) $(BUILD)/libcnn.so $(BUILD)/cnn
 
 # Installs the Debian packages the build and tests need, if any is missing.
 deps:
@@ -64,8 +72,19 @@ $(BUILD)/libcnn.a: $(LIB_OBJ)
 	@mkdir -p $(dir $@)
 	rm -f $@ && ar rcs $@ $^
 
-$(BUILD)/libcnn.so: $(LIB_OBJ)
-	$(CC) -shared $(LDFLAGS) -o $@ $^ $(LDLIBS)
+# The library exports its public API only: its objects are compiled with hidden visibility
+# (include/cnn.h marks its own declarations default) and linked with the export list src/cnn.map.
+# -z defs: every symbol the library uses is in LIB_LDLIBS, which cnn.pc's Libs.private repeats.
+# The two go together: objects of a build from before either are rebuilt.
+$(LIB_OBJ): CFLAGS += -fvisibility=hidden
+$(LIB_OBJ): src/cnn.map
+
+$(SHLIB): $(LIB_OBJ) src/cnn.map
+	$(CC) -shared $(LDFLAGS) -Wl,-soname,libcnn.so.$(SOVERSION) -Wl,--version-script=src/cnn.map -Wl,-z,defs \
+		-o $@ $(LIB_OBJ) $(LIB_LDLIBS)
+
+$(BUILD)/libcnn.so.$(SOVERSION) $(BUILD)/libcnn.so: $(SHLIB)
+	ln -sf $(notdir $<) $@
 
 $(BUILD)/cnn: $(CLI_OBJ) $(BUILD)/libcnn.a
 	$(CC) $(LDFLAGS) -o $@ $(CLI_OBJ) $(BUILD)/libcnn.a $(LDLIBS)

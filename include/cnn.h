@@ -48,6 +48,12 @@
 extern "C" {
 #endif
 
+/* Every function declared here is exported from libcnn.so; the library is compiled with
+ * -fvisibility=hidden, so nothing else is. */
+#if defined(__GNUC__)
+#pragma GCC visibility push(default)
+#endif
+
 /* ---------------------------------------------------------------------------------------------
  * Status codes and errors
  * ------------------------------------------------------------------------------------------- */
@@ -543,6 +549,10 @@ typedef struct cnn_gradcheck_row {
  * Errors: CNN_ERR_ARG, CNN_ERR_NOMEM. */
 cnn_status cnn_gradcheck(cnn_net *net, int n, uint64_t seed, int64_t max_checks,
                          cnn_gradcheck_row *rows, int cap, int *n_rows);
+
+#if defined(__GNUC__)
+#pragma GCC visibility pop
+#endif
 
 #ifdef __cplusplus
 }
