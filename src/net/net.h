@@ -21,6 +21,7 @@
 #define net_find        cnn_i_net_find
 #define net_finish      cnn_i_net_finish
 #define net_state_total cnn_i_net_state_total
+#define optim_net       cnn_i_optim_net
 
 #include "cnn.h"
 #include "layers/layer.h"
@@ -105,5 +106,8 @@ cnn_status net_finish(cnn_net *net);
 /* A node's tensor k in the float state (parameters or F32 buffers), and in a double copy laid out
  * like the state layout. */
 size_t net_state_total(const cnn_net *net);
+
+/* The net an optimizer was created over (src/net/optim.c). */
+const cnn_net *optim_net(const cnn_optim *opt);
 
 #endif
