@@ -10,7 +10,7 @@
  * files and links that install leaves (libcnn.so.VERSION, its SONAME libcnn.so.N and the
  * symlinks, cnn.pc, the cnn tool), that `nm -D --defined-only libcnn.so` lists exactly the
  * functions of the installed cnn.h, that every global of libcnn.a carries the cnn_ prefix, and that
- * `make uninstall` removes it all.
+ * `make uninstall` removes it all; and that the README's C example is the header's.
  *
  * `make test` passes CNN_MAKEVARS (SANITIZE=, BLAS=) so that `make install` installs the build
  * under test: under `make test SANITIZE=1` that is the sanitized build, whose cnn.pc adds the
@@ -231,6 +231,31 @@ static void test_symbols(void **state) {
     assert_true(globals > exported);
 }
 
+/* The README's C example (the first ```c block of "## Use from C") is the header's, line for line. */
+static void test_readme_example(void **state) {
+    (void)state;
+    static char readme[1 << 18];
+    cli_read_file("README.md", readme, sizeof readme);
+    const char *sec = strstr(readme, "\n## Use from C\n");
+    const char *start = sec ? strstr(sec, "\n```c\n") : NULL;
+    const char *end = start ? strstr(start + 6, "\n```\n") : NULL;
+    if (!end) fail_msg("README.md: no ```c block under \"## Use from C\"");
+    start += 6;
+    char *example = header_example("include/cnn.h");
+    assert_non_null(example);
+    /* Both without their blank lines before and after. */
+    const char *want = example + strspn(example, "\n");
+    size_t wn = strlen(want);
+    while (wn && want[wn - 1] == '\n') wn--;
+    const size_t n = (size_t)(end - start);
+    if (wn != n || strncmp(want, start, n)) {
+        int line = 1;
+        for (size_t i = 0; i < n && i < wn && want[i] == start[i]; i++) line += want[i] == '\n';
+        fail_msg("README.md's C example differs from include/cnn.h's at line %d of the example", line);
+    }
+    free(example);
+}
+
 /* Writes the example of the installed cnn.h (which the README shows too) to TMP/example.c. */
 static void write_example(char *c_path, size_t cap) {
     char header[512];
@@ -309,6 +334,7 @@ static void test_uninstall(void **state) {
 
 int main(void) {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_readme_example),
         cmocka_unit_test(test_files),
         cmocka_unit_test(test_symbols),
         cmocka_unit_test(test_example_shared),
