@@ -34,9 +34,17 @@ BLAS_DEPS :=
 GEMM_SRC := src/kernels/gemm.c
 endif
 
+# The library's version (cnn.pc, libcnn.so.VERSION), read from include/cnn.h's CNN_VERSION_* macros so that
+# cnn_version() and the files agree, and the number in its SONAME, libcnn.so.SOVERSION,
+# which goes up with every release that breaks the ABI (README: "Use from C").
+VERSION   := $(shell sed -n 's/^\#define CNN_VERSION_\(MAJOR\|MINOR\|PATCH\) \([0-9]*\)$$/\2/p' include/cnn.h | paste -sd.)
+SOVERSION := 0
+
 CFLAGS  := -std=c11 $(OPT) -ffp-contract=fast -fopenmp -Wall -Wextra -fPIC -MMD -MP -D_POSIX_C_SOURCE=200809L -Iinclude -Isrc $(BLAS_CFLAGS) $(SANFLAGS) $(EXTRA_CFLAGS)
 LDLIBS  := -ljansson -lz -lstb -lcairo -lm $(BLAS_LIBS)
 LDFLAGS := $(SANFLAGS) -fopenmp
+# What libcnn itself needs (stb_image is compiled in; cairo is the CLI's, for its plots).
+LIB_LDLIBS := -ljansson -lz -lm $(BLAS_LIBS)
 
 # One of the two GEMMs, never both.
 LIB_SRC  := $(filter-out src/kernels/gemm.c src/kernels/gemm_openblas.c,$(wildcard src/*/*.c)) $(GEMM_SRC)
@@ -46,9 +54,10 @@ LIB_OBJ  := $(LIB_SRC:%.c=$(BUILD)/obj/%.o)
 CLI_OBJ  := $(CLI_SRC:%.c=$(BUILD)/obj/%.o)
 TEST_BIN := $(TEST_SRC:tests/%.c=$(BUILD)/tests/%)
 
-.PHONY: all deps data test demo bench bench-blas clean
+.PHONY: all deps data test demo bench bench-blas clean install uninstall
 .SECONDARY:
-all: deps $(BUILD)/libcnn.a $(BUILD)/libcnn.so $(BUILD)/cnn
+SHLIB := $(BUILD)/libcnn.so.$(VERSION)
+all: deps $(BUILD)/libcnn.a $(SHLIB) $(BUILD)/libcnn.so.$(SOVERSION) $(BUILD)/libcnn.so $(BUILD)/cnn
 
 # Installs the Debian packages the build and tests need, if any is missing.
 deps:
@@ -64,8 +73,59 @@ $(BUILD)/libcnn.a: $(LIB_OBJ)
 	@mkdir -p $(dir $@)
 	rm -f $@ && ar rcs $@ $^
 
-$(BUILD)/libcnn.so: $(LIB_OBJ)
-	$(CC) -shared $(LDFLAGS) -o $@ $^ $(LDLIBS)
+# The library exports its public API only: its objects are compiled with hidden visibility
+# (include/cnn.h marks its own declarations default) and linked with the export list src/cnn.map.
+# -z defs: every symbol the library uses is in LIB_LDLIBS, which cnn.pc's Libs.private repeats.
+# The two go together: objects of a build from before either are rebuilt.
+$(LIB_OBJ): CFLAGS += -fvisibility=hidden
+$(LIB_OBJ): src/cnn.map
+
+$(SHLIB): $(LIB_OBJ) src/cnn.map
+	$(CC) -shared $(LDFLAGS) -Wl,-soname,libcnn.so.$(SOVERSION) -Wl,--version-script=src/cnn.map -Wl,-z,defs \
+		-o $@ $(LIB_OBJ) $(LIB_LDLIBS)
+
+$(BUILD)/libcnn.so.$(SOVERSION) $(BUILD)/libcnn.so: $(SHLIB)
+	ln -sf $(notdir $<) $@
+
+# Installation (README: "Use from C"): `make install` puts the header, both libraries, the cnn tool and
+# cnn.pc under PREFIX, or under DESTDIR/PREFIX to stage a package. Libraries go to PREFIX/lib and
+# cnn.pc to PREFIX/lib/pkgconfig, both on pkg-config's and the loader's search paths for
+# /usr/local on Debian; LIBDIR=$(PREFIX)/lib/x86_64-linux-gnu gives Debian's multiarch layout.
+PREFIX       ?= /usr/local
+BINDIR       ?= $(PREFIX)/bin
+LIBDIR       ?= $(PREFIX)/lib
+INCLUDEDIR   ?= $(PREFIX)/include
+PKGCONFIGDIR ?= $(LIBDIR)/pkgconfig
+
+# cnn.pc, written by install for its PREFIX. pkg-config --libs gives what a program needs for
+# libcnn.so; --static adds libcnn.a's own dependencies. A sanitized build (SANITIZE=1) needs its
+# sanitizers in the program too.
+CNN_PC = 'prefix=$(PREFIX)' \
+    'libdir=$(patsubst $(PREFIX)/%,$${prefix}/%,$(LIBDIR))' \
+    'includedir=$(patsubst $(PREFIX)/%,$${prefix}/%,$(INCLUDEDIR))' '' \
+    'Name: cnn' \
+    'Description: convolutional neural networks in C, with backpropagation you can read' \
+    'Version: $(VERSION)' \
+    'Cflags: -I$${includedir}' \
+    'Libs: -L$${libdir} -lcnn$(if $(SANFLAGS), $(SANFLAGS))' \
+    'Libs.private: $(strip $(LIB_LDLIBS) -fopenmp)'
+
+install: all
+	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(INCLUDEDIR) $(DESTDIR)$(LIBDIR) $(DESTDIR)$(PKGCONFIGDIR)
+	install -m 755 $(BUILD)/cnn $(DESTDIR)$(BINDIR)/cnn
+	install -m 644 include/cnn.h $(DESTDIR)$(INCLUDEDIR)/cnn.h
+	install -m 644 $(BUILD)/libcnn.a $(DESTDIR)$(LIBDIR)/libcnn.a
+	install -m 755 $(SHLIB) $(DESTDIR)$(LIBDIR)/libcnn.so.$(VERSION)
+	ln -sf libcnn.so.$(VERSION) $(DESTDIR)$(LIBDIR)/libcnn.so.$(SOVERSION)
+	ln -sf libcnn.so.$(VERSION) $(DESTDIR)$(LIBDIR)/libcnn.so
+	printf '%s\n' $(CNN_PC) >$(DESTDIR)$(PKGCONFIGDIR)/cnn.pc
+	@# The loader's cache, so that programs find libcnn.so.$(SOVERSION) at once (root, real installs only).
+	@if [ -z "$(DESTDIR)" ] && [ "$$(id -u)" -eq 0 ] && command -v ldconfig >/dev/null; then ldconfig; fi
+
+uninstall:
+	rm -f $(DESTDIR)$(BINDIR)/cnn $(DESTDIR)$(INCLUDEDIR)/cnn.h $(DESTDIR)$(LIBDIR)/libcnn.a \
+	    $(DESTDIR)$(LIBDIR)/libcnn.so.$(VERSION) $(DESTDIR)$(LIBDIR)/libcnn.so.$(SOVERSION) \
+	    $(DESTDIR)$(LIBDIR)/libcnn.so $(DESTDIR)$(PKGCONFIGDIR)/cnn.pc
 
 $(BUILD)/cnn: $(CLI_OBJ) $(BUILD)/libcnn.a
 	$(CC) $(LDFLAGS) -o $@ $(CLI_OBJ) $(BUILD)/libcnn.a $(LDLIBS)
@@ -82,9 +142,11 @@ $(BUILD)/tests/test_limits: LDFLAGS += -Wl,--wrap=malloc,--wrap=calloc,--wrap=re
 data:
 	@sh tools/fetch-data.sh
 
-# test_header_example compiles the header's example with the build's own compiler and flags.
+# test_header_example compiles the header's example with the build's own compiler and flags;
+# test_install runs `make install` of this same build: CNN_MAKEVARS says which one it is.
 test: all $(TEST_BIN)
-	@CNN_CC="$(CC)" CNN_LDFLAGS="$(LDFLAGS)" CNN_LDLIBS="$(LDLIBS)" sh tests/run.sh $(BUILD)
+	@CNN_CC="$(CC)" CNN_LDFLAGS="$(LDFLAGS)" CNN_LDLIBS="$(LDLIBS)" CNN_MAKEVARS="SANITIZE=$(SANITIZE) BLAS=$(BLAS)" \
+	    sh tests/run.sh $(BUILD)
 
 $(BUILD)/bench_cnn: $(BUILD)/obj/bench/bench_cnn.o $(BUILD)/libcnn.a
 	$(CC) $(LDFLAGS) -o $@ $< $(BUILD)/libcnn.a $(LDLIBS)

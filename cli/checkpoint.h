@@ -24,8 +24,9 @@ void meta_add(meta_list *m, const char *key, const char *fmt, ...);
 /* Adds a value that the caller keeps alive until the list is used. */
 void meta_add_ref(meta_list *m, const char *key, const char *value);
 
-/* Writes the weights, the optimizer's state (opt may be NULL) and the metadata to `path`
- * atomically. Returns 1, or 0 with *st set (the message in cnn_last_error()). */
+/* cnn_checkpoint_save: the weights, the optimizer's state (opt may be NULL) and the metadata (whose
+ * "format" and "step" the library writes) to `path`, atomically. Returns 1, or 0 with *st set (the
+ * message in cnn_last_error()). */
 int checkpoint_save(const char *path, const cnn_net *net, const cnn_optim *opt, const char *const *meta, int n_meta,
                     cnn_status *st);
 

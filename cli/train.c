@@ -396,7 +396,6 @@ static int write_checkpoint(const train_cfg *c, const char *model_text, const cn
                             const cnn_optim *opt, const train_pos *pos, double test_acc, cnn_status *st) {
     meta_list m;
     meta_init(&m);
-    meta_add(&m, "format", "cnn-checkpoint-1");
     meta_add_ref(&m, "model", model_text);
     meta_add(&m, "data", "%s", data->name);
     meta_add(&m, "source", "%s", c->data);
@@ -406,7 +405,6 @@ static int write_checkpoint(const train_cfg *c, const char *model_text, const cn
     meta_add(&m, "epoch_correct", "%lld", (long long)pos->correct);
     meta_add(&m, "samples", "%lld", (long long)data->train.n);
     meta_add(&m, "epochs", "%llu", c->epochs);
-    meta_add(&m, "step", "%llu", pos->step);
     meta_add(&m, "checkpoint_every", "%llu", c->checkpoint_every);
     meta_add(&m, "seed", "%llu", c->seed);
     meta_add(&m, "rng", "splitmix64 seed %llu, shuffle of epoch e drawn from (seed, e)", c->seed);

@@ -48,6 +48,12 @@
 extern "C" {
 #endif
 
+/* Every function declared here is exported from libcnn.so; the library is compiled with
+ * -fvisibility=hidden, so nothing else is. */
+#if defined(__GNUC__)
+#pragma GCC visibility push(default)
+#endif
+
 /* ---------------------------------------------------------------------------------------------
  * Version
  * ------------------------------------------------------------------------------------------- */
@@ -534,6 +540,48 @@ typedef enum cnn_schedule { CNN_SCHEDULE_CONSTANT = 0, CNN_SCHEDULE_STEP, CNN_SC
 double cnn_schedule_lr(cnn_schedule s, double base, int epoch, int epochs, int step_size, double gamma);
 
 /* ---------------------------------------------------------------------------------------------
+ * Checkpoints: a training run's state in one safetensors file, to resume it exactly
+ *
+ *     cnn_checkpoint_save("run.safetensors", net, opt, (const char *[]){"epoch", "3"}, 1);
+ *     ...
+ *     cnn_st *ck = NULL;       // a new process: the same model file, the same optimizer settings
+ *     if (cnn_checkpoint_load("run.safetensors", net, opt, &ck) == CNN_OK) {
+ *         int epoch = atoi(cnn_st_metadata(ck, "epoch"));
+ *         cnn_st_free(ck);
+ *     }
+ * ------------------------------------------------------------------------------------------- */
+
+/* The value of "format" in a checkpoint's __metadata__. */
+#define CNN_CHECKPOINT_FORMAT "cnn-checkpoint-1"
+
+/* Writes a checkpoint of `net` and, when opt is not NULL, of its optimizer (created over this net)
+ * to `path`, atomically as cnn_st_save does. The file holds every parameter and buffer under its
+ * state_dict name (so cnn_net_load_weights and PyTorch's load_state_dict, leaving out optim.*,
+ * read it as weights), the optimizer's state under "optim.<param>.<buffer>" (cnn_optim_state),
+ * and in __metadata__ "format" = CNN_CHECKPOINT_FORMAT, "step" = cnn_optim_step_count(opt) (when
+ * opt is given), then the caller's n_meta pairs, meta[2i] = key and meta[2i+1] = value (UTF-8;
+ * meta may be NULL when n_meta is 0). The library reads none of the caller's keys; the cnn tool
+ * reads "model" (the model text) to know the net, and train --resume its own keys (cli/train.c).
+ * The caller keeps every string. Errors: CNN_ERR_ARG (NULL path or net, an optimizer of another
+ * net, a key "format" or "step", a key given twice, a NULL or non-UTF-8 string), CNN_ERR_IO,
+ * CNN_ERR_NOMEM. */
+cnn_status cnn_checkpoint_save(const char *path, const cnn_net *net, const cnn_optim *opt,
+                               const char *const *meta, int n_meta);
+
+/* Reads a checkpoint written by cnn_checkpoint_save (or cnn train) into `net`, every parameter and
+ * buffer (none may be missing: cnn_net_load_weights with allow_missing 0), and when opt is not NULL
+ * into the optimizer, its state and step count (cnn_optim_load_state with the file's "step"); opt
+ * must be created over this net with the kind of optimizer that wrote the state. When out is not
+ * NULL, *out receives the file, for its metadata (cnn_st_metadata): free it with cnn_st_free; on
+ * error *out is NULL. The net is checked whole before any of it changes, then the optimizer: an
+ * error in the optimizer's state leaves the net loaded and the optimizer as it was. Messages start
+ * with the path. Errors: CNN_ERR_ARG (NULL path or net, an optimizer of another net), CNN_ERR_IO,
+ * CNN_ERR_FORMAT (not safetensors, no format=cnn-checkpoint-1, a "step" that is not a count),
+ * CNN_ERR_MISSING (a tensor, or the optimizer's "step" of a checkpoint saved without one),
+ * CNN_ERR_SHAPE, CNN_ERR_DTYPE, CNN_ERR_NONFINITE, CNN_ERR_NOMEM. */
+cnn_status cnn_checkpoint_load(const char *path, cnn_net *net, cnn_optim *opt, cnn_st **out);
+
+/* ---------------------------------------------------------------------------------------------
  * Gradient check: every layer of a net, in double precision, by central differences.
  * ------------------------------------------------------------------------------------------- */
 
@@ -557,6 +605,10 @@ typedef struct cnn_gradcheck_row {
  * Errors: CNN_ERR_ARG, CNN_ERR_NOMEM. */
 cnn_status cnn_gradcheck(cnn_net *net, int n, uint64_t seed, int64_t max_checks,
                          cnn_gradcheck_row *rows, int cap, int *n_rows);
+
+#if defined(__GNUC__)
+#pragma GCC visibility pop
+#endif
 
 #ifdef __cplusplus
 }

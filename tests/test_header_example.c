@@ -1,41 +1,19 @@
 /* test_header_example.c - the working example that opens include/cnn.h compiles, links against the
  * library and runs, unchanged: the API it shows still works after the core became a graph.
  *
- * The example is the comment between "A working example:" and "Conventions", each line without
- * its " *     " indent. It is written to a temporary directory, compiled with $CNN_CC (default cc)
- * against $CNN_BIN's directory's libcnn.a, linked with $CNN_LDFLAGS and $CNN_LDLIBS (make test
- * passes the build's own), and run from the repository root, where models/lenet5.cnn is. */
+ * The example (tests/header_example.h extracts it) is written to a temporary directory, compiled
+ * with $CNN_CC (default cc) against $CNN_BIN's directory's libcnn.a, linked with $CNN_LDFLAGS and
+ * $CNN_LDLIBS (make test passes the build's own), and run from the repository root, where
+ * models/lenet5.cnn is. */
 #include "testutil.h"
 #include "clirun.h"
+#include "header_example.h"
 
 #include <libgen.h>
 
 static const char *env_or(const char *name, const char *fallback) {
     const char *v = getenv(name);
     return v && *v ? v : fallback;
-}
-
-/* The example's source, extracted from the header; NULL when the markers are missing. */
-static char *extract_example(const char *header) {
-    static char text[1 << 18];
-    cli_read_file(header, text, sizeof text);
-    const char *start = strstr(text, "A working example:");
-    const char *end = start ? strstr(start, " * Conventions") : NULL;
-    if (!start || !end) return NULL;
-    start = strchr(start, '\n') + 1;
-    char *out = calloc((size_t)(end - start) + 1, 1);
-    size_t at = 0;
-    for (const char *line = start; line < end;) {
-        const char *nl = strchr(line, '\n');
-        const char *body = line;
-        if (!strncmp(body, " *     ", 7)) body += 7;
-        else if (!strncmp(body, " *", 2)) body += 2;
-        memcpy(out + at, body, (size_t)(nl - body));
-        at += (size_t)(nl - body);
-        out[at++] = '\n';
-        line = nl + 1;
-    }
-    return out;
 }
 
 /* Runs argv (NULL-terminated, split from `cmd` on spaces) and returns its exit status, or −1. */
@@ -64,7 +42,7 @@ static int run_words(char *cmd, const char *out_path) {
 
 static void test_header_example_compiles_and_runs(void **state) {
     (void)state;
-    char *src = extract_example("include/cnn.h");
+    char *src = header_example("include/cnn.h");
     if (!src) fail_msg("include/cnn.h: no \"A working example:\" ... \" * Conventions\" comment");
     assert_non_null(strstr(src, "int main(void)"));
     char dir[] = "/tmp/cnn_test_header_XXXXXX";

@@ -8,7 +8,8 @@
 #
 #   jansson: the JSON of safetensors headers; zlib: gzipped IDX files; stb: image decoding;
 #   cairo: the training-curve plots (PNG and SVG); cmocka: the test framework; python3-torch:
-#   test_torch_interop loads a checkpoint into PyTorch with load_state_dict(strict=True)
+#   test_torch_interop loads a checkpoint into PyTorch with load_state_dict(strict=True); pkgconf
+#   (the pkg-config command): test_install builds a program with `pkg-config --cflags --libs cnn`
 #   bench: python3-torch, the PyTorch side of the benchmark (run with /usr/bin/python3), and
 #   OpenBLAS, which takes over libblas.so.3 from the reference BLAS, so that PyTorch's matrix
 #   products (the linear layers) run at their best
@@ -18,7 +19,7 @@
 #   openblas: libopenblas-dev (cblas.h, -lopenblas), for the build whose gemm() calls
 #   cblas_sgemm instead of cnn's own micro-kernels
 set -e
-want="libjansson-dev zlib1g-dev libstb-dev libcairo2-dev libcmocka-dev python3-torch"
+want="libjansson-dev zlib1g-dev libstb-dev libcairo2-dev libcmocka-dev python3-torch pkgconf"
 case "${1:-build}" in
     build) ;;
     bench) want="$want libopenblas0-pthread" ;;

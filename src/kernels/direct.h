@@ -8,6 +8,23 @@
 #ifndef CNN_DIRECT_H
 #define CNN_DIRECT_H
 
+/* The library's symbol table names these cnn_i_<name>, so that they cannot collide with a
+ * program's own (README: "Use from C"); the code calls them by the short names. */
+#define direct16_available          cnn_i_direct16_available
+#define direct16_enable             cnn_i_direct16_enable
+#define direct16_ws_floats          cnn_i_direct16_ws_floats
+#define direct16_wt_floats          cnn_i_direct16_wt_floats
+#define direct16_pack_weights       cnn_i_direct16_pack_weights
+#define direct16_forward            cnn_i_direct16_forward
+#define direct16_weight_grad        cnn_i_direct16_weight_grad
+#define direct16_wti_floats         cnn_i_direct16_wti_floats
+#define direct16_pack_input_weights cnn_i_direct16_pack_input_weights
+#define direct16_input_direct       cnn_i_direct16_input_direct
+#define direct16_input_grad         cnn_i_direct16_input_grad
+#define direct1_ws_floats           cnn_i_direct1_ws_floats
+#define direct1_forward             cnn_i_direct1_forward
+#define direct1_weight_grad         cnn_i_direct1_weight_grad
+
 #include <stddef.h>
 
 typedef struct direct_geom {

@@ -2,6 +2,14 @@
 #ifndef CNN_KERNELS_H
 #define CNN_KERNELS_H
 
+/* The library's symbol table names these cnn_i_<name>, so that they cannot collide with a
+ * program's own (README: "Use from C"); the code calls them by the short names. */
+#define gemm             cnn_i_gemm
+#define gemm_kernel_name cnn_i_gemm_kernel_name
+#define gemm_use_kernel  cnn_i_gemm_use_kernel
+#define im2col           cnn_i_im2col
+#define col2im           cnn_i_col2im
+
 /* Hot loops that the compiler vectorises are compiled for AVX-512, AVX2 and the baseline on x86-64
  * with GCC, and the CPU picks one when the library loads. */
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && !defined(__SANITIZE_ADDRESS__)

@@ -9,6 +9,13 @@
 
 #include "layers/layer.h"
 
+/* The library's symbol table names these cnn_i_<name>, so that they cannot collide with a
+ * program's own (README: "Use from C"); the code calls them by the short names. */
+#define conv2d_plan             cnn_i_conv2d_plan
+#define conv2d_fast_input_grad  cnn_i_conv2d_fast_input_grad
+#define conv2d_fast_weight_grad cnn_i_conv2d_fast_weight_grad
+#define conv2d_plane_sum        cnn_i_conv2d_plane_sum
+
 /* Chooses l's fast path (direct kernels, im2col + GEMM, ...) from its options and shapes, once:
  * conv2d's plan hook, which the net calls when it builds the node; a layer that runs an equivalent
  * conv2d calls it on that layer in its own plan hook and keeps o.conv.plan. */

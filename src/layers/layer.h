@@ -152,6 +152,46 @@ typedef struct layer_ops {
                          const double *y, const double *dy, double *const *dx, double *const *dp);
 } layer_ops;
 
+/* The library's symbol table names these cnn_i_<name>, so that they cannot collide with a
+ * program's own (README: "Use from C"); the code calls them by the short names. */
+#define conv2d_ops            cnn_i_conv2d_ops
+#define maxpool2d_ops         cnn_i_maxpool2d_ops
+#define avgpool2d_ops         cnn_i_avgpool2d_ops
+#define relu_ops              cnn_i_relu_ops
+#define leakyrelu_ops         cnn_i_leakyrelu_ops
+#define sigmoid_ops           cnn_i_sigmoid_ops
+#define tanh_ops              cnn_i_tanh_ops
+#define flatten_ops           cnn_i_flatten_ops
+#define linear_ops            cnn_i_linear_ops
+#define batchnorm2d_ops       cnn_i_batchnorm2d_ops
+#define batchnorm1d_ops       cnn_i_batchnorm1d_ops
+#define dropout_ops           cnn_i_dropout_ops
+#define adaptiveavgpool2d_ops cnn_i_adaptiveavgpool2d_ops
+#define adaptivemaxpool2d_ops cnn_i_adaptivemaxpool2d_ops
+#define add_ops               cnn_i_add_ops
+#define concat_ops            cnn_i_concat_ops
+#define convtranspose2d_ops   cnn_i_convtranspose2d_ops
+#define gelu_ops              cnn_i_gelu_ops
+#define silu_ops              cnn_i_silu_ops
+#define softmax_ops           cnn_i_softmax_ops
+#define layer_ops_of          cnn_i_layer_ops_of
+#define layer_kind_by_name    cnn_i_layer_kind_by_name
+#define layer_add_tensor      cnn_i_layer_add_tensor
+#define value_shape_str       cnn_i_value_shape_str
+#define layer_in_elems        cnn_i_layer_in_elems
+#define layer_out_elems       cnn_i_layer_out_elems
+#define opt_int               cnn_i_opt_int
+#define opt_pair              cnn_i_opt_pair
+#define opt_bool              cnn_i_opt_bool
+#define opt_double            cnn_i_opt_double
+#define opt_unknown           cnn_i_opt_unknown
+#define layer_fail            cnn_i_layer_fail
+#define pool_defaults         cnn_i_pool_defaults
+#define pool_option           cnn_i_pool_option
+#define pool_setup            cnn_i_pool_setup
+#define pool_is_2x2           cnn_i_pool_is_2x2
+#define pool_out_size         cnn_i_pool_out_size
+
 extern const layer_ops conv2d_ops, maxpool2d_ops, avgpool2d_ops, relu_ops, leakyrelu_ops,
     sigmoid_ops, tanh_ops, flatten_ops, linear_ops, batchnorm2d_ops, batchnorm1d_ops;
 extern const layer_ops adaptiveavgpool2d_ops, adaptivemaxpool2d_ops, add_ops, concat_ops;

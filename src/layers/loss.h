@@ -2,6 +2,11 @@
 #ifndef CNN_LOSS_H
 #define CNN_LOSS_H
 
+/* The library's symbol table names these cnn_i_<name>, so that they cannot collide with a
+ * program's own (README: "Use from C"); the code calls them by the short names. */
+#define loss_cross_entropy_ref cnn_i_loss_cross_entropy_ref
+#define loss_mse_ref           cnn_i_loss_mse_ref
+
 #include <stdint.h>
 
 /* mean_n (logsumexp(x[n]) − x[n, target[n]]); dx (if not NULL) = (softmax(x) − onehot)/n.

@@ -14,6 +14,15 @@
 #ifndef CNN_NET_H
 #define CNN_NET_H
 
+/* The library's symbol table names these cnn_i_<name>, so that they cannot collide with a
+ * program's own (README: "Use from C"); the code calls them by the short names. */
+#define net_begin       cnn_i_net_begin
+#define net_add         cnn_i_net_add
+#define net_find        cnn_i_net_find
+#define net_finish      cnn_i_net_finish
+#define net_state_total cnn_i_net_state_total
+#define optim_net       cnn_i_optim_net
+
 #include "cnn.h"
 #include "layers/layer.h"
 
@@ -97,5 +106,8 @@ cnn_status net_finish(cnn_net *net);
 /* A node's tensor k in the float state (parameters or F32 buffers), and in a double copy laid out
  * like the state layout. */
 size_t net_state_total(const cnn_net *net);
+
+/* The net an optimizer was created over (src/net/optim.c). */
+const cnn_net *optim_net(const cnn_optim *opt);
 
 #endif

@@ -179,6 +179,8 @@ void cnn_optim_step(cnn_optim *opt, double lr) {
 
 int64_t cnn_optim_step_count(const cnn_optim *opt) { return opt ? opt->steps : 0; }
 
+const cnn_net *optim_net(const cnn_optim *opt) { return opt->net; }
+
 /* Tensor k of the state: parameter k / nbuf, buffer k % nbuf. */
 static cnn_tensor state_tensor(const cnn_optim *opt, int k) {
     const cnn_param *p = &opt->net->params[k / opt->nbuf];
