@@ -8,18 +8,19 @@
 
 static const char eval_usage[] =
     "usage: cnn eval --model NET.cnn --weights W.safetensors --data SOURCE [--split test|train]\n"
-    "                [--batch B] [--data-dir DIR]\n"
+    "                [--batch B] [--threads T] [--data-dir DIR]\n"
     "\n"
     "Prints the mean cross-entropy loss, the accuracy and the confusion matrix (rows: true class,\n"
     "columns: predicted) on the test split (or the training split). W may be a cnn checkpoint or\n"
-    "any safetensors file with the model's state_dict, PyTorch's included.\n"
+    "any safetensors file with the model's state_dict, PyTorch's included. --threads defaults to\n"
+    "CNN_NUM_THREADS, else every core.\n"
     "\n"
     "example:\n"
     "  cnn eval --model models/lenet5.cnn --weights lenet5.safetensors --data mnist\n";
 
 int cmd_eval(int argc, char **argv) {
     const char *model = NULL, *weights = NULL, *source = NULL, *split = "test", *data_dir = NULL;
-    unsigned long long batch = 256;
+    unsigned long long batch = 256, threads = 0;
     for (int i = 1; i < argc; i++) {
         const char *k = argv[i];
         if (!strcmp(k, "--help") || !strcmp(k, "-h")) {
@@ -37,6 +38,7 @@ int cmd_eval(int argc, char **argv) {
         else if (!strcmp(k, "--data-dir")) data_dir = v;
         else if (!strcmp(k, "--split") && (!strcmp(v, "test") || !strcmp(v, "train"))) split = v;
         else if (!strcmp(k, "--batch") && cli_parse_u64(v, &batch) && batch >= 1 && batch <= 65536) continue;
+        else if (!strcmp(k, "--threads") && cli_parse_u64(v, &threads) && threads >= 1 && threads <= 1024) continue;
         else {
             cli_error("eval", "bad option '%s %s'\n\n%s", k, v, eval_usage);
             return EXIT_BAD_INPUT;
@@ -52,7 +54,9 @@ int cmd_eval(int argc, char **argv) {
     memset(&data, 0, sizeof data);
     int64_t *confusion = NULL, *ybuf = NULL;
     int rc = EXIT_BAD_INPUT;
-    cnn_status st;
+    cnn_status st = CNN_ERR_ARG;
+    const int n_threads = cli_threads(threads);
+    if (!n_threads) goto fail;
     if ((st = cnn_net_load(model, &net)) || (st = cnn_st_load(weights, &wst))) goto fail;
     if ((st = cnn_net_load_weights(net, wst, 0))) {
         cnn_error_prefix(weights);
@@ -91,7 +95,8 @@ int cmd_eval(int argc, char **argv) {
         st = CNN_ERR_ARG;
         goto fail;
     }
-    printf("%s on %s (%s split, %lld samples)\n", weights, data.name, split, (long long)d->n);
+    printf("%s on %s (%s split, %lld samples, %d thread%s)\n", weights, data.name, split, (long long)d->n, n_threads,
+           n_threads == 1 ? "" : "s");
     printf("loss %.4f\naccuracy %.2f%%\n\nconfusion matrix (rows: true class, columns: predicted)\n", loss, 100 * acc);
     printf("%14s", "");
     for (int j = 0; j < classes; j++) printf(" %6d", j);

@@ -18,7 +18,7 @@
 
 static const char predict_usage[] =
     "usage: cnn predict --model NET.cnn --weights W.safetensors [--data NAME] [--invert] [--top K]\n"
-    "                   IMAGE...\n"
+    "                   [--threads T] IMAGE...\n"
     "\n"
     "Classifies each IMAGE (PNG, JPEG, BMP, PGM/PPM) and prints its K most likely classes (default 5)\n"
     "with their probabilities. Images are converted to the model's channels (grey = 0.299 R + 0.587 G\n"
@@ -29,7 +29,8 @@ static const char predict_usage[] =
     "not normalised and classes are shown by index.\n"
     "\n"
     "--invert maps each pixel v to 1 - v before normalising: MNIST digits are white on black, so a\n"
-    "photo or scan of dark ink on white paper needs it.\n"
+    "photo or scan of dark ink on white paper needs it. --threads defaults to CNN_NUM_THREADS, else\n"
+    "every core.\n"
     "\n"
     "example:\n"
     "  $ cnn predict --model models/lenet5.cnn --weights lenet5.safetensors --data mnist --invert \\\n"
@@ -43,6 +44,7 @@ typedef struct predict_args {
     const char *model, *weights, *data;
     int invert;
     int top;                  /* 0: the default, min(5, classes) */
+    unsigned long long threads; /* 0: the default (cli_threads) */
     int n_images;
     char **images;            /* n_images paths, allocated */
 } predict_args;
@@ -74,7 +76,8 @@ static int parse_args(int argc, char **argv, predict_args *a) {
             a->invert = 1;
             continue;
         }
-        if (strcmp(k, "--model") && strcmp(k, "--weights") && strcmp(k, "--data") && strcmp(k, "--top")) {
+        if (strcmp(k, "--model") && strcmp(k, "--weights") && strcmp(k, "--data") && strcmp(k, "--top") &&
+            strcmp(k, "--threads")) {
             cli_error("predict", "unknown option '%s'\n\n%s", k, predict_usage);
             return EXIT_BAD_INPUT;
         }
@@ -86,7 +89,12 @@ static int parse_args(int argc, char **argv, predict_args *a) {
         if (!strcmp(k, "--model")) a->model = v;
         else if (!strcmp(k, "--weights")) a->weights = v;
         else if (!strcmp(k, "--data")) a->data = v;
-        else {
+        else if (!strcmp(k, "--threads")) {
+            if (!cli_parse_u64(v, &a->threads) || a->threads < 1 || a->threads > 1024) {
+                cli_error("predict", "--threads %s: expected 1 to 1024", v);
+                return EXIT_BAD_INPUT;
+            }
+        } else {
             unsigned long long top;
             if (!cli_parse_u64(v, &top) || top < 1 || top > 1000000) {
                 cli_error("predict", "--top %s: expected a positive number of classes", v);
@@ -139,6 +147,10 @@ int cmd_predict(int argc, char **argv) {
     cnn_status st;
     rc = EXIT_BAD_INPUT;
 
+    if (!cli_threads(a.threads)) {
+        st = CNN_ERR_ARG;
+        goto fail;
+    }
     if ((st = cnn_net_load(a.model, &net))) goto fail;
     int chw[3], ochw[3];
     cnn_net_input_shape(net, chw);
