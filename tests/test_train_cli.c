@@ -454,23 +454,28 @@ static void test_threads_default_to_every_core(void **state) {
 
 /* ---- the terminal -------------------------------------------------------------------------- */
 
+static double terminal_seconds; /* how long the last run_in_terminal took */
+
 /* Runs cnn train in a pseudo-terminal of `cols` columns, sending it signal `sig` (when not 0) as
  * soon as it draws the progress bar; returns its output (stdout and stderr, as the terminal got
- * them) and its wait status. */
-static const char *run_in_terminal(int cols, const char *const *args, int sig, int *status) {
+ * them) and its wait status. With `columns` set, the terminal reports no size and COLUMNS is set
+ * to it instead. */
+static const char *run_in_terminal(int cols, const char *columns, const char *const *args, int sig, int *status) {
     static char buf[1 << 18];
     const char *argv[64];
     int argc = 0;
     argv[argc++] = cli_bin_abs();
     for (int i = 0; args[i]; i++) argv[argc++] = args[i];
     argv[argc] = NULL;
-    struct winsize ws = {.ws_row = 24, .ws_col = (unsigned short)cols};
+    struct winsize ws = {.ws_row = 24, .ws_col = columns ? 0 : (unsigned short)cols};
     int master;
     fflush(NULL);
+    const double t0 = now();
     const pid_t pid = forkpty(&master, NULL, NULL, &ws);
     assert_true(pid >= 0);
     if (pid == 0) {
-        unsetenv("COLUMNS"); /* the window size, not the environment */
+        if (columns) setenv("COLUMNS", columns, 1);
+        else unsetenv("COLUMNS"); /* the window size, not the environment */
         execv(argv[0], (char *const *)argv);
         _exit(127);
     }
@@ -492,14 +497,15 @@ static const char *run_in_terminal(int cols, const char *const *args, int sig, i
     buf[len] = '\0';
     close(master);
     assert_int_equal(waitpid(pid, status, 0), pid);
+    terminal_seconds = now() - t0;
     return buf;
 }
 
 /* Checks what a terminal of `cols` columns showed: no line (split on \r and \n, ANSI escapes
  * removed) wider than it, and the progress bar redrawn in place: lines of several \r-separated
- * redraws, one per epoch. */
-static void expect_fits(const char *screen, int cols, int epochs) {
-    int in_place = 0, lines = 0, widest = 0;
+ * redraws, one per epoch. Returns the number of redraws. */
+static int expect_fits(const char *screen, int cols, int epochs) {
+    int in_place = 0, lines = 0, widest = 0, draws = 0;
     const char *p = screen;
     while (*p) {
         int redraws = 0, width = 0;
@@ -524,24 +530,25 @@ static void expect_fits(const char *screen, int cols, int epochs) {
             }
         }
         redraws += width > 0;
-        if (redraws >= 2) in_place++;
+        if (redraws >= 2) in_place++, draws += redraws;
         lines++;
         if (*p) p++;
     }
     if (in_place < epochs) fail_msg("%d of the %d lines redraw in place, expected one per epoch (%d):\n%s", in_place,
                                     lines, epochs, screen);
-    print_message("# %d columns: %d lines, the widest %d columns, %d redrawn in place\n", cols, lines, widest,
-                  in_place);
+    print_message("# %d columns: %d lines, the widest %d columns, %d redrawn in place (%d bars)\n", cols, lines,
+                  widest, in_place, draws);
+    return draws;
 }
 
-static void terminal(int cols) {
+static void terminal(int cols, const char *columns) {
     char out[512], log[512], name[64];
     snprintf(name, sizeof name, "terminal %d columns with a long name.safetensors", cols);
     path(out, name);
     path(log, "terminal.jsonl");
     int status;
     /* 15 steps per epoch: at least the first and the last draw the bar. */
-    const char *screen = run_in_terminal(cols,
+    const char *screen = run_in_terminal(cols, columns,
                                          (const char *const[]){"train", "--model", model_p, "--data", data_p, "--epochs",
                                                                "3", "--batch", "4", "--optimizer", "adam", "--out",
                                                                out, "--log", log, NULL},
@@ -552,11 +559,16 @@ static void terminal(int cols) {
     assert_non_null(strstr(screen, "/s"));
     assert_non_null(strstr(screen, "ETA"));
     assert_non_null(strstr(screen, "3/3"));
-    expect_fits(screen, cols, 3);
+    const int draws = expect_fits(screen, cols, 3);
+    /* At most 10 a second, besides the first and the last step of each epoch (there are 45 steps). */
+    if (draws > 3 * 2 + 10 * terminal_seconds + 1)
+        fail_msg("%d bars in %.2f s: more than 10 a second", draws, terminal_seconds);
 }
 
-static void test_terminal_80_columns(void **s) { (void)s, terminal(80); }
-static void test_terminal_60_columns(void **s) { (void)s, terminal(60); }
+static void test_terminal_80_columns(void **s) { (void)s, terminal(80, NULL); }
+static void test_terminal_60_columns(void **s) { (void)s, terminal(60, NULL); }
+/* A terminal that reports no size: $COLUMNS gives the width. */
+static void test_terminal_columns_variable(void **s) { (void)s, terminal(60, "60"); }
 
 /* SIGINT in a terminal of 60 columns: the messages fit it, and the resume command, wrapped to fit
  * (its paths are longer than a line), still runs when pasted into a shell. */
@@ -569,7 +581,7 @@ static void test_terminal_resume_command_runs(void **state) {
     int status = 0;
     for (int attempt = 0; attempt < 20; attempt++) {
         remove(ck);
-        screen = run_in_terminal(60,
+        screen = run_in_terminal(60, NULL,
                                  (const char *const[]){"train", "--model", model_p, "--data", big_p, "--epochs", "2",
                                                        "--batch", "8", "--seed", "5", "--checkpoint-every", "7",
                                                        "--out", ck, NULL},
@@ -608,6 +620,7 @@ int main(void) {
         cmocka_unit_test(test_threads_default_to_every_core),
         cmocka_unit_test(test_terminal_80_columns),
         cmocka_unit_test(test_terminal_60_columns),
+        cmocka_unit_test(test_terminal_columns_variable),
         cmocka_unit_test(test_terminal_resume_command_runs),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
