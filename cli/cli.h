@@ -26,6 +26,11 @@ int cli_parse_u64(const char *s, unsigned long long *out);
 int evaluate(cnn_net *net, const cnn_dataset *d, int batch, int classes, int64_t *ybuf, double *loss, double *acc,
              int64_t *confusion);
 
+/* Sets the thread count of the library: `given` (from --threads; 0: not given), else the
+ * CNN_NUM_THREADS environment variable, else every core this process may run on (its affinity
+ * mask). Returns the count, or 0 if the library refused it (its message in cnn_last_error()). */
+int cli_threads(unsigned long long given);
+
 int cmd_grad(int argc, char **argv);
 int cmd_train(int argc, char **argv);
 int cmd_eval(int argc, char **argv);

@@ -15,7 +15,7 @@
 
 static const char eval_usage[] =
     "usage: cnn eval --weights W.safetensors [--model NET.cnn] [--data SOURCE] [--split test|train]\n"
-    "                [--batch B] [--data-dir DIR] [--json]\n"
+    "                [--batch B] [--threads T] [--data-dir DIR] [--json]\n"
     "\n"
     "Prints the mean cross-entropy loss, the accuracy, the confusion matrix (rows: true class,\n"
     "columns: predicted) and each class's precision (of the samples predicted as the class, the\n"
@@ -48,7 +48,7 @@ static const char *class_name(const cnn_data *data, int k, char *buf, size_t cap
 
 typedef struct eval_args {
     const char *model, *weights, *source, *split, *data_dir;
-    unsigned long long batch;
+    unsigned long long batch, threads;
     int json;
 } eval_args;
 
@@ -56,7 +56,7 @@ typedef struct eval_args {
 static int parse_args(int argc, char **argv, eval_args *a) {
     memset(a, 0, sizeof *a);
     a->split = "test", a->batch = 256;
-    const char *batch = NULL;
+    const char *batch = NULL, *threads = NULL;
     const cli_opt opts[] = {
         CLI_VALUE("model", "NET.cnn", &a->model, "the model (default: the checkpoint's own)"),
         CLI_VALUE("weights", "W.safetensors", &a->weights, "a checkpoint, or any file of the model's state_dict"),
@@ -65,6 +65,7 @@ static int parse_args(int argc, char **argv, eval_args *a) {
         CLI_VALUE("split", "test|train", &a->split, "the split to evaluate (default test)"),
         CLI_VALUE("batch", "B", &batch, "samples per forward pass, 1 to 65536 (default 256)"),
         CLI_VALUE("data-dir", "DIR", &a->data_dir, "where mnist and fashion-mnist are (default data/)"),
+        CLI_VALUE("threads", "T", &threads, "threads, 1 to 1024 (default: CNN_NUM_THREADS, else every core)"),
         CLI_FLAG("json", &a->json, "one JSON object on one line instead of the text"),
         CLI_END,
     };
@@ -75,6 +76,7 @@ static int parse_args(int argc, char **argv, eval_args *a) {
     int which;
     if (!cli_choice("eval", "--split", a->split, splits, &which)) return EXIT_BAD_INPUT;
     if (batch && !cli_u64("eval", "--batch", batch, 1, 65536, &a->batch)) return EXIT_BAD_INPUT;
+    if (threads && !cli_u64("eval", "--threads", threads, 1, 1024, &a->threads)) return EXIT_BAD_INPUT;
     if (!a->weights) return cli_usage_error("eval", "--weights is required");
     return -1;
 }
@@ -86,6 +88,7 @@ int cmd_eval(int argc, char **argv) {
     const char *model = a.model, *weights = a.weights, *source = a.source, *split = a.split, *data_dir = a.data_dir;
     const unsigned long long batch = a.batch;
     const int as_json = a.json;
+    const unsigned long long threads = a.threads;
     cnn_net *net = NULL;
     cnn_st *wst = NULL;
     cnn_data data;
@@ -93,7 +96,9 @@ int cmd_eval(int argc, char **argv) {
     int64_t *confusion = NULL, *ybuf = NULL;
     json_t *doc = NULL;
     int rc = EXIT_BAD_INPUT;
-    cnn_status st;
+    cnn_status st = CNN_ERR_ARG;
+    const int n_threads = cli_threads(threads);
+    if (!n_threads) goto fail;
     char model_name[1024];
     if ((st = cnn_st_load(weights, &wst))) goto fail;
     if ((st = trained_model(model, wst, weights, &net, model_name, sizeof model_name))) goto fail;
@@ -199,7 +204,8 @@ int cmd_eval(int argc, char **argv) {
         goto done;
     }
 
-    printf("%s on %s (%s split, %lld samples)\n", weights, data.name, split, (long long)d->n);
+    printf("%s on %s (%s split, %lld samples, %d thread%s)\n", weights, data.name, split, (long long)d->n, n_threads,
+           n_threads == 1 ? "" : "s");
     printf("loss %.4f\naccuracy %.2f%%\n\nconfusion matrix (rows: true class, columns: predicted)\n", loss, 100 * acc);
     printf("%14s", "");
     for (int j = 0; j < classes; j++) printf(" %6d", j);

@@ -1,5 +1,7 @@
 /* Training curves drawn with cairo: train and test loss on the left, train and test accuracy on
- * the right, one point per epoch. The file's extension picks the format: .svg or .png. */
+ * the right, one point per epoch, the x axis numbered from the first epoch drawn (a resumed run
+ * draws its whole history). A value that is not finite (no test split in that epoch) leaves a gap.
+ * The file's extension picks the format: .svg or .png. */
 #include "plot.h"
 
 #include <cairo/cairo-svg.h>
@@ -37,7 +39,7 @@ static void text(cairo_t *cr, double x, double y, const char *s, double align) {
 /* The legend goes where the curves are not: top right for falling losses, bottom right for
  * rising accuracies. */
 static void panel(cairo_t *cr, double x0, double y0, double w, double h, const char *title, const char *ylabel,
-                  const series *s, int ns, int n, double lo, double hi, int percent) {
+                  const series *s, int ns, int first, int n, double lo, double hi, int percent) {
     const int legend_low = percent;
     if (!(hi > lo)) hi = lo + 1.0;
     const double step = tick_step(lo, hi);
@@ -63,7 +65,7 @@ static void panel(cairo_t *cr, double x0, double y0, double w, double h, const c
     for (int e = 0; e < n; e++) {
         const double x = n > 1 ? px + pw * e / (n - 1) : px + pw / 2;
         if (e % every == 0 || e == n - 1) {
-            snprintf(buf, sizeof buf, "%d", e + 1);
+            snprintf(buf, sizeof buf, "%d", first + e);
             text(cr, x, py + ph + 16, buf, 0.5);
         }
     }
@@ -85,11 +87,13 @@ static void panel(cairo_t *cr, double x0, double y0, double w, double h, const c
         for (int i = 0; i < n; i++) {
             const double x = n > 1 ? px + pw * i / (n - 1) : px + pw / 2;
             const double y = py + ph - (s[k].v[i] - lo) / (hi - lo) * ph;
-            if (i == 0) cairo_move_to(cr, x, y);
+            if (!isfinite(s[k].v[i])) continue;
+            if (i == 0 || !isfinite(s[k].v[i - 1])) cairo_move_to(cr, x, y);
             else cairo_line_to(cr, x, y);
         }
         cairo_stroke(cr);
         for (int i = 0; i < n; i++) {
+            if (!isfinite(s[k].v[i])) continue;
             const double x = n > 1 ? px + pw * i / (n - 1) : px + pw / 2;
             cairo_arc(cr, x, py + ph - (s[k].v[i] - lo) / (hi - lo) * ph, 3.0, 0, 2 * PI);
             cairo_fill(cr);
@@ -106,16 +110,22 @@ static void panel(cairo_t *cr, double x0, double y0, double w, double h, const c
 
 static void range(const double *v, int n, double *lo, double *hi) {
     for (int i = 0; v && i < n; i++) {
+        if (!isfinite(v[i])) continue;
         if (v[i] < *lo) *lo = v[i];
         if (v[i] > *hi) *hi = v[i];
     }
 }
 
-int plot_curves(const char *path, int n, const double *train_loss, const double *test_loss,
+static int ends_with(const char *s, const char *end) {
+    const size_t n = strlen(s), k = strlen(end);
+    return n > k && !strcmp(s + n - k, end);
+}
+
+int plot_path_ok(const char *path) { return ends_with(path, ".svg") || ends_with(path, ".png"); }
+
+int plot_curves(const char *path, int first, int n, const double *train_loss, const double *test_loss,
                 const double *train_acc, const double *test_acc, const char *title, char *err, size_t errlen) {
-    const size_t len = strlen(path);
-    const int svg = len > 4 && !strcmp(path + len - 4, ".svg");
-    const int png = len > 4 && !strcmp(path + len - 4, ".png");
+    const int svg = ends_with(path, ".svg"), png = ends_with(path, ".png");
     if (!svg && !png) {
         snprintf(err, errlen, "%s: the plot's name must end in .svg or .png", path);
         return 0;
@@ -136,14 +146,14 @@ int plot_curves(const char *path, int n, const double *train_loss, const double 
     const series losses[2] = {{train_loss, "train", 0.12, 0.47, 0.71}, {test_loss, "test", 0.84, 0.15, 0.16}};
     char t1[256];
     snprintf(t1, sizeof t1, "%s: loss", title);
-    panel(cr, 0, 0, WIDTH / 2.0, HEIGHT, t1, "cross-entropy loss", losses, 2, n, lo, hi, 0);
+    panel(cr, 0, 0, WIDTH / 2.0, HEIGHT, t1, "cross-entropy loss", losses, 2, first, n, lo, hi, 0);
     lo = INFINITY, hi = -INFINITY;
     range(train_acc, n, &lo, &hi);
     range(test_acc, n, &lo, &hi);
     if (hi > 1) hi = 1;
     const series accs[2] = {{train_acc, "train", 0.12, 0.47, 0.71}, {test_acc, "test", 0.84, 0.15, 0.16}};
     snprintf(t1, sizeof t1, "%s: accuracy", title);
-    panel(cr, WIDTH / 2.0, 0, WIDTH / 2.0, HEIGHT, t1, "accuracy", accs, 2, n, lo, hi, 1);
+    panel(cr, WIDTH / 2.0, 0, WIDTH / 2.0, HEIGHT, t1, "accuracy", accs, 2, first, n, lo, hi, 1);
     cairo_destroy(cr);
     cairo_status_t st = CAIRO_STATUS_SUCCESS;
     if (png) st = cairo_surface_write_to_png(surf, tmp);

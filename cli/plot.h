@@ -4,9 +4,13 @@
 
 #include <stddef.h>
 
-/* Draws n epochs of losses and accuracies (any array may be NULL) to `path`, written atomically.
- * Returns 1, or 0 with a message in err. */
-int plot_curves(const char *path, int n, const double *train_loss, const double *test_loss,
+/* Whether `path` names a format plot_curves writes: it ends in .svg or .png. */
+int plot_path_ok(const char *path);
+
+/* Draws n epochs of losses and accuracies (any array may be NULL; a value that is not finite is a
+ * gap), numbered first, first + 1, ..., to `path`, written atomically. Returns 1, or 0 with a
+ * message in err. */
+int plot_curves(const char *path, int first, int n, const double *train_loss, const double *test_loss,
                 const double *train_acc, const double *test_acc, const char *title, char *err, size_t errlen);
 
 #endif

@@ -28,7 +28,7 @@
 
 static const char predict_usage[] =
     "usage: cnn predict --weights W.safetensors [--model NET.cnn] [--data NAME]\n"
-    "                   [--invert | --no-invert] [--top K] [--json] IMAGE|DIR...\n"
+    "                   [--invert | --no-invert] [--top K] [--threads T] [--json] IMAGE|DIR...\n"
     "\n"
     "Classifies each IMAGE (PNG, JPEG, BMP, PGM/PPM), and each image file of a directory DIR (by\n"
     "extension: .png .jpg .jpeg .bmp .pgm .ppm .pnm, in sorted order), and prints its K most likely\n"
@@ -44,7 +44,8 @@ static const char predict_usage[] =
     "MNIST and Fashion-MNIST are light strokes on a black background. For them an image whose\n"
     "border (its outermost pixels at the model's input size, after compositing) has a mean above\n"
     "0.5 is taken for dark ink on light paper and inverted (v -> 1 - v), with a line that says so.\n"
-    "--invert inverts every image, --no-invert none.\n"
+    "--invert inverts every image, --no-invert none. --threads defaults to CNN_NUM_THREADS, else\n"
+    "every core.\n"
     "\n"
     "--json prints one JSON object per image, one per line (JSON Lines): image, inverted,\n"
     "border_mean, and top, the K classes as {class, name, probability}, most likely first.\n";
@@ -62,6 +63,7 @@ typedef struct predict_args {
     int invert;               /* -1: by the background (the default), 0: --no-invert, 1: --invert */
     int json;
     int top;                  /* 0: the default, min(5, classes) */
+    unsigned long long threads; /* 0: the default (cli_threads) */
     int n_images;
     const char **images;      /* n_images paths, allocated */
 } predict_args;
@@ -75,7 +77,7 @@ static int parse_args(int argc, char **argv, predict_args *a) {
         cli_error("predict", "out of memory");
         return 1;
     }
-    const char *top = NULL;
+    const char *top = NULL, *threads = NULL;
     int invert = 0, no_invert = 0;
     const cli_opt opts[] = {
         CLI_VALUE("model", "NET.cnn", &a->model, "the model (default: the checkpoint's own)"),
@@ -84,6 +86,7 @@ static int parse_args(int argc, char **argv, predict_args *a) {
         CLI_FLAG("invert", &invert, "map each pixel v to 1 - v (default: by the background)"),
         CLI_FLAG("no-invert", &no_invert, "never invert"),
         CLI_VALUE("top", "K", &top, "how many classes to print (default 5)"),
+        CLI_VALUE("threads", "T", &threads, "threads, 1 to 1024 (default: CNN_NUM_THREADS, else every core)"),
         CLI_FLAG("json", &a->json, "one JSON object per image, one per line"),
         CLI_END,
     };
@@ -92,6 +95,7 @@ static int parse_args(int argc, char **argv, predict_args *a) {
     if (rc >= 0) return rc;
     if (invert && no_invert) return cli_usage_error("predict", "give --invert or --no-invert, not both");
     a->invert = invert ? 1 : no_invert ? 0 : -1;
+    if (threads && !cli_u64("predict", "--threads", threads, 1, 1024, &a->threads)) return EXIT_BAD_INPUT;
     unsigned long long k;
     if (top) {
         if (!cli_u64("predict", "--top", top, 1, 1000000, &k)) return EXIT_BAD_INPUT;
@@ -260,6 +264,10 @@ int cmd_predict(int argc, char **argv) {
     char model_name[1024];
     rc = EXIT_BAD_INPUT;
 
+    if (!cli_threads(a.threads)) {
+        st = CNN_ERR_ARG;
+        goto fail;
+    }
     /* The model file first when it is given (its errors before the weights'), else the checkpoint's. */
     if (a.model && (st = trained_model(a.model, NULL, a.weights, &net, model_name, sizeof model_name))) goto fail;
     if ((st = cnn_st_load(a.weights, &wst))) goto fail;

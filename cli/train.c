@@ -13,6 +13,21 @@
  * temporary file, fsync, rename), so a crash or kill at any moment leaves the last complete one.
  * SIGINT and SIGTERM stop training after the current step, write a checkpoint and say how to
  * resume; a second signal kills at once (which the atomic writes make safe too).
+ *
+ * No lost work: there is always a checkpoint, --out or runs/<model>-<data>.safetensors, and every
+ * output path (--out, --log, --plot) is checked before the first step.
+ *
+ * History: every epoch ends with one JSON Lines record (epoch, step, lr, losses, accuracies,
+ * seconds). The records of all the epochs done are kept in the checkpoint's metadata ("history"),
+ * not only in --log: so a resumed run draws the whole history in its plot and rewrites its log with
+ * exactly one record per epoch, whether or not the earlier runs had --log or --plot, and a crash
+ * between a log line and the checkpoint of its epoch cannot leave that epoch twice in the log. The
+ * plot is drawn from the records' text in every run, so a resumed run draws the same picture as a
+ * run never stopped.
+ *
+ * On a terminal, the progress bar fits the width of the terminal and redraws in place at most
+ * 10 times a second, and every other line is shortened or wrapped to fit; elsewhere there is one
+ * line per epoch.
  */
 #include "checkpoint.h"
 #include "cli.h"
@@ -21,12 +36,16 @@
 #include "base/rng.h"
 
 #include <errno.h>
+#include <jansson.h>
 #include <limits.h>
 #include <math.h>
 #include <signal.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -47,18 +66,29 @@ static const char train_usage[] =
     "--seed 0; the initial weights are PyTorch's default initialisation drawn from --init,\n"
     "or from --seed. --epochs counts the total, so --resume of a checkpoint saved after\n"
     "epoch 1 with --epochs 2 runs one more epoch. A checkpoint is written after every epoch,\n"
-    "and with --checkpoint-every N also every N steps within one; --resume continues exactly\n"
-    "where any checkpoint was written, mid-epoch included. Ctrl-C (SIGINT) or SIGTERM stops\n"
-    "after the current step, writes a checkpoint to --out and prints how to resume.\n";
+    "and with --checkpoint-every N also every N steps within one, to --out, else to the\n"
+    "checkpoint resumed, else to runs/MODEL-DATA.safetensors (MODEL-DATA-2... if that exists);\n"
+    "--resume continues exactly where any checkpoint was written, mid-epoch included.\n"
+    "Ctrl-C (SIGINT) or SIGTERM stops after the current step, writes a checkpoint and prints\n"
+    "the command that resumes it. --log writes one JSON object per epoch (JSON Lines); a resumed\n"
+    "run's log and plot hold every epoch from the first. --threads defaults to CNN_NUM_THREADS,\n"
+    "else every core.\n";
 static const char train_example[] =
     "example:\n"
     "  cnn train --model models/lenet5.cnn --data mnist --epochs 3 --optimizer adam --lr 0.001 \\\n"
     "            --out lenet5.safetensors --plot lenet5.png\n";
 
+enum { MAX_GIVEN = 128 };
+
 /* Every setting of a run; `given` marks those set on the command line, so that --resume takes
  * the rest from the checkpoint. */
+
 typedef struct train_cfg {
     const char *model, *data, *data_dir, *weights, *out, *resume, *log, *plot;
+    /* The options as given (value NULL for a flag), in order: the resume command repeats them. */
+    const char *given_opt[MAX_GIVEN], *given_val[MAX_GIVEN];   /* options by name ("lr"), values or NULL */
+    int n_given;
+    char out_buf[4096];           /* the default path */
     unsigned long long init_seed, seed, epochs, batch, threads, step_size, checkpoint_every;
     int have_init, shuffle;
     cnn_optim_config opt;
@@ -69,11 +99,12 @@ typedef struct train_cfg {
 } train_cfg;
 
 /* Where training stands: `epoch` epochs done and `batch` batches of the next one, whose summed
- * loss and count of correct predictions so far are loss_sum and correct; `step` steps in all. */
+ * loss and count of correct predictions so far are loss_sum and correct, after `seconds` of
+ * training; `step` steps in all. */
 typedef struct train_pos {
     unsigned long long epoch, step;
     int64_t batch, correct, samples;
-    double loss_sum;
+    double loss_sum, seconds;
 } train_pos;
 
 static int parse_double(const char *s, double *out) {
@@ -132,7 +163,7 @@ static int parse_args(int argc, char **argv, train_cfg *c) {
         CLI_VALUE("gamma", "G", &gamma, "step schedule: the decay factor (default 0.1)"),
         CLI_VALUE("seed", "S", &seed, "the seed of the shuffles and dropout (default 0)"),
         CLI_FLAG("no-shuffle", &no_shuffle, "keep the data's order"),
-        CLI_VALUE("threads", "T", &threads, "threads, 1 to 1024 (default: $CNN_NUM_THREADS, else 1)"),
+        CLI_VALUE("threads", "T", &threads, "threads, 1 to 1024 (default: $CNN_NUM_THREADS, else every core)"),
         CLI_VALUE("out", "CKPT.safetensors", &c->out, "the checkpoint, written after every epoch"),
         CLI_VALUE("resume", "CKPT.safetensors", &c->resume, "continue from a checkpoint"),
         CLI_VALUE("log", "run.jsonl", &c->log, "one JSON object per epoch"),
@@ -173,11 +204,24 @@ static int parse_args(int argc, char **argv, train_cfg *c) {
     c->given.wd = wd_s != NULL, c->given.schedule = schedule != NULL, c->given.step_size = step_size != NULL;
     c->given.gamma = gamma != NULL, c->given.seed = seed != NULL, c->given.shuffle = no_shuffle;
     c->given.checkpoint_every = every != NULL;
+    /* Every option given, in the user's order and by its full name (cli_parse took the line, so
+     * each "--x" is one option's name or unique prefix), for the resume command. */
+    for (int i = 1; i < argc && strcmp(argv[i], "--"); i++) {
+        if (strncmp(argv[i], "--", 2)) continue;
+        const char *key = argv[i] + 2, *eq = strchr(key, '=');
+        const size_t len = eq ? (size_t)(eq - key) : strlen(key);
+        const cli_opt *o = opts;
+        while (o->name && !(strlen(o->name) == len && !strncmp(o->name, key, len))) o++;
+        if (!o->name)
+            for (o = opts; o->name && strncmp(o->name, key, len); o++) continue;
+        if (!o->name) continue;
+        if (c->n_given == MAX_GIVEN) return cli_usage_error("train", "more than %d options", MAX_GIVEN);
+        c->given_opt[c->n_given] = o->name;
+        c->given_val[c->n_given++] = !o->value ? NULL : eq ? eq + 1 : argv[++i];
+    }
 
     if (!c->model || !c->data) return cli_usage_error("train", "--model and --data are required");
     if (c->weights && c->have_init) return cli_usage_error("train", "give --weights or --init, not both");
-    if (c->checkpoint_every && !c->out)
-        return cli_usage_error("train", "--checkpoint-every needs --out, the checkpoint to write");
     if (c->resume && (c->weights || c->have_init))
         return cli_usage_error("train", "--resume restores the weights; do not give --weights or --init with it");
     c->opt = cnn_optim_defaults(kind, isnan(lr) ? (kind == CNN_OPTIM_SGD ? 0.01 : 0.001) : lr);
@@ -289,7 +333,7 @@ static int grads_finite(const cnn_net *net) {
     return 1;
 }
 
-/* ---- progress ------------------------------------------------------------------------------ */
+/* ---- the terminal ------------------------------------------------------------------------- */
 
 static double now(void) {
     struct timespec t;
@@ -297,16 +341,428 @@ static double now(void) {
     return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
 }
 
-static void progress_bar(int epoch, int epochs, int64_t done, int64_t total, double secs, double loss, double acc) {
-    const int width = 24, filled = total ? (int)(width * done / total) : width;
-    char bar[32];
-    for (int i = 0; i < width; i++) bar[i] = i < filled ? '#' : '.';
-    bar[width] = '\0';
-    const double ips = secs > 0 ? (double)done / secs : 0.0;
-    const double eta = ips > 0 ? (double)(total - done) / ips : 0.0;
-    fprintf(stderr, "\r\033[Kepoch %d/%d [%s] %lld/%lld  %.0f img/s  ETA %d:%02d  loss %.4f  acc %.2f%%", epoch,
-            epochs, bar, (long long)done, (long long)total, ips, (int)eta / 60, (int)eta % 60, loss, 100 * acc);
+/* The width of the terminal on fd, or 0 if fd is not a terminal: its window size, else $COLUMNS,
+ * else 80. Asked again for every line, so that a resized window is followed. */
+static int term_cols(int fd) {
+    if (!isatty(fd)) return 0;
+    struct winsize ws;
+    if (ioctl(fd, TIOCGWINSZ, &ws) == 0 && ws.ws_col > 0) return ws.ws_col;
+    const char *e = getenv("COLUMNS");
+    const long v = e ? strtol(e, NULL, 10) : 0;
+    return v > 0 && v < 10000 ? (int)v : 80;
+}
+
+static int bar_on_screen; /* the progress bar's line is on stderr, not yet ended */
+
+/* Ends the progress bar's line, so that the next line starts on a line of its own. */
+static void end_bar(void) {
+    if (bar_on_screen) fputc('\n', stderr);
+    bar_on_screen = 0;
+}
+
+/* How put_line breaks a line that is wider than the terminal: at spaces, with the next line
+ * indented (TEXT); or as a shell command that still runs when pasted (CMD): " \" ends the broken
+ * line, and a word longer than a line is cut with a backslash-newline, which the shell removes
+ * (outside single quotes: append_quoted uses double quotes). */
+enum { WRAP_TEXT, WRAP_CMD };
+
+/* Prints `text` and a newline to f. When f is a terminal of `cols` columns, each of its lines is
+ * wrapped to cols - 1 columns (the last column would make some terminals wrap on their own). */
+static void put_line(FILE *f, const char *text, int how) {
+    const int cols = term_cols(fileno(f));
+    if (f == stderr) end_bar();
+    if (cols <= 0) {
+        fputs(text, f);
+        fputc('\n', f);
+        return;
+    }
+    const char *brk = how == WRAP_CMD ? " \\" : "", *indent = how == WRAP_CMD ? "    " : "  ";
+    const int width = cols - 1 > 8 ? cols - 1 : 8, room = width - (int)strlen(brk);
+    const int ind = (int)strlen(indent);
+    int col = 0, start = 0; /* the column, and where the words of this line began */
+    for (const char *p = text; *p;) {
+        if (*p == '\n') { /* a line of its own */
+            fputc('\n', f);
+            col = start = 0, p++;
+            continue;
+        }
+        const char *sp = p;
+        while (*p == ' ') p++;
+        const char *w = p;
+        for (int quoted = 0; *p && *p != '\n' && (quoted || *p != ' '); p++) { /* a shell word keeps its spaces */
+            if (how != WRAP_CMD) continue;
+            if (*p == '"') quoted = !quoted;
+            else if (*p == '\\' && quoted && p[1]) p++;
+        }
+        int nsp = (int)(w - sp), wl = (int)(p - w);
+        if (!wl) continue; /* spaces at the end of a line */
+        if (col > start && col + nsp + wl > room) {
+            fprintf(f, "%s\n%s", brk, indent);
+            col = start = ind, nsp = 0;
+        }
+        if (col > start || col == 0) fwrite(sp, 1, (size_t)nsp, f), col += nsp; /* not after a break */
+        while (col + wl > room) { /* a word longer than a line: cut it (not after a backslash) */
+            int take = room - col > 1 ? room - col : 1;
+            if (take > 1 && w[take - 1] == '\\') take--;
+            fwrite(w, 1, (size_t)take, f);
+            if (how == WRAP_CMD) fputs("\\\n", f), col = start = 0;
+            else fprintf(f, "\n%s", indent), col = start = ind;
+            w += take, wl -= take;
+        }
+        fwrite(w, 1, (size_t)wl, f), col += wl;
+    }
+    fputc('\n', f);
+}
+
+#if defined(__GNUC__)
+__attribute__((format(printf, 3, 4)))
+#endif
+static void say(FILE *f, int how, const char *fmt, ...) {
+    char buf[8192];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(buf, sizeof buf, fmt, ap);
+    va_end(ap);
+    put_line(f, buf, how);
+}
+
+/* "cnn train: <message>" on stderr, fitted to the terminal: the runtime errors of training. */
+#if defined(__GNUC__)
+__attribute__((format(printf, 1, 2)))
+#endif
+static void train_error(const char *fmt, ...) {
+    char buf[8192];
+    const int k = snprintf(buf, sizeof buf, "cnn train: ");
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(buf + k, sizeof buf - (size_t)k, fmt, ap);
+    va_end(ap);
+    put_line(stderr, buf, WRAP_TEXT);
+}
+
+/* cli_report for train: the library's last error, fitted to the terminal. */
+static int train_report(cnn_status st) {
+    train_error("%s", cnn_last_error());
+    return st == CNN_ERR_NOMEM ? 1 : EXIT_BAD_INPUT;
+}
+
+/* "m:ss", or "h:mm:ss" from an hour. */
+static void duration(char *buf, size_t len, double secs) {
+    const int t = secs > 0 && secs < 1e8 ? (int)(secs + 0.5) : 0;
+    if (t >= 3600) snprintf(buf, len, "%d:%02d:%02d", t / 3600, t / 60 % 60, t % 60);
+    else snprintf(buf, len, "%d:%02d", t / 60, t % 60);
+}
+
+/* The progress bar, redrawn in place (\r, then clear to the end of the line) within the width of
+ * the terminal: the epoch, a bar of the samples done, the step within the epoch, the running loss
+ * and accuracy, images per second and the time left in the epoch. The widest form that leaves the
+ * bar 10 columns is drawn; narrower terminals get a terser form and a shorter bar, or no bar. */
+static void progress_bar(unsigned long long epoch, unsigned long long epochs, int64_t step, int64_t steps,
+                         double frac, double ips, double eta, double loss, double acc) {
+    const int cols = term_cols(fileno(stderr));
+    const int width = (cols > 0 ? cols : 80) - 1;
+    /* The fields have fixed widths (the step as wide as the step count), so that the bar keeps its
+     * length while they change. */
+    const int sw = snprintf(NULL, 0, "%lld", (long long)steps);
+    char left[3][64], right[3][200], t[48], line[512];
+    duration(t, sizeof t, eta);
+    snprintf(left[0], sizeof left[0], "epoch %llu/%llu ", epoch, epochs);
+    snprintf(right[0], sizeof right[0], " step %*lld/%lld  loss %.4f  acc %6.2f%%  %6.0f img/s  ETA %5s", sw,
+             (long long)step, (long long)steps, loss, 100 * acc, ips, t);
+    snprintf(left[1], sizeof left[1], "epoch %llu/%llu ", epoch, epochs);
+    snprintf(right[1], sizeof right[1], " %*lld/%lld loss %.4f acc %6.2f%% %6.0f img/s ETA %5s", sw, (long long)step,
+             (long long)steps, loss, 100 * acc, ips, t);
+    snprintf(left[2], sizeof left[2], "ep %llu/%llu ", epoch, epochs);
+    snprintf(right[2], sizeof right[2], " %*lld/%lld loss %.3f acc %5.1f%% %5.0f/s ETA %s", sw, (long long)step,
+             (long long)steps, loss, 100 * acc, ips, t);
+    int v = 0, bar = 0;
+    for (; v < 3; v++) {
+        bar = width - (int)strlen(left[v]) - (int)strlen(right[v]) - 2;
+        if (bar >= (v < 2 ? 10 : 4)) break;
+    }
+    if (v == 3) v = 2, bar = 0; /* no room for a bar */
+    if (bar > 40) bar = 40;
+    int k = snprintf(line, sizeof line, "%s", left[v]);
+    if (bar > 0) {
+        const int filled = frac >= 1 ? bar : frac > 0 ? (int)(bar * frac) : 0;
+        line[k++] = '[';
+        for (int i = 0; i < bar; i++) line[k++] = i < filled ? '#' : '.';
+        line[k++] = ']';
+        snprintf(line + k, sizeof line - (size_t)k, "%s", right[v]);
+    } else {
+        snprintf(line + k, sizeof line - (size_t)k, "%s", right[v] + 1);
+    }
+    if ((int)strlen(line) > width) line[width > 0 ? width : 0] = '\0'; /* a very narrow terminal */
+    fprintf(stderr, "\r\033[K%s", line);
     fflush(stderr);
+    bar_on_screen = 1;
+}
+
+/* ---- output paths -------------------------------------------------------------------------- */
+
+/* Checks, before anything is trained, that `path` (the value of option `opt`, or the default
+ * checkpoint when opt is NULL) can be written: its directory exists and may be written to, it is
+ * not a directory, and (is_plot) its name ends in .png or .svg. Names the path as given. */
+static int check_output(const char *opt, const char *path, int is_plot) {
+    char what[4200];
+    if (opt) snprintf(what, sizeof what, "%s %s", opt, path);
+    else snprintf(what, sizeof what, "%s", path);
+    const size_t len = strlen(path);
+    if (!len || path[len - 1] == '/') {
+        train_error("%s: names a directory; give a file name", what);
+        return 0;
+    }
+    if (is_plot && !plot_path_ok(path)) {
+        train_error("%s: the plot's name must end in .png or .svg", what);
+        return 0;
+    }
+    char dir[4096];
+    const char *slash = strrchr(path, '/');
+    if (len >= sizeof dir) {
+        train_error("%s: the path is too long", what);
+        return 0;
+    }
+    if (!slash) snprintf(dir, sizeof dir, ".");
+    else if (slash == path) snprintf(dir, sizeof dir, "/");
+    else snprintf(dir, sizeof dir, "%.*s", (int)(slash - path), path);
+    struct stat sb;
+    if (stat(dir, &sb) != 0) {
+        train_error("%s: the directory %s %s", what, dir, errno == ENOENT ? "does not exist" : strerror(errno));
+        return 0;
+    }
+    if (!S_ISDIR(sb.st_mode)) {
+        train_error("%s: %s is not a directory", what, dir);
+        return 0;
+    }
+    /* Checkpoints and plots are written to a temporary file in the directory and renamed: the
+     * directory must be writable. The log is written in place. */
+    if (access(dir, W_OK | X_OK) != 0) {
+        train_error("%s: cannot write in the directory %s: %s", what, dir, strerror(errno));
+        return 0;
+    }
+    if (stat(path, &sb) == 0) {
+        if (S_ISDIR(sb.st_mode)) {
+            train_error("%s: is a directory", what);
+            return 0;
+        }
+        if (access(path, W_OK) != 0) {
+            train_error("%s: cannot write: %s", what, strerror(errno));
+            return 0;
+        }
+    }
+    return 1;
+}
+
+/* The default checkpoint, runs/<model>-<data>.safetensors: the model file's name without its
+ * directory and .cnn, and the data set's name (for a file or directory of data, its name without
+ * .safetensors). An existing one is another run's: the first of -2, -3, ... that does not exist
+ * is taken instead. Creates runs/. */
+static int default_out(train_cfg *c, const cnn_data *data) {
+    char model[256], set[256];
+    const char *b = strrchr(c->model, '/');
+    snprintf(model, sizeof model, "%s", b ? b + 1 : c->model);
+    size_t n = strlen(model);
+    if (n > 4 && !strcmp(model + n - 4, ".cnn")) model[n - 4] = '\0';
+    if (!strcmp(data->name, "mnist") || !strcmp(data->name, "fashion-mnist") || !strcmp(data->name, "cifar10")) {
+        snprintf(set, sizeof set, "%s", data->name);
+    } else {
+        char src[256];
+        snprintf(src, sizeof src, "%s", c->data);
+        for (n = strlen(src); n > 1 && src[n - 1] == '/';) src[--n] = '\0';
+        b = strrchr(src, '/');
+        snprintf(set, sizeof set, "%s", b ? b + 1 : src);
+        n = strlen(set);
+        if (n > 12 && !strcmp(set + n - 12, ".safetensors")) set[n - 12] = '\0';
+    }
+    for (char *p = set; *p; p++)
+        if (*p == ' ' || *p == '/') *p = '_';
+    if (mkdir("runs", 0777) != 0 && errno != EEXIST) {
+        train_error("cannot create the directory runs/ for the checkpoint: %s; give --out", strerror(errno));
+        return 0;
+    }
+    struct stat sb;
+    for (int k = 1;; k++) {
+        if (k == 1) snprintf(c->out_buf, sizeof c->out_buf, "runs/%s-%s.safetensors", model, set);
+        else snprintf(c->out_buf, sizeof c->out_buf, "runs/%s-%s-%d.safetensors", model, set, k);
+        if (stat(c->out_buf, &sb) != 0 || k == 100000) break;
+    }
+    c->out = c->out_buf;
+    return check_output(NULL, c->out, 0);
+}
+
+/* ---- history: one JSON Lines record per epoch ---------------------------------------------- */
+
+/* The records of epochs first..first+n-1 (text, one line each), and every epoch's values for
+ * the plot, indexed by epoch - 1 (as read back from the records' text). */
+typedef struct history {
+    char *text;
+    size_t len, cap;
+    unsigned long long first, n, epochs;
+    double *train_loss, *test_loss, *train_acc, *test_acc;
+} history;
+
+static int history_init(history *h, unsigned long long epochs) {
+    memset(h, 0, sizeof *h);
+    h->epochs = epochs, h->first = 1;
+    h->train_loss = malloc(4 * epochs * sizeof(double));
+    if (!h->train_loss) return 0;
+    h->test_loss = h->train_loss + epochs, h->train_acc = h->test_loss + epochs, h->test_acc = h->train_acc + epochs;
+    for (unsigned long long i = 0; i < 4 * epochs; i++) h->train_loss[i] = NAN;
+    return 1;
+}
+
+static void history_free(history *h) {
+    free(h->text);
+    free(h->train_loss);
+}
+
+static double json_num(const json_t *o, const char *key) {
+    const json_t *v = json_object_get(o, key);
+    return json_is_number(v) ? json_number_value(v) : NAN;
+}
+
+/* The epoch of a record (a JSON object on one line, `len` bytes) with its values, or 0 if it is
+ * not one. */
+static unsigned long long parse_record(const char *line, size_t len, double v[4]) {
+    json_t *o = json_loadb(line, len, 0, NULL);
+    const json_t *e = json_object_get(o, "epoch");
+    unsigned long long epoch = 0;
+    if (json_is_integer(e) && json_integer_value(e) >= 1 && json_is_number(json_object_get(o, "train_loss")) &&
+        json_is_number(json_object_get(o, "train_acc"))) {
+        epoch = (unsigned long long)json_integer_value(e);
+        v[0] = json_num(o, "train_loss"), v[1] = json_num(o, "test_loss");
+        v[2] = json_num(o, "train_acc"), v[3] = json_num(o, "test_acc");
+    }
+    json_decref(o);
+    return epoch;
+}
+
+/* Appends the record `line` (one line, no newline) of epoch first + n. */
+static int history_add(history *h, const char *line) {
+    const size_t k = strlen(line);
+    if (h->len + k + 2 > h->cap) {
+        const size_t cap = (h->len + k + 2) * 2;
+        char *t = realloc(h->text, cap);
+        if (!t) return 0;
+        h->text = t, h->cap = cap;
+    }
+    memcpy(h->text + h->len, line, k);
+    h->len += k;
+    h->text[h->len++] = '\n';
+    h->text[h->len] = '\0';
+    double v[4];
+    const unsigned long long e = parse_record(line, k, v);
+    if (e >= 1 && e <= h->epochs)
+        h->train_loss[e - 1] = v[0], h->test_loss[e - 1] = v[1], h->train_acc[e - 1] = v[2], h->test_acc[e - 1] = v[3];
+    h->n++;
+    return 1;
+}
+
+/* Notes in slot[e - 1] (and len[e - 1]) the record of each epoch e in 1..upto among the lines of
+ * text; a later record of an epoch replaces an earlier one. */
+static void find_records(const char *text, unsigned long long upto, const char **slot, size_t *len) {
+    for (const char *p = text; p && *p;) {
+        const char *nl = strchr(p, '\n');
+        const size_t k = nl ? (size_t)(nl - p) : strlen(p);
+        double v[4];
+        const unsigned long long e = k ? parse_record(p, k, v) : 0;
+        if (e >= 1 && e <= upto) slot[e - 1] = p, len[e - 1] = k;
+        p = nl ? nl + 1 : NULL;
+    }
+}
+
+/* The history of a resumed run, which has done `done` epochs: the records of the checkpoint
+ * (`saved`, its "history" metadata), with those of the old log (`log`, for checkpoints written
+ * before the history was kept in them) where the checkpoint has none; from the latest epoch back
+ * to the first one missing. Returns 0 when out of memory. */
+static int history_resume(history *h, const char *saved, const char *log, unsigned long long done) {
+    if (!done) return 1;
+    const char **slot = calloc(done, sizeof *slot);
+    size_t *len = calloc(done, sizeof *len);
+    if (!slot || !len) {
+        free(slot), free(len);
+        return 0;
+    }
+    find_records(log, done, slot, len);
+    find_records(saved, done, slot, len);
+    unsigned long long first = done;
+    while (first > 0 && slot[first - 1]) first--;
+    h->first = first + 1;
+    int ok = 1;
+    char line[4096];
+    for (unsigned long long e = first; ok && e < done; e++) {
+        snprintf(line, sizeof line, "%.*s", (int)(len[e] < sizeof line ? len[e] : sizeof line - 1), slot[e]);
+        ok = history_add(h, line);
+    }
+    free(slot), free(len);
+    return ok;
+}
+
+/* The whole of a file, or NULL (absent, or out of memory). */
+static char *read_all(const char *path) {
+    FILE *f = fopen(path, "rb");
+    if (!f) return NULL;
+    size_t n = 0, cap = 1 << 16;
+    char *b = malloc(cap + 1);
+    for (size_t k; b && (k = fread(b + n, 1, cap - n, f)) > 0;) {
+        n += k;
+        if (n == cap) {
+            char *t = realloc(b, 2 * cap + 1);
+            if (!t) free(b);
+            b = t, cap *= 2;
+        }
+    }
+    fclose(f);
+    if (b) b[n] = '\0';
+    return b;
+}
+
+/* ---- the resume command -------------------------------------------------------------------- */
+
+/* Appends s to buf (of `cap` bytes, `*at` used), quoted for a POSIX shell if it needs to be: in
+ * double quotes, with \ " $ ` escaped (a backslash-newline inside them is still a line
+ * continuation, so put_line may cut a long path). */
+static void append_quoted(char *buf, size_t cap, size_t *at, const char *s) {
+    int plain = *s != '\0';
+    for (const char *p = s; *p; p++)
+        if (!strchr("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-./,:=+@%", *p)) plain = 0;
+    if (*at + 1 >= cap) return;
+    if (plain) {
+        *at += (size_t)snprintf(buf + *at, cap - *at, "%s", s);
+    } else {
+        buf[(*at)++] = '"';
+        for (const char *p = s; *p && *at + 3 < cap; p++) {
+            if (strchr("\\\"$`", *p)) buf[(*at)++] = '\\';
+            buf[(*at)++] = *p;
+        }
+        if (*at + 1 < cap) buf[(*at)++] = '"';
+        buf[*at] = '\0';
+    }
+    if (*at >= cap) *at = cap - 1;
+}
+
+/* Prints the command that resumes from checkpoint `from`: cnn train with every option given
+ * (but the initial weights, which the checkpoint replaces), then --resume FROM --out OUT. */
+static void print_resume_command(const train_cfg *c, const char *from) {
+    char buf[16384];
+    size_t at = (size_t)snprintf(buf, sizeof buf, "resume with: cnn train");
+    for (int i = 0; i < c->n_given; i++) {
+        const char *k = c->given_opt[i];
+        if (!strcmp(k, "resume") || !strcmp(k, "out") || !strcmp(k, "weights") || !strcmp(k, "init")) continue;
+        at += (size_t)snprintf(buf + at, sizeof buf - at, " --%s", k);
+        if (at >= sizeof buf) return;
+        if (c->given_val[i]) {
+            buf[at++] = ' ', buf[at] = '\0';
+            append_quoted(buf, sizeof buf, &at, c->given_val[i]);
+        }
+    }
+    at += (size_t)snprintf(buf + at, sizeof buf - at, " --resume ");
+    if (at >= sizeof buf) return;
+    append_quoted(buf, sizeof buf, &at, from);
+    at += (size_t)snprintf(buf + at, sizeof buf - at, " --out ");
+    if (at >= sizeof buf) return;
+    append_quoted(buf, sizeof buf, &at, c->out);
+    put_line(stderr, buf, WRAP_CMD);
 }
 
 /* ---- resume -------------------------------------------------------------------------------- */
@@ -325,7 +781,7 @@ static int meta_double(const cnn_st *st, const char *key, double *out) {
 static int restore_settings(const cnn_st *st, const char *path, train_cfg *c, train_pos *pos) {
     const char *fmt = cnn_st_metadata(st, "format");
     if (!fmt || strcmp(fmt, "cnn-checkpoint-1")) {
-        cli_error("train", "%s: not a cnn training checkpoint (no __metadata__ format=cnn-checkpoint-1)", path);
+        train_error("%s: not a cnn training checkpoint (no __metadata__ format=cnn-checkpoint-1)", path);
         return 0;
     }
     unsigned long long u;
@@ -337,11 +793,12 @@ static int restore_settings(const cnn_st *st, const char *path, train_cfg *c, tr
         ok = ok && meta_double(st, "epoch_loss_sum", &pos->loss_sum) && meta_u64(st, "epoch_correct", &correct) &&
              meta_u64(st, "samples", &samples) && meta_u64(st, "batch", &batch) && u <= INT64_MAX / batch;
         if (ok && c->given.batch && c->batch != batch) {
-            cli_error("train", "%s was written in the middle of an epoch of batches of %llu; resume it with the same "
+            train_error("%s was written in the middle of an epoch of batches of %llu; resume it with the same "
                                "--batch (or none)", path, batch);
             return 0;
         }
         pos->batch = (int64_t)u, pos->correct = (int64_t)correct, pos->samples = (int64_t)samples;
+        if (!meta_double(st, "epoch_seconds", &pos->seconds)) pos->seconds = 0; /* older checkpoints */
     }
     const char *v;
     if (!c->given.optimizer && (v = cnn_st_metadata(st, "optimizer"))) {
@@ -363,7 +820,7 @@ static int restore_settings(const cnn_st *st, const char *path, train_cfg *c, tr
     if (!c->given.epochs && meta_u64(st, "epochs", &u)) c->epochs = u;
     if (!c->given.checkpoint_every && meta_u64(st, "checkpoint_every", &u)) c->checkpoint_every = u;
     if (!ok) {
-        cli_error("train", "%s: the checkpoint's __metadata__ is incomplete or malformed", path);
+        train_error("%s: the checkpoint's __metadata__ is incomplete or malformed", path);
         return 0;
     }
     /* A checkpoint comes from anywhere: what it restores must be what the options accept (a batch
@@ -374,7 +831,7 @@ static int restore_settings(const cnn_st *st, const char *path, train_cfg *c, tr
                       : !(c->gamma > 0) ? "gamma"
                       : NULL;
     if (bad)
-        cli_error("train", "%s: the checkpoint's __metadata__ has an out-of-range %s (see cnn train --help)", path, bad);
+        train_error("%s: the checkpoint's __metadata__ has an out-of-range %s (see cnn train --help)", path, bad);
     return !bad;
 }
 
@@ -391,9 +848,11 @@ static char *read_text(const char *path) {
 /* ---- checkpoints and signals --------------------------------------------------------------- */
 
 /* Writes c->out atomically: the weights, the optimizer's state, and in __metadata__ the model, the
- * settings, the position `pos` and the last test accuracy. Returns 0 with *st set on failure. */
+ * settings, the position `pos`, the last test accuracy and the history (the records of the epochs
+ * done). Returns 0 with *st set on failure. */
 static int write_checkpoint(const train_cfg *c, const char *model_text, const cnn_data *data, const cnn_net *net,
-                            const cnn_optim *opt, const train_pos *pos, double test_acc, cnn_status *st) {
+                            const cnn_optim *opt, const train_pos *pos, const history *h, double test_acc,
+                            cnn_status *st) {
     meta_list m;
     meta_init(&m);
     meta_add_ref(&m, "model", model_text);
@@ -403,6 +862,7 @@ static int write_checkpoint(const train_cfg *c, const char *model_text, const cn
     meta_add(&m, "epoch_step", "%lld", (long long)pos->batch);
     meta_add(&m, "epoch_loss_sum", "%.17g", pos->loss_sum);
     meta_add(&m, "epoch_correct", "%lld", (long long)pos->correct);
+    meta_add(&m, "epoch_seconds", "%.3f", pos->seconds);
     meta_add(&m, "samples", "%lld", (long long)data->train.n);
     meta_add(&m, "epochs", "%llu", c->epochs);
     meta_add(&m, "checkpoint_every", "%llu", c->checkpoint_every);
@@ -423,6 +883,7 @@ static int write_checkpoint(const train_cfg *c, const char *model_text, const cn
     meta_add(&m, "test_acc", "%.6f", test_acc);
     meta_add(&m, "mean", "%.9g,%.9g,%.9g", data->mean[0], data->mean[1], data->mean[2]);
     meta_add(&m, "std", "%.9g,%.9g,%.9g", data->std[0], data->std[1], data->std[2]);
+    meta_add_ref(&m, "history", h->text ? h->text : "");
     return checkpoint_save(c->out, net, opt, m.kv, m.n, st);
 }
 
@@ -443,27 +904,39 @@ static void catch_stop_signals(void) {
     sigaction(SIGTERM, &sa, NULL);
 }
 
-/* After a stop signal: writes the checkpoint of position `pos` (when there is --out) and says how
- * to resume. Returns the exit status, 128 + the signal's number, or 1 if the write failed. */
+/* After a stop signal: writes the checkpoint of position `pos` and says how to resume. Returns the
+ * exit status, 128 + the signal's number, or 1 if the write failed. */
 static int stop_training(const train_cfg *c, const char *model_text, const cnn_data *data, const cnn_net *net,
-                         const cnn_optim *opt, const train_pos *pos, int64_t steps_per_epoch, double test_acc) {
+                         const cnn_optim *opt, const train_pos *pos, const history *h, int64_t steps_per_epoch,
+                         double test_acc, const char *last_checkpoint) {
     const char *what = stop_signal == SIGTERM ? "terminated (SIGTERM)" : "interrupted (SIGINT)";
-    if (isatty(fileno(stderr))) fputc('\n', stderr); /* end the progress bar's line */
-    if (!c->out) {
-        cli_error("train", "%s at step %llu; no checkpoint written: give --out to be able to resume", what, pos->step);
-        return 128 + stop_signal;
-    }
     cnn_status st;
-    if (!write_checkpoint(c, model_text, data, net, opt, pos, test_acc, &st)) {
-        cli_error("train", "%s at step %llu, and the checkpoint could not be written: %s", what, pos->step,
-                  cnn_last_error());
+    if (!write_checkpoint(c, model_text, data, net, opt, pos, h, test_acc, &st)) {
+        train_error("%s at step %llu, and the checkpoint could not be written: %s", what, pos->step, cnn_last_error());
+        if (last_checkpoint) print_resume_command(c, last_checkpoint);
         return 1;
     }
-    cli_error("train", "%s at step %llu (epoch %llu, batch %lld of %lld); checkpoint written to %s", what, pos->step,
-              pos->epoch + 1, (long long)pos->batch, (long long)steps_per_epoch, c->out);
-    fprintf(stderr, "resume with: cnn train --model %s --data %s%s%s --resume %s --out %s\n", c->model, c->data,
-            c->data_dir ? " --data-dir " : "", c->data_dir ? c->data_dir : "", c->out, c->out);
+    train_error("%s at step %llu (epoch %llu, batch %lld of %lld); checkpoint written to %s", what, pos->step,
+                pos->epoch + 1, (long long)pos->batch, (long long)steps_per_epoch, c->out);
+    print_resume_command(c, c->out);
     return 128 + stop_signal;
+}
+
+/* The line of an epoch's end. On a terminal too narrow for it, the test split's figures go on a
+ * line of their own. */
+static void print_epoch(unsigned long long e, unsigned long long epochs, double train_loss, double train_acc,
+                        int has_test, double test_loss, double test_acc, double secs, double ips) {
+    char head[128], test[96] = "", tail[64];
+    snprintf(head, sizeof head, "epoch %llu/%llu  train loss %.4f acc %.2f%%", e, epochs, train_loss, 100 * train_acc);
+    if (has_test) snprintf(test, sizeof test, "  test loss %.4f acc %.2f%%", test_loss, 100 * test_acc);
+    snprintf(tail, sizeof tail, "  %.1fs %.0f img/s", secs, ips);
+    const int cols = term_cols(fileno(stderr));
+    if (cols <= 0 || strlen(head) + strlen(test) + strlen(tail) < (size_t)cols) {
+        say(stderr, WRAP_TEXT, "%s%s%s", head, test, tail);
+    } else {
+        say(stderr, WRAP_TEXT, "%s%s", head, tail);
+        if (has_test) say(stderr, WRAP_TEXT, "%s", test);
+    }
 }
 
 /* ---- the command --------------------------------------------------------------------------- */
@@ -473,6 +946,18 @@ int cmd_train(int argc, char **argv) {
     int rc = parse_args(argc, argv, &c);
     if (rc >= 0) return rc;
     rc = EXIT_BAD_INPUT;
+    /* Every output path given is checked before anything is loaded, let alone trained. */
+    if ((c.out && !check_output("--out", c.out, 0)) || (c.log && !check_output("--log", c.log, 0)) ||
+        (c.plot && !check_output("--plot", c.plot, 1)))
+        return EXIT_BAD_INPUT;
+    static const char *const names[3] = {"--out", "--log", "--plot"};
+    const char *paths[3] = {c.out, c.log, c.plot};
+    for (int i = 0; i < 3; i++)
+        for (int j = i + 1; j < 3; j++)
+            if (paths[i] && paths[j] && !strcmp(paths[i], paths[j])) {
+                train_error("%s and %s name the same file, %s", names[i], names[j], paths[i]);
+                return EXIT_BAD_INPUT;
+            }
 
     cnn_net *net = NULL;
     cnn_st *wst = NULL;
@@ -481,26 +966,31 @@ int cmd_train(int argc, char **argv) {
     memset(&data, 0, sizeof data);
     float *xb = NULL, *dy = NULL;
     int64_t *yb = NULL, *perm = NULL;
-    double *curves = NULL;
-    char *model_text = NULL;
+    history hist;
+    memset(&hist, 0, sizeof hist);
+    char *model_text = NULL, *old_log = NULL;
     FILE *log = NULL;
     cnn_status st;
     unsigned long long start_epoch = 0, step = 0;
     train_pos resume_at = {0};   /* where a checkpoint given to --resume stopped */
     double test_acc = NAN;       /* after the last epoch evaluated */
+    const char *last_checkpoint = NULL; /* the latest complete checkpoint on disk, to resume from */
+    int training = 0;                   /* the first step has begun */
 
+    const int threads = cli_threads(c.threads);
+    if (!threads) goto fail_arg;
     if ((st = cnn_net_load(c.model, &net))) goto fail;
     model_text = read_text(c.model);
     if (!model_text) {
-        cli_error("train", "%s: cannot read", c.model);
+        train_error("%s: cannot read", c.model);
         goto done;
     }
     int in[3], out[3];
     cnn_net_input_shape(net, in);
     cnn_net_output_shape(net, out);
     if (!cnn_net_output_is_flat(net)) {
-        cli_error("train", "%s: the output is %dx%dx%d; training with cross-entropy needs a flat output of "
-                           "class scores (end the model with flatten or linear)", c.model, out[0], out[1], out[2]);
+        train_error("%s: the output is %dx%dx%d; training with cross-entropy needs a flat output of class scores "
+                    "(end the model with flatten or linear)", c.model, out[0], out[1], out[2]);
         goto done;
     }
     const int classes = out[0];
@@ -509,7 +999,7 @@ int cmd_train(int argc, char **argv) {
         if ((st = cnn_st_load(c.resume, &wst))) goto fail;
         const char *saved = cnn_st_metadata(wst, "model");
         if (saved && strcmp(saved, model_text)) {
-            cli_error("train", "%s: this checkpoint was trained for a different model than %s", c.resume, c.model);
+            train_error("%s: this checkpoint was trained for a different model than %s", c.resume, c.model);
             goto done;
         }
         if (!restore_settings(wst, c.resume, &c, &resume_at)) goto done;
@@ -518,11 +1008,12 @@ int cmd_train(int argc, char **argv) {
             cnn_error_prefix(c.resume);
             goto fail;
         }
+        last_checkpoint = c.resume;
     } else if (c.weights) {
         if ((st = cnn_st_load(c.weights, &wst))) goto fail;
         const char *saved = cnn_st_metadata(wst, "model");
         if (saved && strcmp(saved, model_text)) {
-            cli_error("train", "%s: these weights were trained for a different model than %s", c.weights, c.model);
+            train_error("%s: these weights were trained for a different model than %s", c.weights, c.model);
             goto done;
         }
         if ((st = cnn_net_load_weights(net, wst, 0))) {
@@ -532,20 +1023,27 @@ int cmd_train(int argc, char **argv) {
     } else if ((st = cnn_net_init(net, c.init_seed))) {
         goto fail;
     }
+    /* The records of the epochs done: from the checkpoint, else (older checkpoints) the old log. */
+    if (!history_init(&hist, c.epochs)) goto nomem;
+    if (c.resume && start_epoch > 0) {
+        if (c.log) old_log = read_all(c.log);
+        if (!history_resume(&hist, cnn_st_metadata(wst, "history"), old_log, start_epoch)) goto nomem;
+        free(old_log);
+        old_log = NULL;
+    }
 
     if ((st = cnn_data_open(c.data, c.data_dir, &data))) goto fail;
     if (data.train.c != in[0] || data.train.h != in[1] || data.train.w != in[2]) {
-        cli_error("train", "%s: samples are %dx%dx%d, but %s takes %dx%dx%d", c.data, data.train.c, data.train.h,
-                  data.train.w, c.model, in[0], in[1], in[2]);
+        train_error("%s: samples are %dx%dx%d, but %s takes %dx%dx%d", c.data, data.train.c, data.train.h,
+                    data.train.w, c.model, in[0], in[1], in[2]);
         goto done;
     }
     if (data.num_classes > classes) {
-        cli_error("train", "%s: label %d is out of range for the model's %d outputs", c.data, data.num_classes - 1,
-                  classes);
+        train_error("%s: label %d is out of range for the model's %d outputs", c.data, data.num_classes - 1, classes);
         goto done;
     }
     if (data.train.n < 1) {
-        cli_error("train", "%s: the training split is empty", c.data);
+        train_error("%s: the training split is empty", c.data);
         goto done;
     }
     if ((st = cnn_optim_create(net, &c.opt, &opt))) goto fail;
@@ -556,7 +1054,7 @@ int cmd_train(int argc, char **argv) {
     cnn_st_free(wst);
     wst = NULL;
     if (start_epoch >= c.epochs) {
-        cli_error("train", "%s already holds %llu epoch(s); ask for more with --epochs", c.resume, start_epoch);
+        train_error("%s already holds %llu epoch(s); ask for more with --epochs", c.resume, start_epoch);
         goto done;
     }
 
@@ -564,49 +1062,68 @@ int cmd_train(int argc, char **argv) {
     const size_t chw = (size_t)in[0] * in[1] * in[2];
     if ((st = cnn_net_reserve(net, batch))) goto fail;
     cnn_net_set_input_grad(net, 0);   /* training needs only the parameter gradients */
-    if (c.threads && (st = cnn_set_threads((int)c.threads))) goto fail;
     xb = malloc((size_t)batch * chw * sizeof *xb);
     yb = malloc((size_t)batch * sizeof *yb);
     dy = malloc((size_t)batch * classes * sizeof *dy);
     perm = malloc((size_t)data.train.n * sizeof *perm);
-    curves = calloc(4 * c.epochs, sizeof *curves);
-    if (!xb || !yb || !dy || !perm || !curves) {
-        cli_error("train", "out of memory");
-        rc = 1;
-        goto done;
-    }
-    if (c.log && !(log = fopen(c.log, c.resume ? "a" : "w"))) {
-        cli_error("train", "%s: cannot open the log: %s", c.log, strerror(errno));
-        goto done;
-    }
-    const int tty = isatty(fileno(stderr));
+    if (!xb || !yb || !dy || !perm) goto nomem;
     const int64_t steps_per_epoch = (data.train.n + batch - 1) / batch;
     if (resume_at.batch > 0 && (resume_at.samples != data.train.n || resume_at.batch > steps_per_epoch)) {
-        cli_error("train", "%s was written in the middle of an epoch of %lld samples; %s holds %lld: resume it on the "
-                           "same data", c.resume, (long long)resume_at.samples, c.data, (long long)data.train.n);
+        train_error("%s was written in the middle of an epoch of %lld samples; %s holds %lld: resume it on the same "
+                    "data", c.resume, (long long)resume_at.samples, c.data, (long long)data.train.n);
         goto done;
+    }
+    /* The checkpoint: --out, else the one resumed (it goes on), else a new one under runs/. */
+    const char *out_why = "";
+    if (!c.out && c.resume) {
+        c.out = c.resume;
+        out_why = " (the checkpoint resumed; no --out given)";
+        if (!check_output(NULL, c.out, 0)) goto done;
+    } else if (!c.out) {
+        if (!default_out(&c, &data)) goto done;
+        out_why = " (no --out given)";
+    }
+    /* The log holds the records of the epochs done (a resumed run's history), then one per epoch. */
+    if (c.log) {
+        if (!(log = fopen(c.log, "w"))) {
+            train_error("--log %s: cannot open: %s", c.log, strerror(errno));
+            goto done;
+        }
+        if ((hist.len && fwrite(hist.text, 1, hist.len, log) != hist.len) || fflush(log)) {
+            train_error("--log %s: cannot write: %s", c.log, strerror(errno));
+            goto done;
+        }
     }
     /* The handlers go in before the line that says training has begun: a signal sent on seeing
      * it must find them in place, not end the process by the default action. */
     catch_stop_signals();
-    fprintf(stderr, "training %s on %s (%lld train, %lld test), %s lr %g, batch %d, epochs %llu..%llu\n", c.model,
-            data.name, (long long)data.train.n, (long long)data.test.n, optim_name(c.opt.kind), c.opt.lr, batch,
-            start_epoch + 1, c.epochs);
+    say(stderr, WRAP_TEXT, "training %s on %s (%lld train, %lld test), %s lr %g, batch %d, epochs %llu..%llu, %d thread%s",
+        c.model, data.name, (long long)data.train.n, (long long)data.test.n, optim_name(c.opt.kind), c.opt.lr, batch,
+        start_epoch + 1, c.epochs, threads, threads == 1 ? "" : "s");
+    char every[64] = "";
+    if (c.checkpoint_every) snprintf(every, sizeof every, " and every %llu steps", c.checkpoint_every);
+    say(stderr, WRAP_TEXT, "checkpoint %s after every epoch%s%s", c.out, every, out_why);
     if (resume_at.batch > 0)
-        fprintf(stderr, "resuming epoch %llu after batch %lld of %lld\n", start_epoch + 1, (long long)resume_at.batch,
-                (long long)steps_per_epoch);
+        say(stderr, WRAP_TEXT, "resuming epoch %llu after batch %lld of %lld", start_epoch + 1,
+            (long long)resume_at.batch, (long long)steps_per_epoch);
+    if (c.resume && hist.first > 1)
+        say(stderr, WRAP_TEXT, "note: %s holds no record of epoch%s 1..%llu; the log and the plot start at epoch %llu",
+            c.resume, hist.first > 2 ? "s" : "", hist.first - 1, hist.first);
 
+    const int tty = isatty(fileno(stderr));
+    training = 1;
     for (unsigned long long e = start_epoch; e < c.epochs; e++) {
         const double lr = cnn_schedule_lr(c.schedule, c.opt.lr, (int)e, (int)c.epochs, (int)c.step_size, c.gamma);
         epoch_order(perm, data.train.n, c.seed, e, c.shuffle);
-        const double t0 = now();
         /* A resumed epoch skips the batches its checkpoint had done, and goes on from their totals. */
         const train_pos *from = e == start_epoch ? &resume_at : NULL;
         const int64_t b0 = from ? from->batch : 0;
+        const double secs0 = from ? from->seconds : 0; /* the epoch's training time before this run */
         double last_draw = 0, loss_sum = from ? from->loss_sum : 0;
         int64_t correct = from ? from->correct : 0;
         int64_t seen = b0 * batch < data.train.n ? b0 * batch : data.train.n;
         const int64_t seen0 = seen;
+        const double t0 = now();
         for (int64_t b = b0; b < steps_per_epoch; b++) {
             const int64_t at = b * batch;
             const int n = (int)(data.train.n - at < batch ? data.train.n - at : batch);
@@ -624,10 +1141,11 @@ int cmd_train(int argc, char **argv) {
             if (!isfinite(loss) || !grads_finite(net)) {
                 char what[256];
                 describe_nonfinite(net, n, what, sizeof what);
-                if (tty) fputc('\n', stderr);
-                cli_error("train", "step %llu (epoch %llu): the loss is %g; first non-finite: %s. Stopped; the "
-                                   "last good checkpoint%s%s is kept. Try a lower --lr.",
-                          step + 1, e + 1, (double)loss, what, c.out ? " " : "", c.out ? c.out : "");
+                train_error("step %llu (epoch %llu): the loss is %g; first non-finite: %s. Stopped; %s%s. Try a lower "
+                            "--lr.", step + 1, e + 1, (double)loss, what,
+                            last_checkpoint ? "the last good checkpoint is kept: " : "no checkpoint was written",
+                            last_checkpoint ? last_checkpoint : "");
+                if (last_checkpoint) print_resume_command(&c, last_checkpoint);
                 rc = 1;
                 goto done;
             }
@@ -635,72 +1153,89 @@ int cmd_train(int argc, char **argv) {
             step++;
             loss_sum += (double)loss * n;
             seen += n;
-            if (tty && (now() - last_draw > 0.1 || b == steps_per_epoch - 1)) {
+            if (tty && (now() - last_draw >= 0.1 || b == steps_per_epoch - 1)) {
                 last_draw = now();
-                progress_bar((int)e + 1, (int)c.epochs, seen, data.train.n, last_draw - t0, loss_sum / seen,
+                const double ips = last_draw > t0 ? (double)(seen - seen0) / (last_draw - t0) : 0;
+                progress_bar(e + 1, c.epochs, b + 1, steps_per_epoch, (double)seen / (double)data.train.n, ips,
+                             ips > 0 ? (double)(data.train.n - seen) / ips : 0, loss_sum / seen,
                              (double)correct / seen);
             }
-            const train_pos pos = {.epoch = e, .step = step, .batch = b + 1, .correct = correct, .loss_sum = loss_sum};
+            const train_pos pos = {.epoch = e, .step = step, .batch = b + 1, .correct = correct, .loss_sum = loss_sum,
+                                   .seconds = secs0 + now() - t0};
             if (stop_signal) {
-                rc = stop_training(&c, model_text, &data, net, opt, &pos, steps_per_epoch, test_acc);
+                rc = stop_training(&c, model_text, &data, net, opt, &pos, &hist, steps_per_epoch, test_acc,
+                                   last_checkpoint);
                 goto done;
             }
-            if (c.out && c.checkpoint_every && step % c.checkpoint_every == 0 && b + 1 < steps_per_epoch &&
-                !write_checkpoint(&c, model_text, &data, net, opt, &pos, test_acc, &st))
-                goto fail;
+            if (c.checkpoint_every && step % c.checkpoint_every == 0 && b + 1 < steps_per_epoch) {
+                if (!write_checkpoint(&c, model_text, &data, net, opt, &pos, &hist, test_acc, &st)) goto fail;
+                last_checkpoint = c.out;
+            }
         }
-        const double secs = now() - t0;
+        const double run_secs = now() - t0, secs = secs0 + run_secs; /* training only: before the evaluation */
+        const double ips = run_secs > 0 ? (double)(seen - seen0) / run_secs : 0;
         const double train_loss = loss_sum / seen, train_acc = (double)correct / seen;
         double test_loss = NAN;
         test_acc = NAN;
         if (data.test.n && !evaluate(net, &data.test, batch, classes, yb, &test_loss, &test_acc, NULL)) {
-            cli_error("train", "evaluation failed: %s", cnn_last_error());
+            train_error("evaluation failed: %s", cnn_last_error());
             rc = 1;
             goto done;
         }
-        if (tty) fputc('\n', stderr);
-        fprintf(stderr, "epoch %llu/%llu  train loss %.4f acc %.2f%%  test loss %.4f acc %.2f%%  %.1fs %.0f img/s\n",
-                e + 1, c.epochs, train_loss, 100 * train_acc, test_loss, 100 * test_acc, secs,
-                (double)(seen - seen0) / secs);
-        double *tl = curves, *vl = curves + c.epochs, *ta = curves + 2 * c.epochs, *va = curves + 3 * c.epochs;
-        tl[e] = train_loss, vl[e] = test_loss, ta[e] = train_acc, va[e] = test_acc;
-        if (log) {
-            fprintf(log, "{\"epoch\": %llu, \"step\": %llu, \"lr\": %.9g, \"train_loss\": %.6f, \"train_acc\": %.6f, "
-                         "\"test_loss\": %.6f, \"test_acc\": %.6f, \"seconds\": %.3f, \"images_per_s\": %.1f}\n",
-                    e + 1, step, lr, train_loss, train_acc, data.test.n ? test_loss : -1.0,
-                    data.test.n ? test_acc : -1.0, secs, (double)(seen - seen0) / secs);
-            fflush(log);
+        print_epoch(e + 1, c.epochs, train_loss, train_acc, data.test.n > 0, test_loss, test_acc, secs, ips);
+        char rec[512], tl[32] = "null", ta[32] = "null";
+        if (data.test.n) snprintf(tl, sizeof tl, "%.6f", test_loss), snprintf(ta, sizeof ta, "%.6f", test_acc);
+        snprintf(rec, sizeof rec, "{\"epoch\": %llu, \"step\": %llu, \"lr\": %.9g, \"train_loss\": %.6f, "
+                                  "\"train_acc\": %.6f, \"test_loss\": %s, \"test_acc\": %s, \"seconds\": %.3f, "
+                                  "\"images_per_s\": %.1f}",
+                 e + 1, step, lr, train_loss, train_acc, tl, ta, secs, ips);
+        if (!history_add(&hist, rec)) goto nomem;
+        if (log && (fprintf(log, "%s\n", rec) < 0 || fflush(log))) {
+            train_error("--log %s: cannot write: %s", c.log, strerror(errno));
+            if (last_checkpoint) print_resume_command(&c, last_checkpoint);
+            rc = 1;
+            goto done;
         }
         const train_pos done_pos = {.epoch = e + 1, .step = step};
-        if (c.out && !write_checkpoint(&c, model_text, &data, net, opt, &done_pos, test_acc, &st)) goto fail;
+        if (!write_checkpoint(&c, model_text, &data, net, opt, &done_pos, &hist, test_acc, &st)) goto fail;
+        last_checkpoint = c.out;
         if (c.plot) {
             char err[512];
-            const int n_ep = (int)(e + 1 - start_epoch);
-            const unsigned long long s0 = start_epoch;
-            if (!plot_curves(c.plot, n_ep, tl + s0, data.test.n ? vl + s0 : NULL, ta + s0, data.test.n ? va + s0 : NULL,
-                             c.model, err, sizeof err)) {
-                cli_error("train", "%s", err);
+            const unsigned long long f = hist.first - 1, n_ep = e + 1 - f;
+            if (!plot_curves(c.plot, (int)hist.first, (int)n_ep, hist.train_loss + f,
+                             data.test.n ? hist.test_loss + f : NULL, hist.train_acc + f,
+                             data.test.n ? hist.test_acc + f : NULL, c.model, err, sizeof err)) {
+                train_error("%s", err);
+                print_resume_command(&c, last_checkpoint);
                 goto done;
             }
         }
         if (stop_signal && e + 1 < c.epochs) {
-            rc = stop_training(&c, model_text, &data, net, opt, &done_pos, steps_per_epoch, test_acc);
+            rc = stop_training(&c, model_text, &data, net, opt, &done_pos, &hist, steps_per_epoch, test_acc,
+                               last_checkpoint);
             goto done;
         }
     }
-    if (data.test.n) {
-        const double acc = curves[3 * c.epochs + c.epochs - 1];
-        printf("test accuracy %.2f%% after %llu epoch(s)\n", 100 * acc, c.epochs);
-    }
-    if (c.out) printf("checkpoint %s\n", c.out);
-    if (c.plot) printf("plot %s\n", c.plot);
+    end_bar();
+    if (data.test.n) say(stdout, WRAP_TEXT, "test accuracy %.2f%% after %llu epoch(s)", 100 * test_acc, c.epochs);
+    say(stdout, WRAP_TEXT, "checkpoint %s", c.out);
+    if (c.plot) say(stdout, WRAP_TEXT, "plot %s", c.plot);
     rc = 0;
     goto done;
+nomem:
+    train_error("out of memory");
+    rc = 1;
+    goto done;
+fail_arg:
+    st = CNN_ERR_ARG;
 fail:
-    rc = cli_report("train", st);
+    rc = train_report(st);
+    if (training && last_checkpoint) print_resume_command(&c, last_checkpoint);
 done:
+    end_bar();
     if (log) fclose(log);
-    free(xb), free(yb), free(dy), free(perm), free(curves), free(model_text);
+    free(xb), free(yb), free(dy), free(perm), free(model_text), free(old_log);
+    history_free(&hist);
     cnn_optim_free(opt);
     cnn_st_free(wst);
     cnn_data_free(&data);

@@ -1,5 +1,6 @@
 /* Running the CLI from a test: $CNN_BIN (default build/cnn) with stdin from /dev/null and stdout
- * and stderr captured, killed after CLI_TIMEOUT_S. Include after <cmocka.h>. */
+ * and stderr captured, killed after CLI_TIMEOUT_S, in the current directory or in cli_cwd. Include
+ * after <cmocka.h>. */
 #ifndef CNN_CLIRUN_H
 #define CNN_CLIRUN_H
 
@@ -23,9 +24,22 @@ typedef struct cli_result {
     char cmd[2048];
 } cli_result;
 
+/* When not NULL, the directory the CLI runs in (for what it writes to the current directory). */
+static const char *cli_cwd;
+
 static inline const char *cli_bin(void) {
     const char *b = getenv("CNN_BIN");
     return b && *b ? b : "build/cnn";
+}
+
+/* cli_bin() as an absolute path, so that it still runs from another directory. */
+static inline const char *cli_bin_abs(void) {
+    static char abs[4096];
+    if (cli_bin()[0] == '/') return cli_bin();
+    char cwd[3000];
+    if (!getcwd(cwd, sizeof cwd)) return cli_bin();
+    snprintf(abs, sizeof abs, "%s/%s", cwd, cli_bin());
+    return abs;
 }
 
 static inline char *cli_read_file(const char *path, char *buf, size_t cap) {
@@ -46,7 +60,7 @@ static inline void cli_run(cli_result *r, const char *dir, const char *const *ar
     snprintf(err_path, sizeof err_path, "%s/cli.stderr", dir);
     const char *argv[96];
     int argc = 0;
-    argv[argc++] = cli_bin();
+    argv[argc++] = cli_cwd ? cli_bin_abs() : cli_bin();
     size_t at = (size_t)snprintf(r->cmd, sizeof r->cmd, "%s", cli_bin());
     for (int i = 0; args[i]; i++) {
         assert_true(argc < 95);
@@ -64,6 +78,7 @@ static inline void cli_run(cli_result *r, const char *dir, const char *const *ar
         if (in < 0 || out < 0 || err < 0) _exit(126);
         dup2(in, STDIN_FILENO), dup2(out, STDOUT_FILENO), dup2(err, STDERR_FILENO);
         close(in), close(out), close(err);
+        if (cli_cwd && chdir(cli_cwd) != 0) _exit(126);
         execv(argv[0], (char *const *)argv);
         fprintf(stderr, "cannot run %s: %s (build it with make, or set CNN_BIN)\n", argv[0], strerror(errno));
         _exit(127);

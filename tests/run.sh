@@ -4,6 +4,10 @@
 build=${1:-build}
 export CNN_BIN="$build/cnn"
 export CMOCKA_MESSAGE_OUTPUT=TAP
+# The CLI uses every core by default; the tests' nets are tiny, and on a machine busy with other
+# work two threads can make them several times slower than one. The bits are the same for any
+# count; the tests that vary it say so (test_train_cli unsets this to test the default).
+export CNN_NUM_THREADS="${CNN_NUM_THREADS:-1}"
 export LSAN_OPTIONS="suppressions=$(pwd)/tests/lsan.supp:print_suppressions=0"
 passed=0
 failed=0

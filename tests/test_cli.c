@@ -232,7 +232,7 @@ static void test_predict_forms(void **state) {
     snprintf(wo, sizeof wo, "--weights=%s", ckpt_p);
     char *a = run_out(ARGV("predict", "--model", model_p, "--weights", ckpt_p, "--top", "2", "--invert", image_p));
     char *b = run_out(ARGV("predict", image_p, mo, "--invert", wo, "--top=2"));   /* an image before the options */
-    char *c = run_out(ARGV("predict", "--mo", model_p, "--we", ckpt_p, "--t=2", "--inv", image_p));
+    char *c = run_out(ARGV("predict", "--mo", model_p, "--we", ckpt_p, "--to=2", "--inv", image_p));
     assert_non_null(strstr(a, "digit.pgm"));
     assert_non_null(strstr(a, "2. "));
     assert_null(strstr(a, "3. "));

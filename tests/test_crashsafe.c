@@ -75,11 +75,11 @@ static void make_dataset(const char *p, int n, int n_test, uint64_t salt) {
         "0.01", "--seed", "7", "--checkpoint-every", "4", "--out", (out)
 
 /* Starts the CLI with `args` (NULL-terminated), stdout and stderr to dir/spawn.stdout and
- * dir/spawn.stderr, without waiting for it. */
+ * dir/spawn.stderr, in cli_cwd if set, without waiting for it. */
 static pid_t spawn(const char *const *args) {
     const char *argv[64];
     int argc = 0;
-    argv[argc++] = cli_bin();
+    argv[argc++] = cli_cwd ? cli_bin_abs() : cli_bin();
     for (int i = 0; args[i]; i++) argv[argc++] = args[i];
     argv[argc] = NULL;
     char out[80], err[80];
@@ -95,6 +95,7 @@ static pid_t spawn(const char *const *args) {
         if (in < 0 || o < 0 || e < 0) _exit(126);
         dup2(in, 0), dup2(o, 1), dup2(e, 2);
         close(in), close(o), close(e);
+        if (cli_cwd && chdir(cli_cwd) != 0) _exit(126);
         execv(argv[0], (char *const *)argv);
         _exit(127);
     }
@@ -335,10 +336,17 @@ static void stop_and_resume(int sig, const char *name, const char *what) {
 static void test_sigint_stops_cleanly(void **s) { (void)s, stop_and_resume(SIGINT, "sigint.safetensors", "interrupted (SIGINT)"); }
 static void test_sigterm_stops_cleanly(void **s) { (void)s, stop_and_resume(SIGTERM, "sigterm.safetensors", "terminated (SIGTERM)"); }
 
-/* Without --out there is nothing to resume from, and it says so. */
+/* Without --out the checkpoint goes to runs/<model>-<data>.safetensors (in the working
+ * directory), and the resume command names it. */
 static void test_sigint_without_out(void **state) {
     (void)state;
+    char work[512], ck[600];
+    path(work, "no_out");
+    assert_int_equal(mkdir(work, 0700), 0);
+    snprintf(ck, sizeof ck, "%s/runs/model-data.safetensors", work);
+    cli_cwd = work;
     for (int attempt = 0; attempt < 20; attempt++) {
+        remove(ck);
         const pid_t pid = spawn((const char *const[]){"train", "--model", model_p, "--data", data_p, "--epochs", "200",
                                                       "--batch", "8", NULL});
         int ws;
@@ -347,9 +355,13 @@ static void test_sigint_without_out(void **state) {
         waitpid(pid, &ws, 0);
         if (WIFEXITED(ws) && WEXITSTATUS(ws) == 0) continue;
         if (!WIFEXITED(ws) || WEXITSTATUS(ws) != 130) fail_msg("status %d; stderr:\n%s", ws, read_stderr());
-        assert_non_null(strstr(read_stderr(), "no checkpoint written: give --out to be able to resume"));
+        assert_non_null(strstr(read_stderr(), "checkpoint written to runs/model-data.safetensors"));
+        assert_non_null(strstr(read_stderr(), "--resume runs/model-data.safetensors --out runs/model-data.safetensors"));
+        assert_true(checkpoint_step(ck) > 0);
+        cli_cwd = NULL;
         return;
     }
+    cli_cwd = NULL;
     fail_msg("training always ended before SIGINT");
 }
 
@@ -431,11 +443,19 @@ static void test_mid_epoch_needs_same_batch_and_data(void **state) {
     assert_int_equal(checkpoint_step(out), 85 + 65 + 4 * 75);
 }
 
-static void test_checkpoint_every_needs_out(void **state) {
+/* --checkpoint-every without --out writes to the default checkpoint; a bad value is refused. */
+static void test_checkpoint_every_without_out(void **state) {
     (void)state;
+    char work[512], ck[600];
+    path(work, "every_no_out");
+    assert_int_equal(mkdir(work, 0700), 0);
+    snprintf(ck, sizeof ck, "%s/runs/model-data.safetensors", work);
     cli_result r;
-    CLI_RUN(&r, dir, "train", "--model", model_p, "--data", data_p, "--checkpoint-every", "5");
-    CLI_EXPECT(&r, 2, "--checkpoint-every needs --out");
+    cli_cwd = work;
+    CLI_RUN(&r, dir, "train", "--model", model_p, "--data", data_p, "--batch", "8", "--checkpoint-every", "5");
+    cli_cwd = NULL;
+    CLI_EXPECT(&r, 0, "checkpoint runs/model-data.safetensors after every epoch and every 5 steps");
+    assert_int_equal(checkpoint_step(ck), 75);
     CLI_RUN(&r, dir, "train", "--model", model_p, "--data", data_p, "--checkpoint-every", "x", "--out", "o");
     CLI_EXPECT(&r, 2, "--checkpoint-every x: expected a whole number");
 }
@@ -449,7 +469,7 @@ int main(void) {
         cmocka_unit_test(test_sigint_without_out),
         cmocka_unit_test(test_mid_epoch_needs_same_batch_and_data),
         cmocka_unit_test(test_hostile_checkpoint_settings),
-        cmocka_unit_test(test_checkpoint_every_needs_out),
+        cmocka_unit_test(test_checkpoint_every_without_out),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

@@ -494,7 +494,7 @@ static void test_eval_json_and_per_class(void **state) {
     char want[1024];
     snprintf(want, sizeof want, "\naccuracy %.2f%%\n", 100.0 * trace / N_TEST);
     ASSERT_HAS(r.out, want);
-    snprintf(want, sizeof want, "%s on mnist (test split, %d samples)\nloss ", ckpt_p, N_TEST);
+    snprintf(want, sizeof want, "%s on mnist (test split, %d samples, 1 thread)\nloss ", ckpt_p, N_TEST);
     ASSERT_HAS(r.out, want);
     ASSERT_HAS(r.out, "\nconfusion matrix (rows: true class, columns: predicted)\n");
     ASSERT_HAS(r.out, "\nclass          precision    recall  support predicted\n");

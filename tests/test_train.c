@@ -263,7 +263,7 @@ static void test_learns_logs_plots_and_evaluates(void **state) {
     assert_non_null(strstr(r.out, "accuracy 100.00%"));
     assert_non_null(strstr(r.out, "confusion matrix"));
     assert_non_null(strstr(r.out, "      10      0      0"));   /* 30 test samples, 10 per class */
-    CLI_RUN(&r, dir, "train", "--model", model_p, "--data", data_p, "--epochs", "1", "--plot", svg);
+    CLI_RUN(&r, dir, "train", "--model", model_p, "--data", data_p, "--epochs", "1", "--plot", svg, "--out", out);
     CLI_EXPECT(&r, 0, NULL);
     cli_read_file(svg, buf, sizeof buf);
     assert_non_null(strstr(buf, "<svg"));
@@ -325,11 +325,12 @@ static void make_idx_dir(const char *d, const char *how) {
 
 static void test_idx_directory_trains(void **state) {
     (void)state;
-    char d[512];
+    char d[512], out[512];
     path(d, "idx_ok");
+    path(out, "idx_ok.safetensors");
     make_idx_dir(d, "ok");
     cli_result r;
-    CLI_RUN(&r, dir, "train", "--model", model_p, "--data", d, "--epochs", "1", "--batch", "4");
+    CLI_RUN(&r, dir, "train", "--model", model_p, "--data", d, "--epochs", "1", "--batch", "4", "--out", out);
     CLI_EXPECT(&r, 0, "epoch 1/1", "(12 train, 12 test)");
 }
 
