@@ -5,6 +5,9 @@
 #define _GNU_SOURCE /* sched_getaffinity, CPU_COUNT */
 #include "cli.h"
 
+#include "base/error.h"
+
+#include <errno.h>
 #include <sched.h>
 #include <stdlib.h>
 #include <unistd.h>
@@ -22,7 +25,16 @@ static long usable_cores(void) {
 int cli_threads(unsigned long long given) {
     if (given) return cnn_set_threads((int)given) == CNN_OK ? (int)given : 0;
     const char *env = getenv("CNN_NUM_THREADS");
-    if (env && *env) return cnn_get_threads();   /* the library reads it */
+    if (env && *env) {   /* the library reads it, and takes 1 for what it cannot read: refuse that here */
+        char *end;
+        errno = 0;
+        const long v = env[0] >= '0' && env[0] <= '9' ? strtol(env, &end, 10) : 0;
+        if (!v || *end || errno || v > 1024) {
+            cnn_fail(CNN_ERR_ARG, "CNN_NUM_THREADS=%s: expected a whole number from 1 to 1024", env);
+            return 0;
+        }
+        return cnn_set_threads((int)v) == CNN_OK ? (int)v : 0;
+    }
     long n = usable_cores();
     if (n > 1024) n = 1024;
     return cnn_set_threads((int)n) == CNN_OK ? (int)n : 0;

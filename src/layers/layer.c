@@ -101,7 +101,8 @@ static int parse_int(const char *s, const char *end, int min, int *out) {
 
 cnn_status opt_int(const layer *l, const char *key, const char *value, int min, int *out) {
     if (!parse_int(value, value + strlen(value), min, out))
-        return bad_value(l, key, value, min > 0 ? "expected a positive integer" : "expected an integer >= 0");
+        return bad_value(l, key, value, min > 0 ? "expected a positive integer, at most 1048576"
+                                                  : "expected an integer >= 0, at most 1048576");
     return CNN_OK;
 }
 
@@ -110,14 +111,14 @@ cnn_status opt_pair(const layer *l, const char *key, const char *value, int min,
     const char *end = value + strlen(value);
     if (!comma) {
         if (!parse_int(value, end, min, a))
-            return bad_value(l, key, value, min > 0 ? "expected a positive integer or a pair h,w"
-                                                    : "expected an integer >= 0 or a pair h,w");
+            return bad_value(l, key, value, min > 0 ? "expected a positive integer or a pair h,w, at most 1048576"
+                                                    : "expected an integer >= 0 or a pair h,w, at most 1048576");
         *b = *a;
         return CNN_OK;
     }
     if (!parse_int(value, comma, min, a) || !parse_int(comma + 1, end, min, b))
-        return bad_value(l, key, value, min > 0 ? "expected a positive integer or a pair h,w"
-                                                : "expected an integer >= 0 or a pair h,w");
+        return bad_value(l, key, value, min > 0 ? "expected a positive integer or a pair h,w, at most 1048576"
+                                                : "expected an integer >= 0 or a pair h,w, at most 1048576");
     return CNN_OK;
 }
 
