@@ -5,8 +5,12 @@
 #include "args.h"
 #include "cnn.h"
 
-/* Exit statuses: 0 success, 1 a check that failed (gradcheck) or an internal failure, 2 bad input. */
-enum { EXIT_BAD_INPUT = 2 };
+/* Exit statuses: 0 success, 1 a check that failed (gradcheck, a non-finite training step) or out of
+ * memory, 2 bad input or bad usage (an output directory that is missing or not writable, found
+ * before the work starts, included), 3 an I/O failure of the machine during the work (disk full, a
+ * write error, a failed rename, a closed or full stdout or stderr). A signal that stops training
+ * ends it with 128 + the signal's number. */
+enum { EXIT_BAD_INPUT = 2, EXIT_IO = 3 };
 
 /* Prints "cnn CMD: <message of the library's last error>" and returns the exit status for it. */
 int cli_report(const char *cmd, cnn_status st);

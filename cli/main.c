@@ -3,10 +3,12 @@
 #include "cli.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 /* The commands: `cnn NAME ...` runs run(argc - 1, argv + 1), so that argv[0] is NAME. A new
  * command is one row here (and its cmd_ function in cli.h). */
@@ -121,7 +123,37 @@ static int help(int argc, char **argv) {
     return c->run(n, args);
 }
 
+/* Descriptors 0, 1 and 2 are open before any file is: a closed one would be taken by the first
+ * file opened (a --log on descriptor 2 would receive every message). A closed stdin reads as
+ * empty; a closed stdout or stderr is opened read-only, so that every write to it fails and is
+ * reported (see finish) instead of vanishing as it would into a writable /dev/null. */
+static void open_std_descriptors(void) {
+    for (int fd = 0; fd <= 2; fd++) {
+        if (fcntl(fd, F_GETFD) != -1 || errno != EBADF) continue;
+        const int got = open("/dev/null", O_RDONLY);
+        if (got >= 0 && got != fd) { /* cannot happen: open takes the lowest free descriptor */
+            dup2(got, fd);
+            close(got);
+        }
+    }
+}
+
+/* A command's output must reach its destination: stdout is flushed and checked (a full disk, a
+ * closed pipe or descriptor), and stderr is checked, at the end of every command. A write error
+ * turns a success into EXIT_IO; a command that failed keeps its status. */
+static int finish(const char *cmd, int rc) {
+    const int out_bad = fflush(stdout) != 0 || ferror(stdout);
+    const int out_errno = errno;
+    if (out_bad) {
+        fprintf(stderr, "cnn%s%s: cannot write the output to stdout: %s\n", cmd ? " " : "", cmd ? cmd : "",
+                strerror(out_errno));
+    }
+    const int err_bad = fflush(stderr) != 0 || ferror(stderr);
+    return (out_bad || err_bad) && rc == 0 ? EXIT_IO : rc;
+}
+
 int main(int argc, char **argv) {
+    open_std_descriptors();
     if (argc < 2) {
         fputs(usage(), stderr);
         return EXIT_BAD_INPUT;
@@ -129,16 +161,16 @@ int main(int argc, char **argv) {
     if (argv[1][0] == '-') {   /* cnn --version, cnn --help */
         const cli_cmd cmd = top_cmd();
         const int rc = cli_parse(&cmd, argc, argv, NULL, NULL);
-        if (rc >= 0) return rc;
+        if (rc >= 0) return finish(NULL, rc);
         if (!version) {   /* "cnn --" */
             fputs(usage(), stderr);
             return EXIT_BAD_INPUT;
         }
         printf("cnn %s\n", cnn_version());
-        return 0;
+        return finish(NULL, 0);
     }
-    if (!strcmp(argv[1], "help")) return help(argc - 1, argv + 1);
+    if (!strcmp(argv[1], "help")) return finish("help", help(argc - 1, argv + 1));
     const command *c = find_command(argv[1]);
     if (!c) return unknown_command(NULL, argv[1]);
-    return c->run(argc - 1, argv + 1);
+    return finish(c->name, c->run(argc - 1, argv + 1));
 }
