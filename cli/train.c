@@ -11,8 +11,18 @@
  * that epoch's running loss and accuracy), so that --resume redraws the epoch's order from
  * (seed, epoch) and skips the batches already done. Checkpoints are written atomically (a
  * temporary file, fsync, rename), so a crash or kill at any moment leaves the last complete one.
- * SIGINT and SIGTERM stop training after the current step, write a checkpoint and say how to
- * resume; a second signal kills at once (which the atomic writes make safe too).
+ * SIGINT, SIGTERM, SIGHUP (a closed terminal or ssh session) and SIGPIPE (a reader of stdout or
+ * stderr that went away, as in `cnn train ... 2>&1 | head -1`) stop training after the current
+ * step, write a checkpoint, say how to resume and exit with 128 + the signal's number; a second
+ * signal kills at once (which the atomic writes make safe too), but a second SIGPIPE is ignored.
+ * A write error on stderr or on the log (a full disk, a closed descriptor) stops training the same
+ * way, with a checkpoint, and exits with EXIT_IO; so does a checkpoint that cannot be written.
+ *
+ * Nothing unfinished is published: after every update the weights and the optimizer's state are
+ * checked finite (one pass over each, before any checkpoint is written: about 3 float reads per
+ * parameter with Adam, next to the hundreds of multiply-adds per parameter of a step); a step that
+ * made one of them NaN or Inf stops the run with exit 1, naming the tensor and the step, and the
+ * checkpoint on disk stays the last one written, which was checked finite.
  *
  * No lost work: there is always a checkpoint, --out or runs/<model>-<data>.safetensors, and every
  * output path (--out, --log, --plot) is checked before the first step.
@@ -325,6 +335,31 @@ static void describe_nonfinite(const cnn_net *net, int n, char *buf, size_t len)
     snprintf(buf, len, "the loss (every layer's output is finite)");
 }
 
+/* After an update: 1 if every weight and every tensor of the optimizer's state (t, n of them) is
+ * finite; else 0, and names in buf the first tensor that is not. */
+static int state_finite(const cnn_net *net, const cnn_tensor *t, int n, unsigned long long step, char *buf,
+                        size_t len) {
+    for (int i = 0; i < cnn_net_param_count(net); i++) {
+        const cnn_param p = cnn_net_param(net, i);
+        const int64_t k = first_nonfinite(p.data, p.numel);
+        if (k >= 0) {
+            snprintf(buf, len, "the update of step %llu made the weight '%s' (layer %d, %s, line %d) %s at element %lld",
+                     step, p.name, p.layer, cnn_layer_kind_name(cnn_net_layer_kind(net, p.layer)),
+                     cnn_net_layer_line(net, p.layer), isnan(p.data[k]) ? "NaN" : "Inf", (long long)k);
+            return 0;
+        }
+    }
+    for (int i = 0; i < n; i++) {
+        const int64_t k = first_nonfinite(t[i].data, cnn_tensor_numel(&t[i]));
+        if (k >= 0) {
+            snprintf(buf, len, "the update of step %llu made the optimizer's state '%s' %s at element %lld", step,
+                     t[i].name, isnan(((const float *)t[i].data)[k]) ? "NaN" : "Inf", (long long)k);
+            return 0;
+        }
+    }
+    return 1;
+}
+
 static int grads_finite(const cnn_net *net) {
     for (int i = 0; i < cnn_net_param_count(net); i++) {
         const cnn_param p = cnn_net_param(net, i);
@@ -440,10 +475,12 @@ static void train_error(const char *fmt, ...) {
     put_line(stderr, buf, WRAP_TEXT);
 }
 
-/* cli_report for train: the library's last error, fitted to the terminal. */
-static int train_report(cnn_status st) {
+/* cli_report for train: the library's last error, fitted to the terminal. An I/O error once
+ * training has begun is the machine's (every input was read before, every output path checked):
+ * EXIT_IO; before, it is the input's. */
+static int train_report(cnn_status st, int training) {
     train_error("%s", cnn_last_error());
-    return st == CNN_ERR_NOMEM ? 1 : EXIT_BAD_INPUT;
+    return st == CNN_ERR_NOMEM ? 1 : training && st == CNN_ERR_IO ? EXIT_IO : EXIT_BAD_INPUT;
 }
 
 /* "m:ss", or "h:mm:ss" from an hour. */
@@ -887,12 +924,14 @@ static int write_checkpoint(const train_cfg *c, const char *model_text, const cn
     return checkpoint_save(c->out, net, opt, m.kv, m.n, st);
 }
 
-/* The signal that asked training to stop (SIGINT or SIGTERM), or 0. */
+/* The signal that asked training to stop (SIGINT, SIGTERM, SIGHUP or SIGPIPE), or 0. */
 static volatile sig_atomic_t stop_signal;
 
 static void on_stop_signal(int sig) {
-    stop_signal = sig;
-    signal(sig, SIG_DFL); /* a second one ends the process at once */
+    if (!stop_signal) stop_signal = sig;
+    /* A second one ends the process at once; but SIGPIPE comes again with every write to the
+     * closed pipe, and must not end the process before its checkpoint is written. */
+    signal(sig, sig == SIGPIPE ? SIG_IGN : SIG_DFL);
 }
 
 static void catch_stop_signals(void) {
@@ -902,24 +941,37 @@ static void catch_stop_signals(void) {
     sigemptyset(&sa.sa_mask);
     sigaction(SIGINT, &sa, NULL);
     sigaction(SIGTERM, &sa, NULL);
+    sigaction(SIGHUP, &sa, NULL);
+    sigaction(SIGPIPE, &sa, NULL);
 }
 
-/* After a stop signal: writes the checkpoint of position `pos` and says how to resume. Returns the
- * exit status, 128 + the signal's number, or 1 if the write failed. */
+/* Whether a message could not be written: stderr (or stdout) is closed, full, or a pipe whose
+ * reader went away. */
+static int streams_failed(void) {
+    return ferror(stderr) || ferror(stdout);
+}
+
+/* After a stop signal, or a write error on stderr: writes the checkpoint of position `pos` and says
+ * how to resume. Returns the exit status: 128 + the signal's number, EXIT_IO after a write error,
+ * or EXIT_IO if the checkpoint could not be written. */
 static int stop_training(const train_cfg *c, const char *model_text, const cnn_data *data, const cnn_net *net,
                          const cnn_optim *opt, const train_pos *pos, const history *h, int64_t steps_per_epoch,
                          double test_acc, const char *last_checkpoint) {
-    const char *what = stop_signal == SIGTERM ? "terminated (SIGTERM)" : "interrupted (SIGINT)";
+    const char *what = stop_signal == SIGTERM   ? "terminated (SIGTERM)"
+                       : stop_signal == SIGHUP  ? "hung up (SIGHUP)"
+                       : stop_signal == SIGPIPE ? "stopped: stdout or stderr is a pipe whose reader went away (SIGPIPE)"
+                       : stop_signal == SIGINT  ? "interrupted (SIGINT)"
+                                                : "stopped: a message could not be written to stderr";
     cnn_status st;
     if (!write_checkpoint(c, model_text, data, net, opt, pos, h, test_acc, &st)) {
         train_error("%s at step %llu, and the checkpoint could not be written: %s", what, pos->step, cnn_last_error());
         if (last_checkpoint) print_resume_command(c, last_checkpoint);
-        return 1;
+        return EXIT_IO;
     }
     train_error("%s at step %llu (epoch %llu, batch %lld of %lld); checkpoint written to %s", what, pos->step,
                 pos->epoch + 1, (long long)pos->batch, (long long)steps_per_epoch, c->out);
     print_resume_command(c, c->out);
-    return 128 + stop_signal;
+    return stop_signal ? 128 + stop_signal : EXIT_IO;
 }
 
 /* The line of an epoch's end. On a terminal too narrow for it, the test split's figures go on a
@@ -966,6 +1018,8 @@ int cmd_train(int argc, char **argv) {
     memset(&data, 0, sizeof data);
     float *xb = NULL, *dy = NULL;
     int64_t *yb = NULL, *perm = NULL;
+    cnn_tensor *ostate = NULL; /* the optimizer's state, checked finite after every update */
+    int n_ostate = 0;
     history hist;
     memset(&hist, 0, sizeof hist);
     char *model_text = NULL, *old_log = NULL;
@@ -1066,7 +1120,10 @@ int cmd_train(int argc, char **argv) {
     yb = malloc((size_t)batch * sizeof *yb);
     dy = malloc((size_t)batch * classes * sizeof *dy);
     perm = malloc((size_t)data.train.n * sizeof *perm);
-    if (!xb || !yb || !dy || !perm) goto nomem;
+    n_ostate = cnn_optim_state(opt, NULL, 0);
+    ostate = malloc((size_t)(n_ostate > 0 ? n_ostate : 1) * sizeof *ostate);
+    if (!xb || !yb || !dy || !perm || !ostate) goto nomem;
+    cnn_optim_state(opt, ostate, n_ostate);
     const int64_t steps_per_epoch = (data.train.n + batch - 1) / batch;
     if (resume_at.batch > 0 && (resume_at.samples != data.train.n || resume_at.batch > steps_per_epoch)) {
         train_error("%s was written in the middle of an epoch of %lld samples; %s holds %lld: resume it on the same "
@@ -1151,6 +1208,16 @@ int cmd_train(int argc, char **argv) {
             }
             cnn_optim_step(opt, lr);
             step++;
+            char bad[512];
+            if (!state_finite(net, ostate, n_ostate, step, bad, sizeof bad)) {
+                train_error("step %llu (epoch %llu): %s (the loss was %g). Stopped; %s%s. Try a lower --lr.", step,
+                            e + 1, bad, (double)loss,
+                            last_checkpoint ? "the last good checkpoint is kept: " : "no checkpoint was written",
+                            last_checkpoint ? last_checkpoint : "");
+                if (last_checkpoint) print_resume_command(&c, last_checkpoint);
+                rc = 1;
+                goto done;
+            }
             loss_sum += (double)loss * n;
             seen += n;
             if (tty && (now() - last_draw >= 0.1 || b == steps_per_epoch - 1)) {
@@ -1162,7 +1229,7 @@ int cmd_train(int argc, char **argv) {
             }
             const train_pos pos = {.epoch = e, .step = step, .batch = b + 1, .correct = correct, .loss_sum = loss_sum,
                                    .seconds = secs0 + now() - t0};
-            if (stop_signal) {
+            if (stop_signal || streams_failed()) {
                 rc = stop_training(&c, model_text, &data, net, opt, &pos, &hist, steps_per_epoch, test_acc,
                                    last_checkpoint);
                 goto done;
@@ -1190,15 +1257,20 @@ int cmd_train(int argc, char **argv) {
                                   "\"images_per_s\": %.1f}",
                  e + 1, step, lr, train_loss, train_acc, tl, ta, secs, ips);
         if (!history_add(&hist, rec)) goto nomem;
-        if (log && (fprintf(log, "%s\n", rec) < 0 || fflush(log))) {
-            train_error("--log %s: cannot write: %s", c.log, strerror(errno));
-            if (last_checkpoint) print_resume_command(&c, last_checkpoint);
-            rc = 1;
-            goto done;
-        }
+        /* A log that cannot be written (a full disk) ends the run, after the checkpoint of the
+         * epoch (whose record it holds in its history). */
+        int log_errno = 0;
+        if (log && (fprintf(log, "%s\n", rec) < 0 || fflush(log) || ferror(log))) log_errno = errno ? errno : EIO;
         const train_pos done_pos = {.epoch = e + 1, .step = step};
         if (!write_checkpoint(&c, model_text, &data, net, opt, &done_pos, &hist, test_acc, &st)) goto fail;
         last_checkpoint = c.out;
+        if (log_errno) {
+            train_error("--log %s: cannot write: %s. Stopped after epoch %llu; checkpoint written to %s", c.log,
+                        strerror(log_errno), e + 1, c.out);
+            if (e + 1 < c.epochs) print_resume_command(&c, last_checkpoint);
+            rc = EXIT_IO;
+            goto done;
+        }
         if (c.plot) {
             char err[512];
             const unsigned long long f = hist.first - 1, n_ep = e + 1 - f;
@@ -1207,10 +1279,11 @@ int cmd_train(int argc, char **argv) {
                              data.test.n ? hist.test_acc + f : NULL, c.model, err, sizeof err)) {
                 train_error("%s", err);
                 print_resume_command(&c, last_checkpoint);
+                rc = EXIT_IO; /* its path was checked before the first step: the machine failed */
                 goto done;
             }
         }
-        if (stop_signal && e + 1 < c.epochs) {
+        if ((stop_signal || streams_failed()) && e + 1 < c.epochs) {
             rc = stop_training(&c, model_text, &data, net, opt, &done_pos, &hist, steps_per_epoch, test_acc,
                                last_checkpoint);
             goto done;
@@ -1220,7 +1293,8 @@ int cmd_train(int argc, char **argv) {
     if (data.test.n) say(stdout, WRAP_TEXT, "test accuracy %.2f%% after %llu epoch(s)", 100 * test_acc, c.epochs);
     say(stdout, WRAP_TEXT, "checkpoint %s", c.out);
     if (c.plot) say(stdout, WRAP_TEXT, "plot %s", c.plot);
-    rc = 0;
+    /* Every epoch is done and in the checkpoint; but a message that was lost is still an error. */
+    rc = stop_signal == SIGPIPE ? 128 + SIGPIPE : streams_failed() ? EXIT_IO : 0;
     goto done;
 nomem:
     train_error("out of memory");
@@ -1229,12 +1303,12 @@ nomem:
 fail_arg:
     st = CNN_ERR_ARG;
 fail:
-    rc = train_report(st);
+    rc = train_report(st, training);
     if (training && last_checkpoint) print_resume_command(&c, last_checkpoint);
 done:
     end_bar();
     if (log) fclose(log);
-    free(xb), free(yb), free(dy), free(perm), free(model_text), free(old_log);
+    free(xb), free(yb), free(dy), free(perm), free(model_text), free(old_log), free(ostate);
     history_free(&hist);
     cnn_optim_free(opt);
     cnn_st_free(wst);
