@@ -1,6 +1,6 @@
 /* Running the CLI from a test: $CNN_BIN (default build/cnn) with stdin from /dev/null and stdout
- * and stderr captured, killed after CLI_TIMEOUT_S, in the current directory or in cli_cwd. Include
- * after <cmocka.h>. */
+ * and stderr captured, killed after CLI_TIMEOUT_S, in the current directory or in cli_cwd; and any
+ * other program (python3) the same way. Include after <cmocka.h>. */
 #ifndef CNN_CLIRUN_H
 #define CNN_CLIRUN_H
 
@@ -53,6 +53,47 @@ static inline char *cli_read_file(const char *path, char *buf, size_t cap) {
     return buf;
 }
 
+/* Runs argv[0] (a path) with stdin from /dev/null, stdout into `out` and stderr into `err` (NULL:
+ * into `out` too), in `cwd` (NULL: here), with env's NAME, VALUE pairs set (NULL-terminated; NULL
+ * for none). Returns the wait status; exit status 127: it could not be run, 126: a file or cwd
+ * could not be opened. After CLI_TIMEOUT_S it is killed and the test fails, naming it `what` (NULL:
+ * argv[0] and argv[1]). */
+static inline int cli_run_program(const char *const *argv, const char *cwd, const char *out, const char *err,
+                                  const char *const *env, const char *what) {
+    fflush(NULL);
+    const pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        const int in = open("/dev/null", O_RDONLY);
+        const int o = open(out, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+        const int e = err ? open(err, O_WRONLY | O_CREAT | O_TRUNC, 0600) : o;
+        if (in < 0 || o < 0 || e < 0) _exit(126);
+        dup2(in, STDIN_FILENO), dup2(o, STDOUT_FILENO), dup2(e, STDERR_FILENO);
+        close(in), close(o);
+        if (e != o) close(e);
+        if (cwd && chdir(cwd) != 0) _exit(126);
+        for (int i = 0; env && env[i]; i += 2) setenv(env[i], env[i + 1], 1);
+        execv(argv[0], (char *const *)argv);
+        fprintf(stderr, "cannot run %s: %s\n", argv[0], strerror(errno));
+        _exit(127);
+    }
+    const struct timespec tick = {0, 5 * 1000 * 1000};
+    int ws = 0;
+    for (long waited = 0;; waited++) {
+        const pid_t w = waitpid(pid, &ws, WNOHANG);
+        if (w == pid) break;
+        if (w < 0 && errno != EINTR) fail_msg("waitpid: %s", strerror(errno));
+        if (waited * 5 > CLI_TIMEOUT_S * 1000) {
+            kill(pid, SIGKILL);
+            waitpid(pid, &ws, 0);
+            if (what) fail_msg("%.300s: still running after %d s, killed", what, CLI_TIMEOUT_S);
+            fail_msg("%s %s: still running after %d s, killed", argv[0], argv[1] ? argv[1] : "", CLI_TIMEOUT_S);
+        }
+        nanosleep(&tick, NULL);
+    }
+    return ws;
+}
+
 /* Runs the CLI with `args` (NULL-terminated); the output files go into `dir`. */
 static inline void cli_run(cli_result *r, const char *dir, const char *const *args) {
     char out_path[1024], err_path[1024];
@@ -68,39 +109,13 @@ static inline void cli_run(cli_result *r, const char *dir, const char *const *ar
         if (at < sizeof r->cmd) at += (size_t)snprintf(r->cmd + at, sizeof r->cmd - at, " %s", args[i]);
     }
     argv[argc] = NULL;
-    fflush(NULL);
-    const pid_t pid = fork();
-    assert_true(pid >= 0);
-    if (pid == 0) {
-        const int in = open("/dev/null", O_RDONLY);
-        const int out = open(out_path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
-        const int err = open(err_path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
-        if (in < 0 || out < 0 || err < 0) _exit(126);
-        dup2(in, STDIN_FILENO), dup2(out, STDOUT_FILENO), dup2(err, STDERR_FILENO);
-        close(in), close(out), close(err);
-        if (cli_cwd && chdir(cli_cwd) != 0) _exit(126);
-        execv(argv[0], (char *const *)argv);
-        fprintf(stderr, "cannot run %s: %s (build it with make, or set CNN_BIN)\n", argv[0], strerror(errno));
-        _exit(127);
-    }
-    const struct timespec tick = {0, 5 * 1000 * 1000};
-    int ws = 0;
-    for (long waited = 0;; waited++) {
-        const pid_t w = waitpid(pid, &ws, WNOHANG);
-        if (w == pid) break;
-        if (w < 0 && errno != EINTR) fail_msg("waitpid: %s", strerror(errno));
-        if (waited * 5 > CLI_TIMEOUT_S * 1000) {
-            kill(pid, SIGKILL);
-            waitpid(pid, &ws, 0);
-            fail_msg("%.300s: still running after %d s, killed", r->cmd, CLI_TIMEOUT_S);
-        }
-        nanosleep(&tick, NULL);
-    }
+    const int ws = cli_run_program(argv, cli_cwd, out_path, err_path, NULL, r->cmd);
     static char out_buf[1 << 16], err_buf[1 << 16];
     r->status = ws;
     r->out = cli_read_file(out_path, out_buf, sizeof out_buf);
     r->err = cli_read_file(err_path, err_buf, sizeof err_buf);
-    if (WIFEXITED(ws) && WEXITSTATUS(ws) == 127 && strstr(r->err, "cannot run")) fail_msg("%.500s", r->err);
+    if (WIFEXITED(ws) && WEXITSTATUS(ws) == 127 && strstr(r->err, "cannot run"))
+        fail_msg("%.500s(build it with make, or set CNN_BIN)", r->err);
 }
 
 /* Asserts the run exited (no signal) with `code` and that stderr holds every string of subs. */

@@ -5,52 +5,16 @@
  * typo names the option or command that was meant; --version, cnn help and cnn help COMMAND. */
 #include "testutil.h"
 #include "clirun.h"
+#include "testdata.h"
 
 static char dir[64];
 
-static char *path(char *buf, const char *name) {
-    snprintf(buf, 512, "%s/%s", dir, name);
-    return buf;
-}
-
-static void write_text(const char *p, const char *text) {
-    FILE *f = fopen(p, "wb");
-    assert_non_null(f);
-    fputs(text, f);
-    fclose(f);
-}
+static char *path(char *buf, const char *name) { return tu_join(buf, dir, name); }
 
 static const char MODEL[] = "input 1 6 6\nconv2d out_channels=3 kernel_size=3 padding=1\nrelu\nmaxpool2d kernel_size=2\n"
                             "flatten\nlinear out_features=3\n";
 
 static char model_p[512], data_p[512], input_p[512], image_p[512], dash_image_p[512], ckpt_p[512];
-
-/* A learnable synthetic data set of 1×6×6 samples and 3 classes (as test_train.c's). */
-static void make_dataset(const char *p, int n, int n_test) {
-    const int total = n + n_test;
-    float *x = calloc((size_t)total * 36, sizeof *x);
-    int64_t *y = calloc((size_t)total, sizeof *y);
-    uint64_t s = 12345;
-    for (int i = 0; i < total; i++) {
-        const int k = i % 3;
-        y[i] = k;
-        for (int j = 0; j < 36; j++) {
-            s = s * 6364136223846793005ull + 1442695040888963407ull;
-            x[i * 36 + j] = (float)((s >> 40) % 1000) / 4000.0f;
-        }
-        for (int a = 0; a < 2; a++)
-            for (int b = 0; b < 2; b++) x[i * 36 + ((k * 2) % 5 + a) * 6 + (k * 3) % 5 + b] += 1.0f;
-    }
-    cnn_tensor t[4] = {
-        {.name = "input", .dtype = CNN_F32, .ndim = 4, .shape = {n, 1, 6, 6}, .data = x},
-        {.name = "target", .dtype = CNN_I64, .ndim = 1, .shape = {n}, .data = y},
-        {.name = "test_input", .dtype = CNN_F32, .ndim = 4, .shape = {n_test, 1, 6, 6}, .data = x + (size_t)n * 36},
-        {.name = "test_target", .dtype = CNN_I64, .ndim = 1, .shape = {n_test}, .data = y + n},
-    };
-    assert_int_equal(cnn_st_save(p, t, 4, NULL, 0), CNN_OK);
-    free(x);
-    free(y);
-}
 
 /* grad's input: 'input' [2,1,6,6] and 'target' [2]. */
 static void make_grad_input(const char *p) {
@@ -109,10 +73,10 @@ static void expect_usage_error(const char *const *args, const char *const *subs)
 
 static int setup(void **state) {
     (void)state;
-    snprintf(dir, sizeof dir, "/tmp/cnn_test_cli_XXXXXX");
-    if (!mkdtemp(dir)) return -1;
-    write_text(path(model_p, "model.cnn"), MODEL);
-    make_dataset(path(data_p, "data.safetensors"), 24, 12);
+    if (tu_make_temp_dir(dir, "test_cli")) return -1;
+    tu_write_text(path(model_p, "model.cnn"), MODEL);
+    /* A learnable synthetic data set of 1×6×6 samples in 3 classes (testdata.h). */
+    tu_make_dataset(path(data_p, "data.safetensors"), (tu_dataset){.n = 24, .n_test = 12});
     make_grad_input(path(input_p, "in.safetensors"));
     make_image(path(image_p, "digit.pgm"));
     make_image(path(dash_image_p, "-dash.pgm"));

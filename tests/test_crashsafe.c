@@ -9,6 +9,7 @@
  * seed. */
 #include "testutil.h"
 #include "clirun.h"
+#include "testdata.h"
 
 #include <stdint.h>
 #include <sys/stat.h>
@@ -21,51 +22,18 @@ static double start_seconds; /* of which until it starts training */
 static double train_seconds; /* and training */
 static uint64_t kill_seed;
 
-static char *path(char *buf, const char *name) {
-    snprintf(buf, 512, "%s/%s", dir, name);
-    return buf;
-}
-
-static int exists(const char *p) {
-    struct stat s;
-    return stat(p, &s) == 0;
-}
-
-static double now(void) {
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
-}
+static char *path(char *buf, const char *name) { return tu_join(buf, dir, name); }
 
 static const char MODEL[] = "input 1 6 6\nconv2d out_channels=3 kernel_size=3 padding=1\nrelu\nmaxpool2d kernel_size=2\n"
                             "flatten\nlinear out_features=3\n";
 
-/* A learnable synthetic data set of n training and n_test test samples of 1×6×6 in 3 classes. */
+/* Where class k's bright 2×2 patch is in the data sets here. */
+static void patch_at(int k, int *row, int *col) { *row = 2 * k, *col = k; }
+
+/* A learnable synthetic data set of n training and n_test test samples of 1×6×6 in 3 classes;
+ * `salt` changes its noise. */
 static void make_dataset(const char *p, int n, int n_test, uint64_t salt) {
-    const int total = n + n_test;
-    float *x = calloc((size_t)total * 36, sizeof *x);
-    int64_t *y = calloc((size_t)total, sizeof *y);
-    assert_true(x && y);
-    uint64_t s = 12345 + salt;
-    for (int i = 0; i < total; i++) {
-        const int k = i % 3;
-        y[i] = k;
-        for (int j = 0; j < 36; j++) {
-            s = s * 6364136223846793005ull + 1442695040888963407ull;
-            x[i * 36 + j] = (float)((s >> 40) % 1000) / 4000.0f;
-        }
-        for (int a = 0; a < 2; a++)
-            for (int b = 0; b < 2; b++) x[i * 36 + (2 * k + a) * 6 + k + b] += 1.0f;
-    }
-    cnn_tensor t[4] = {
-        {.name = "input", .dtype = CNN_F32, .ndim = 4, .shape = {n, 1, 6, 6}, .data = x},
-        {.name = "target", .dtype = CNN_I64, .ndim = 1, .shape = {n}, .data = y},
-        {.name = "test_input", .dtype = CNN_F32, .ndim = 4, .shape = {n_test, 1, 6, 6}, .data = x + (size_t)n * 36},
-        {.name = "test_target", .dtype = CNN_I64, .ndim = 1, .shape = {n_test}, .data = y + n},
-    };
-    assert_int_equal(cnn_st_save(p, t, 4, NULL, 0), CNN_OK);
-    free(x);
-    free(y);
+    tu_make_dataset(p, (tu_dataset){.n = n, .n_test = n_test, .seed = 12345 + salt, .at = patch_at});
 }
 
 /* The settings of every run here: 600 samples in batches of 8 are 75 steps per epoch, 6 epochs,
@@ -104,13 +72,13 @@ static pid_t spawn(const char *const *args) {
 
 /* Waits up to `seconds` for pid to exit; returns 1 with its status in *ws, or 0 if it still runs. */
 static int wait_for(pid_t pid, double seconds, int *ws) {
-    const double until = now() + seconds;
+    const double until = tu_now() + seconds;
     const struct timespec tick = {0, 200 * 1000};
     for (;;) {
         const pid_t w = waitpid(pid, ws, WNOHANG);
         if (w == pid) return 1;
         assert_true(w == 0 || errno == EINTR);
-        if (now() >= until) return 0;
+        if (tu_now() >= until) return 0;
         nanosleep(&tick, NULL);
     }
 }
@@ -125,11 +93,11 @@ static char *read_stderr(void) {
 /* Waits until the spawned run has started training (it prints "training ..."); fails the test if
  * it ends before, or takes a minute. */
 static void wait_training(pid_t pid) {
-    const double until = now() + 60;
+    const double until = tu_now() + 60;
     int ws;
     while (!strstr(read_stderr(), "training ")) {
         if (wait_for(pid, 0.001, &ws)) fail_msg("the run ended before training, status %d:\n%s", ws, read_stderr());
-        if (now() > until) {
+        if (tu_now() > until) {
             kill(pid, SIGKILL);
             waitpid(pid, &ws, 0);
             fail_msg("the run did not start training within a minute");
@@ -176,12 +144,8 @@ static uint64_t rng(uint64_t *s) {
 
 static int setup(void **state) {
     (void)state;
-    snprintf(dir, sizeof dir, "/tmp/cnn_test_crashsafe_XXXXXX");
-    if (!mkdtemp(dir)) return -1;
-    FILE *f = fopen(path(model_p, "model.cnn"), "wb");
-    if (!f) return -1;
-    fputs(MODEL, f);
-    fclose(f);
+    if (tu_make_temp_dir(dir, "test_crashsafe")) return -1;
+    tu_write_text(path(model_p, "model.cnn"), MODEL);
     make_dataset(path(data_p, "data.safetensors"), 600, 30, 0);
     make_dataset(path(other_data_p, "other.safetensors"), 200, 30, 1);
     const char *e = getenv("CNN_KILL_SEED");
@@ -190,13 +154,13 @@ static int setup(void **state) {
     /* The reference: the same run, never interrupted; how long it takes to start training (load
      * the model and data) and then to train. */
     path(ref_p, "reference.safetensors");
-    const double t0 = now();
+    const double t0 = tu_now();
     const pid_t pid = spawn((const char *const[]){TRAIN_ARGS(ref_p), NULL});
     wait_training(pid);
-    start_seconds = now() - t0;
+    start_seconds = tu_now() - t0;
     int ws;
     if (!wait_for(pid, 600, &ws)) return -1;
-    ref_seconds = now() - t0;
+    ref_seconds = tu_now() - t0;
     train_seconds = ref_seconds - start_seconds;
     return WIFEXITED(ws) && WEXITSTATUS(ws) == 0 ? 0 : -1;
 }
@@ -265,7 +229,7 @@ static void test_sigkill_20_times(void **state) {
         }
         assert_int_equal(WTERMSIG(ws), SIGKILL);
         kills++;
-        mid_write += exists(tmp);
+        mid_write += tu_exists(tmp);
         /* The checkpoint is the old one, byte for byte, or a complete newer one. */
         size_t len;
         unsigned char *now_bytes = slurp(ck, &len);
@@ -281,11 +245,11 @@ static void test_sigkill_20_times(void **state) {
         free(now_bytes);
     }
     /* The kills fell during training, not all before it, and the chain of runs advanced. */
-    const long long reached = exists(ck) ? checkpoint_step(ck) : 0;
+    const long long reached = tu_exists(ck) ? checkpoint_step(ck) : 0;
     if (reached <= 0) fail_msg("20 kills and no checkpoint written (kill seed %llu)", (unsigned long long)kill_seed);
     /* Then it runs to the end, and ends exactly where the run that was never killed did. */
     cli_result r;
-    if (exists(ck))
+    if (tu_exists(ck))
         cli_run(&r, dir, (const char *const[]){TRAIN_ARGS(ck), "--resume", ck, NULL});
     else
         cli_run(&r, dir, (const char *const[]){TRAIN_ARGS(ck), NULL});
@@ -418,7 +382,7 @@ static void test_hostile_checkpoint_settings(void **state) {
         cli_result r;
         CLI_RUN(&r, dir, "train", "--model", model_p, "--data", data_p, "--resume", ck, "--out", out);
         CLI_EXPECT(&r, 2, ck, cases[i][2]);
-        assert_false(exists(out));
+        assert_false(tu_exists(out));
     }
 }
 
@@ -435,7 +399,7 @@ static void test_mid_epoch_needs_same_batch_and_data(void **state) {
     CLI_EXPECT(&r, 2, "in the middle of an epoch of batches of 8", "same --batch");
     CLI_RUN(&r, dir, "train", "--model", model_p, "--data", other_data_p, "--resume", ck, "--out", out);
     CLI_EXPECT(&r, 2, "in the middle of an epoch of 600 samples", "holds 200", "same data");
-    assert_false(exists(out));
+    assert_false(tu_exists(out));
     /* With both the same, it resumes mid-epoch. */
     CLI_RUN(&r, dir, "train", "--model", model_p, "--data", data_p, "--resume", ck, "--out", out);
     CLI_EXPECT(&r, 0, "resuming epoch 2 after batch 10 of 75", "epoch 6/6");

@@ -6,6 +6,7 @@
  * That PyTorch's load_state_dict(strict=True) takes the output is test_readme_torch's part. */
 #include "testutil.h"
 #include "clirun.h"
+#include "testdata.h"
 
 #include <sys/stat.h>
 
@@ -13,15 +14,7 @@
 
 static char dir[64];
 
-static char *path(char *buf, const char *name) {
-    snprintf(buf, 512, "%s/%s", dir, name);
-    return buf;
-}
-
-static int exists(const char *p) {
-    struct stat s;
-    return stat(p, &s) == 0;
-}
+static char *path(char *buf, const char *name) { return tu_join(buf, dir, name); }
 
 static const char MODEL[] = "input 2 6 6\n"
                             "conv2d out_channels=4 kernel_size=3 padding=1 bias=false name=conv1\n"
@@ -37,40 +30,17 @@ static const char MODEL[] = "input 2 6 6\n"
 
 static char model_p[512], data_p[512], ck_p[512];
 
-/* Class k: a bright 2x2 patch in channel k % 2 at a k-dependent place, on noise. */
-static void make_dataset(const char *p) {
-    enum { PER = 2 * 6 * 6 };
-    float *x = calloc((size_t)SAMPLES * PER, sizeof *x);
-    int64_t *y = calloc(SAMPLES, sizeof *y);
-    assert_non_null(x);
-    assert_non_null(y);
-    uint64_t s = 31;
-    for (int i = 0; i < SAMPLES; i++) {
-        const int k = i % 3;
-        y[i] = k;
-        for (int j = 0; j < PER; j++) {
-            s = s * 6364136223846793005ull + 1442695040888963407ull;
-            x[i * PER + j] = (float)((s >> 40) % 1000) / 4000.0f;
-        }
-        for (int a = 0; a < 2; a++)
-            for (int b = 0; b < 2; b++) x[i * PER + (k % 2) * 36 + (k + a) * 6 + 2 * k % 5 + b] += 1.0f;
-    }
-    cnn_tensor t[2] = {
-        {.name = "input", .dtype = CNN_F32, .ndim = 4, .shape = {SAMPLES, 2, 6, 6}, .data = x},
-        {.name = "target", .dtype = CNN_I64, .ndim = 1, .shape = {SAMPLES}, .data = y},
-    };
-    assert_int_equal(cnn_st_save(p, t, 2, NULL, 0), CNN_OK);
-    free(x);
-    free(y);
-}
+/* Class k's bright 2x2 patch: in channel k % 2 at (k, (2k) % 5). */
+static void patch_at(int k, int *row, int *col) { *row = k, *col = 2 * k % 5; }
 
 /* A checkpoint with optimizer state (SGD with momentum), made once for every test. */
 static int setup(void **state) {
     (void)state;
-    snprintf(dir, sizeof dir, "/tmp/cnn_test_export_XXXXXX");
-    if (!mkdtemp(dir)) return -1;
+    if (tu_make_temp_dir(dir, "test_export")) return -1;
     tu_write_bytes(path(model_p, "model.cnn"), MODEL, strlen(MODEL));
-    make_dataset(path(data_p, "data.safetensors"));
+    /* SAMPLES learnable samples of 2x6x6 in 3 classes, on noise (testdata.h). */
+    tu_make_dataset(path(data_p, "data.safetensors"),
+                    (tu_dataset){.n = SAMPLES, .channels = 2, .seed = 31, .at = patch_at});
     path(ck_p, "ck.safetensors");
     cli_result r;
     CLI_RUN(&r, dir, "train", "--model", model_p, "--data", data_p, "--epochs", "1", "--batch", "8", "--momentum",
@@ -195,7 +165,7 @@ static void test_plain_weights_need_model(void **state) {
     cli_result r;
     CLI_RUN(&r, dir, "export", "--weights", plain, "--out", path(out, "never.safetensors"));
     CLI_EXPECT(&r, 2, plain, "has no model text in its metadata", "give --model NET.cnn");
-    assert_false(exists(out));
+    assert_false(tu_exists(out));
 
     CLI_RUN(&r, dir, "export", "--weights", plain64, "--out", path(out, "from64.safetensors"), "--model", model_p);
     cli_expect(&r, 0, NULL);
@@ -231,7 +201,7 @@ static void test_bad_input(void **state) {
     CLI_EXPECT(&r, 2, ck_p);
     CLI_RUN(&r, dir, "export", "--weights", ck_p, "--out", out, "--model", "no/such.cnn");
     CLI_EXPECT(&r, 2, "no/such.cnn: cannot open the model file");
-    assert_false(exists(out));
+    assert_false(tu_exists(out));
     CLI_RUN(&r, dir, "export", "--help");
     cli_expect(&r, 0, NULL);
     assert_non_null(strstr(r.out, "usage: cnn export"));

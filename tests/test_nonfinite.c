@@ -4,6 +4,7 @@
  * that reads such a file (train, train --resume, eval, predict, grad). */
 #include "testutil.h"
 #include "clirun.h"
+#include "testdata.h"
 
 #include <float.h>
 #include <sys/stat.h>
@@ -13,10 +14,7 @@ static char model_p[512], data_p[512], good_w[512], image_p[512];
 
 static const char MODEL[] = "input 1 4 4\nconv2d out_channels=2 kernel_size=3\nrelu\nflatten\nlinear out_features=3\n";
 
-static char *path(char *buf, const char *name) {
-    snprintf(buf, 512, "%s/%s", dir, name);
-    return buf;
-}
+static char *path(char *buf, const char *name) { return tu_join(buf, dir, name); }
 
 /* The net's four parameters (0.weight [2,1,3,3], 0.bias [2], 3.weight [3,8], 3.bias [3]) in
  * double, and a writer of them as F32 or F64 with element k of tensor i set to v. */
@@ -43,12 +41,8 @@ static void write_weights(const char *p, cnn_dtype dtype, int i_bad, int k_bad, 
 
 static int setup(void **state) {
     (void)state;
-    snprintf(dir, sizeof dir, "/tmp/cnn_test_nonfinite_XXXXXX");
-    if (!mkdtemp(dir)) return -1;
-    FILE *f = fopen(path(model_p, "model.cnn"), "wb");
-    if (!f) return -1;
-    fputs(MODEL, f);
-    fclose(f);
+    if (tu_make_temp_dir(dir, "test_nonfinite")) return -1;
+    tu_write_text(path(model_p, "model.cnn"), MODEL);
     for (int i = 0; i < 4; i++)
         for (int k = 0; k < NUMEL[i]; k++) w[i][k] = (double)((k * 7 + i) % 11 - 5) / 10.0;
     write_weights(path(good_w, "good.safetensors"), CNN_F32, -1, -1, 0, NULL, 0);
@@ -60,7 +54,8 @@ static int setup(void **state) {
     const cnn_tensor d[2] = {{.name = "input", .dtype = CNN_F32, .ndim = 4, .shape = {8, 1, 4, 4}, .data = x},
                              {.name = "target", .dtype = CNN_I64, .ndim = 1, .shape = {8}, .data = y}};
     assert_int_equal(cnn_st_save(path(data_p, "data.safetensors"), d, 2, NULL, 0), CNN_OK);
-    if (!(f = fopen(path(image_p, "digit.pgm"), "wb"))) return -1;
+    FILE *f = fopen(path(image_p, "digit.pgm"), "wb");
+    if (!f) return -1;
     fputs("P5 4 4 255 ", f);
     for (int i = 0; i < 16; i++) fputc(i * 16, f);
     fclose(f);

@@ -15,6 +15,7 @@
  * identities). */
 #include "testutil.h"
 #include "clirun.h"
+#include "testdata.h"
 
 #include <jansson.h>
 #include <math.h>
@@ -24,10 +25,7 @@
 static char dir[64];
 static char model_p[512], ckpt_p[512], idx_ckpt_p[512], plain_w[512], imgs_d[512], empty_d[512];
 
-static char *path(char *buf, const char *name) {
-    snprintf(buf, 512, "%s/%s", dir, name);
-    return buf;
-}
+static char *path(char *buf, const char *name) { return tu_join(buf, dir, name); }
 
 static const char MODEL[] = "input 1 28 28\nconv2d out_channels=4 kernel_size=5 padding=2\nrelu\n"
                             "maxpool2d kernel_size=4\nflatten\nlinear out_features=10\n";
@@ -149,8 +147,7 @@ static void write_test_images(const char *d, int digit) {
 
 static int setup(void **state) {
     (void)state;
-    snprintf(dir, sizeof dir, "/tmp/cnn_test_predict_XXXXXX");
-    if (!mkdtemp(dir)) return -1;
+    if (tu_make_temp_dir(dir, "test_predict")) return -1;
     char p[600];
     tu_write_bytes(path(model_p, "model.cnn"), MODEL, strlen(MODEL));
     write_digits(path(p, "mnist"));

@@ -14,6 +14,7 @@
  * The test runs from the repository root, as tests/run.sh runs it. */
 #include "testutil.h"
 #include "clirun.h"
+#include "testdata.h"
 
 #include <sys/stat.h>
 
@@ -24,15 +25,11 @@
 
 static char dir[64];
 
-static char *path(char *buf, const char *name) {
-    snprintf(buf, 512, "%s/%s", dir, name);
-    return buf;
-}
+static char *path(char *buf, const char *name) { return tu_join(buf, dir, name); }
 
 static int setup(void **state) {
     (void)state;
-    snprintf(dir, sizeof dir, "/tmp/cnn_test_readme_torch_XXXXXX");
-    return mkdtemp(dir) ? 0 : -1;
+    return tu_make_temp_dir(dir, "test_readme_torch");
 }
 
 static int teardown(void **state) {
@@ -122,40 +119,6 @@ static void make_images(char names[IMAGES][512]) {
     assert_int_equal(cnn_st_save(path(p, "digits.safetensors"), &t, 1, NULL, 0), CNN_OK);
 }
 
-/* Runs PYTHON `script` in `cwd` with stdout and stderr to files; returns the wait status, killing
- * it after CLI_TIMEOUT_S. Exit status 127: it could not be run. */
-static int run_python(const char *cwd, const char *script, const char *out, const char *err) {
-    fflush(NULL);
-    const pid_t pid = fork();
-    assert_true(pid >= 0);
-    if (pid == 0) {
-        const int in = open("/dev/null", O_RDONLY);
-        const int o = open(out, O_WRONLY | O_CREAT | O_TRUNC, 0600), e = open(err, O_WRONLY | O_CREAT | O_TRUNC, 0600);
-        if (in < 0 || o < 0 || e < 0 || chdir(cwd)) _exit(126);
-        dup2(in, STDIN_FILENO), dup2(o, STDOUT_FILENO), dup2(e, STDERR_FILENO);
-        close(in), close(o), close(e);
-        setenv("PYTHONDONTWRITEBYTECODE", "1", 1);   /* no __pycache__ in the repository's tools/ */
-        setenv("OMP_NUM_THREADS", "1", 1);
-        execl(PYTHON, PYTHON, script, (char *)NULL);
-        fprintf(stderr, "cannot run %s: %s\n", PYTHON, strerror(errno));
-        _exit(127);
-    }
-    const struct timespec tick = {0, 10 * 1000 * 1000};
-    int ws = 0;
-    for (long waited = 0;; waited++) {
-        const pid_t w = waitpid(pid, &ws, WNOHANG);
-        if (w == pid) break;
-        if (w < 0 && errno != EINTR) fail_msg("waitpid: %s", strerror(errno));
-        if (waited * 10 > CLI_TIMEOUT_S * 1000) {
-            kill(pid, SIGKILL);
-            waitpid(pid, &ws, 0);
-            fail_msg("%s %s: still running after %d s, killed", PYTHON, script, CLI_TIMEOUT_S);
-        }
-        nanosleep(&tick, NULL);
-    }
-    return ws;
-}
-
 /* `cnn predict --top 1`'s class for each image, in order: the number after each "1." line. */
 static int predict_classes(const char *out, int *cls, int cap) {
     int n = 0;
@@ -200,7 +163,10 @@ static void test_readme_snippet_predicts_as_cnn(void **state) {
     if (predict_classes(r.out, cnn_cls, IMAGES) != IMAGES)
         fail_msg("cnn predict did not give a class for each of %d images:\n%.2000s", IMAGES, r.out);
 
-    const int ws = run_python(dir, "snippet.py", path(out, "snippet.out"), path(err, "snippet.err"));
+    /* No __pycache__ in the repository's tools/, and torch on one thread. */
+    const char *const py[] = {PYTHON, "snippet.py", NULL};
+    const char *const env[] = {"PYTHONDONTWRITEBYTECODE", "1", "OMP_NUM_THREADS", "1", NULL};
+    const int ws = cli_run_program(py, dir, path(out, "snippet.out"), path(err, "snippet.err"), env, NULL);
     static char text[1 << 16], errs[1 << 16];
     cli_read_file(out, text, sizeof text);
     cli_read_file(err, errs, sizeof errs);

@@ -6,20 +6,17 @@
  * from the repository root, as tests/run.sh runs it. */
 #include "testutil.h"
 #include "clirun.h"
+#include "testdata.h"
 
 #include <sys/stat.h>
 
 static char dir[64];
 
-static char *path(char *buf, const char *name) {
-    snprintf(buf, 512, "%s/%s", dir, name);
-    return buf;
-}
+static char *path(char *buf, const char *name) { return tu_join(buf, dir, name); }
 
 static int setup(void **state) {
     (void)state;
-    snprintf(dir, sizeof dir, "/tmp/cnn_test_summary_XXXXXX");
-    return mkdtemp(dir) ? 0 : -1;
+    return tu_make_temp_dir(dir, "test_summary");
 }
 
 static int teardown(void **state) {
@@ -220,33 +217,8 @@ static void test_graph_rows(void **state) {
     assert_non_null(strstr(r.out, "activation gradients        35.3 KiB"));
 }
 
-/* A learnable LeNet-5-sized data set: 32 samples of 1x28x28, class k has a bright patch at a
- * k-dependent place. */
-static void make_dataset(const char *p) {
-    enum { N = 32, PER = 28 * 28 };
-    float *x = calloc((size_t)N * PER, sizeof *x);
-    int64_t *y = calloc(N, sizeof *y);
-    assert_non_null(x);
-    assert_non_null(y);
-    uint64_t s = 99;
-    for (int i = 0; i < N; i++) {
-        const int k = i % 10;
-        y[i] = k;
-        for (int j = 0; j < PER; j++) {
-            s = s * 6364136223846793005ull + 1442695040888963407ull;
-            x[i * PER + j] = (float)((s >> 40) % 1000) / 4000.0f;
-        }
-        for (int a = 0; a < 4; a++)
-            for (int b = 0; b < 4; b++) x[i * PER + (2 + 2 * k + a) * 28 + 4 + (k * 7) % 20 + b] += 1.0f;
-    }
-    cnn_tensor t[2] = {
-        {.name = "input", .dtype = CNN_F32, .ndim = 4, .shape = {N, 1, 28, 28}, .data = x},
-        {.name = "target", .dtype = CNN_I64, .ndim = 1, .shape = {N}, .data = y},
-    };
-    assert_int_equal(cnn_st_save(p, t, 2, NULL, 0), CNN_OK);
-    free(x);
-    free(y);
-}
+/* Class k's bright 4x4 patch in the 28x28 images. */
+static void patch_at(int k, int *row, int *col) { *row = 2 + 2 * k, *col = 4 + (k * 7) % 20; }
 
 /* The text from "\nname " on, without the memory lines (they differ with the batch). */
 static void table_and_totals(const char *out, char *buf, size_t cap) {
@@ -261,7 +233,9 @@ static void table_and_totals(const char *out, char *buf, size_t cap) {
 static void test_model_from_checkpoint(void **state) {
     (void)state;
     char data[512], ck[512];
-    make_dataset(path(data, "digits.safetensors"));
+    /* A learnable LeNet-5-sized data set: 32 samples of 1x28x28 in 10 classes (testdata.h). */
+    tu_make_dataset(path(data, "digits.safetensors"),
+                    (tu_dataset){.n = 32, .size = 28, .classes = 10, .seed = 99, .patch = 4, .at = patch_at});
     path(ck, "ck.safetensors");
     cli_result r;
     CLI_RUN(&r, dir, "train", "--model", "models/lenet5.cnn", "--data", data, "--epochs", "1", "--batch", "8",

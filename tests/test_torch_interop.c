@@ -10,6 +10,7 @@
  * runs from the repository root, as tests/run.sh runs it. */
 #include "testutil.h"
 #include "clirun.h"
+#include "testdata.h"
 
 #include <sys/stat.h>
 
@@ -19,10 +20,7 @@
 
 static char dir[64];
 
-static char *path(char *buf, const char *name) {
-    snprintf(buf, 512, "%s/%s", dir, name);
-    return buf;
-}
+static char *path(char *buf, const char *name) { return tu_join(buf, dir, name); }
 
 /* Two residual stages would test no more: one skip over conv + batch norm is the point. */
 static const char MODEL[] =
@@ -38,43 +36,12 @@ static const char MODEL[] =
     "flatten\n"
     "linear out_features=3 name=fc\n";
 
-/* Deterministic pseudo-random floats in [0, 0.25). */
-static float next_float(uint64_t *s) {
-    *s = *s * 6364136223846793005ull + 1442695040888963407ull;
-    return (float)((*s >> 40) % 1000) / 4000.0f;
-}
-
-/* A learnable data set: class k has a bright 2x2 patch in channel k % 2 at a k-dependent place. */
-static void make_dataset(const char *p) {
-    enum { PER = 2 * 6 * 6 };
-    float *x = calloc((size_t)SAMPLES * PER, sizeof *x);
-    int64_t *y = calloc(SAMPLES, sizeof *y);
-    assert_non_null(x);
-    assert_non_null(y);
-    uint64_t s = 777;
-    for (int i = 0; i < SAMPLES; i++) {
-        const int k = i % 3;
-        y[i] = k;
-        for (int j = 0; j < PER; j++) x[i * PER + j] = next_float(&s);
-        const int r = (k * 2) % 5, c = (k * 3) % 5;
-        for (int a = 0; a < 2; a++)
-            for (int b = 0; b < 2; b++) x[i * PER + (k % 2) * 36 + (r + a) * 6 + c + b] += 1.0f;
-    }
-    cnn_tensor t[2] = {
-        {.name = "input", .dtype = CNN_F32, .ndim = 4, .shape = {SAMPLES, 2, 6, 6}, .data = x},
-        {.name = "target", .dtype = CNN_I64, .ndim = 1, .shape = {SAMPLES}, .data = y},
-    };
-    assert_int_equal(cnn_st_save(p, t, 2, NULL, 0), CNN_OK);
-    free(x);
-    free(y);
-}
-
 /* The inputs of `cnn grad`: 5 new samples, and grad_output [5, 3] (no loss). */
 static void make_grad_input(const char *p) {
     static float x[5 * 2 * 6 * 6], g[5 * 3];
     uint64_t s = 4242;
-    for (size_t i = 0; i < sizeof x / sizeof *x; i++) x[i] = 4.0f * next_float(&s) - 0.5f;
-    for (size_t i = 0; i < sizeof g / sizeof *g; i++) g[i] = next_float(&s) - 0.125f;
+    for (size_t i = 0; i < sizeof x / sizeof *x; i++) x[i] = 4.0f * tu_next_float(&s) - 0.5f;
+    for (size_t i = 0; i < sizeof g / sizeof *g; i++) g[i] = tu_next_float(&s) - 0.125f;
     cnn_tensor t[2] = {
         {.name = "input", .dtype = CNN_F32, .ndim = 4, .shape = {5, 2, 6, 6}, .data = x},
         {.name = "grad_output", .dtype = CNN_F32, .ndim = 2, .shape = {5, 3}, .data = g},
@@ -82,42 +49,9 @@ static void make_grad_input(const char *p) {
     assert_int_equal(cnn_st_save(p, t, 2, NULL, 0), CNN_OK);
 }
 
-/* Runs argv[0] (a path) with stdout and stderr into `log`; returns the wait status, killing it after
- * CLI_TIMEOUT_S. Exit status 127 means it could not be run. */
-static int run_logged(const char *const *argv, const char *log) {
-    fflush(NULL);
-    const pid_t pid = fork();
-    assert_true(pid >= 0);
-    if (pid == 0) {
-        const int in = open("/dev/null", O_RDONLY);
-        const int out = open(log, O_WRONLY | O_CREAT | O_TRUNC, 0600);
-        if (in < 0 || out < 0) _exit(126);
-        dup2(in, STDIN_FILENO), dup2(out, STDOUT_FILENO), dup2(out, STDERR_FILENO);
-        close(in), close(out);
-        execv(argv[0], (char *const *)argv);
-        fprintf(stderr, "cannot run %s: %s\n", argv[0], strerror(errno));
-        _exit(127);
-    }
-    const struct timespec tick = {0, 10 * 1000 * 1000};
-    int ws = 0;
-    for (long waited = 0;; waited++) {
-        const pid_t w = waitpid(pid, &ws, WNOHANG);
-        if (w == pid) break;
-        if (w < 0 && errno != EINTR) fail_msg("waitpid: %s", strerror(errno));
-        if (waited * 10 > CLI_TIMEOUT_S * 1000) {
-            kill(pid, SIGKILL);
-            waitpid(pid, &ws, 0);
-            fail_msg("%s: still running after %d s, killed", argv[0], CLI_TIMEOUT_S);
-        }
-        nanosleep(&tick, NULL);
-    }
-    return ws;
-}
-
 static int setup(void **state) {
     (void)state;
-    snprintf(dir, sizeof dir, "/tmp/cnn_test_torch_interop_XXXXXX");
-    return mkdtemp(dir) ? 0 : -1;
+    return tu_make_temp_dir(dir, "test_torch_interop");
 }
 
 static int teardown(void **state) {
@@ -139,7 +73,9 @@ static void test_checkpoint_loads_strictly_into_pytorch(void **state) {
     (void)state;
     char model[512], data[512], ck[512], in[512], out[512], log[512];
     tu_write_bytes(path(model, "model.cnn"), MODEL, strlen(MODEL));
-    make_dataset(path(data, "data.safetensors"));
+    /* A learnable data set of SAMPLES 2x6x6 samples in 3 classes; class k's bright 2x2 patch is in
+     * channel k % 2 (testdata.h). */
+    tu_make_dataset(path(data, "data.safetensors"), (tu_dataset){.n = SAMPLES, .channels = 2, .seed = 777});
     make_grad_input(path(in, "in.safetensors"));
     path(ck, "ck.safetensors");
     path(out, "out.safetensors");
@@ -168,7 +104,7 @@ static void test_checkpoint_loads_strictly_into_pytorch(void **state) {
 
     const char *argv[] = {PYTHON, "tools/check_state_dict.py", "--model", model, "--checkpoint", ck, "--input", in,
                           "--cnn-output", out, NULL};
-    const int ws = run_logged(argv, path(log, "check.log"));
+    const int ws = cli_run_program(argv, NULL, path(log, "check.log"), NULL, NULL, NULL);
     static char text[1 << 16];
     cli_read_file(log, text, sizeof text);
     if (!WIFEXITED(ws) || WEXITSTATUS(ws) != 0)

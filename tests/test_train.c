@@ -2,71 +2,29 @@
  * non-finite guard, logs, plots, checkpoints, and every kind of bad input. Small synthetic data. */
 #include "testutil.h"
 #include "clirun.h"
+#include "testdata.h"
 
 #include <dirent.h>
 #include <sys/stat.h>
 
 static char dir[64];
 
-static char *path(char *buf, const char *name) {
-    snprintf(buf, 512, "%s/%s", dir, name);
-    return buf;
-}
-
-static void write_text(const char *p, const char *text) {
-    FILE *f = fopen(p, "wb");
-    assert_non_null(f);
-    fputs(text, f);
-    fclose(f);
-}
-
-static int exists(const char *p) {
-    struct stat s;
-    return stat(p, &s) == 0;
-}
+static char *path(char *buf, const char *name) { return tu_join(buf, dir, name); }
 
 static const char MODEL[] = "input 1 6 6\nconv2d out_channels=3 kernel_size=3 padding=1\nrelu\nmaxpool2d kernel_size=2\n"
                             "flatten\nlinear out_features=3\n";
 static const char OTHER_MODEL[] = "input 1 6 6\nconv2d out_channels=3 kernel_size=3 padding=1\ntanh\n"
                                   "maxpool2d kernel_size=2\nflatten\nlinear out_features=3\n";
 
-/* A learnable synthetic data set: class k has a bright 2×2 patch in a k-dependent place. */
-static void make_dataset(const char *p, int n, int n_test, int classes, int label_offset) {
-    const int total = n + n_test;
-    float *x = calloc((size_t)total * 36, sizeof *x);
-    int64_t *y = calloc((size_t)total, sizeof *y);
-    uint64_t s = 12345;
-    for (int i = 0; i < total; i++) {
-        const int k = i % classes;
-        y[i] = k + label_offset;
-        for (int j = 0; j < 36; j++) {
-            s = s * 6364136223846793005ull + 1442695040888963407ull;
-            x[i * 36 + j] = (float)((s >> 40) % 1000) / 4000.0f;
-        }
-        const int r = (k * 2) % 5, c = (k * 3) % 5;
-        for (int a = 0; a < 2; a++)
-            for (int b = 0; b < 2; b++) x[i * 36 + (r + a) * 6 + c + b] += 1.0f;
-    }
-    cnn_tensor t[4] = {
-        {.name = "input", .dtype = CNN_F32, .ndim = 4, .shape = {n, 1, 6, 6}, .data = x},
-        {.name = "target", .dtype = CNN_I64, .ndim = 1, .shape = {n}, .data = y},
-        {.name = "test_input", .dtype = CNN_F32, .ndim = 4, .shape = {n_test, 1, 6, 6}, .data = x + (size_t)n * 36},
-        {.name = "test_target", .dtype = CNN_I64, .ndim = 1, .shape = {n_test}, .data = y + n},
-    };
-    assert_int_equal(cnn_st_save(p, t, n_test ? 4 : 2, NULL, 0), CNN_OK);
-    free(x);
-    free(y);
-}
-
 static char model_p[512], other_p[512], data_p[512];
 
 static int setup(void **state) {
     (void)state;
-    snprintf(dir, sizeof dir, "/tmp/cnn_test_train_XXXXXX");
-    if (!mkdtemp(dir)) return -1;
-    write_text(path(model_p, "model.cnn"), MODEL);
-    write_text(path(other_p, "other.cnn"), OTHER_MODEL);
-    make_dataset(path(data_p, "data.safetensors"), 60, 30, 3, 0);
+    if (tu_make_temp_dir(dir, "test_train")) return -1;
+    tu_write_text(path(model_p, "model.cnn"), MODEL);
+    tu_write_text(path(other_p, "other.cnn"), OTHER_MODEL);
+    /* 60 training and 30 test samples of 1×6×6 in 3 classes (testdata.h) */
+    tu_make_dataset(path(data_p, "data.safetensors"), (tu_dataset){.n = 60, .n_test = 30});
     return 0;
 }
 
@@ -168,7 +126,7 @@ static void test_graph_resume_and_threads_are_exact(void **state) {
                                 "add from=a\ndropout p=0.3\nadaptiveavgpool2d output_size=1\nflatten\n"
                                 "linear out_features=4 name=fc\n";
     char m[512], a[512], b[512], c[512];
-    write_text(path(m, "graph.cnn"), graph);
+    tu_write_text(path(m, "graph.cnn"), graph);
     path(a, "graph_straight.safetensors");
     path(b, "graph_resumed.safetensors");
     path(c, "graph_threads.safetensors");
@@ -279,14 +237,14 @@ static void test_nonfinite_guard(void **state) {
     CLI_RUN(&r, dir, "train", "--model", model_p, "--data", data_p, "--epochs", "3", "--batch", "8", "--lr", "1e30",
             "--seed", "1", "--out", out);
     CLI_EXPECT(&r, 1, "step ", "non-finite", "layer ", "Try a lower --lr");
-    assert_false(exists(out));   /* it diverged within the first epoch: no checkpoint was ever good */
+    assert_false(tu_exists(out));   /* it diverged within the first epoch: no checkpoint was ever good */
 }
 
 /* ---- bad input ---------------------------------------------------------------------------- */
 
 static void expect_bad(cli_result *r, const char *out, const char *sub) {
     CLI_EXPECT(r, 2, sub);
-    if (out) assert_false(exists(out));
+    if (out) assert_false(tu_exists(out));
 }
 
 static void write_idx(const char *p, const uint8_t *magic, const uint32_t *dims, int ndim, const uint8_t *data,
@@ -365,7 +323,7 @@ static void test_label_out_of_range(void **state) {
     (void)state;
     char d[512], out[512];
     path(d, "five_classes.safetensors");
-    make_dataset(d, 20, 0, 5, 0);          /* labels 0..4, but the model has 3 outputs */
+    tu_make_dataset(d, (tu_dataset){.n = 20, .classes = 5}); /* labels 0..4, but the model has 3 outputs */
     path(out, "never.safetensors");
     cli_result r;
     CLI_RUN(&r, dir, "train", "--model", model_p, "--data", d, "--out", out);

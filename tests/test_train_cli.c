@@ -7,6 +7,7 @@
 #define _GNU_SOURCE /* forkpty, sched_getaffinity */
 #include "testutil.h"
 #include "clirun.h"
+#include "testdata.h"
 
 #include <jansson.h>
 #include <poll.h>
@@ -19,71 +20,21 @@ static char dir[64];      /* the temporary directory */
 static char sub[512];     /* dir/with space: the model, the data and most outputs */
 static char model_p[512], data_p[512], big_p[512], notest_p[512];
 
-static char *path(char *buf, const char *name) {
-    if (snprintf(buf, 512, "%s/%s", sub, name) >= 512) fail_msg("%s/%s: too long", sub, name);
-    return buf;
-}
-
-static void write_text(const char *p, const char *text) {
-    FILE *f = fopen(p, "wb");
-    assert_non_null(f);
-    fputs(text, f);
-    fclose(f);
-}
-
-static int exists(const char *p) {
-    struct stat s;
-    return stat(p, &s) == 0;
-}
-
-static double now(void) {
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
-}
+static char *path(char *buf, const char *name) { return tu_join(buf, sub, name); }
 
 static const char MODEL[] = "input 1 6 6\nconv2d out_channels=3 kernel_size=3 padding=1\nrelu\nmaxpool2d kernel_size=2\n"
                             "flatten\nlinear out_features=3\n";
 
-/* A learnable synthetic data set: class k has a bright 2×2 patch in a k-dependent place. */
-static void make_dataset(const char *p, int n, int n_test) {
-    const int total = n + n_test;
-    float *x = calloc((size_t)total * 36, sizeof *x);
-    int64_t *y = calloc((size_t)total, sizeof *y);
-    assert_true(x && y);
-    uint64_t s = 12345;
-    for (int i = 0; i < total; i++) {
-        const int k = i % 3;
-        y[i] = k;
-        for (int j = 0; j < 36; j++) {
-            s = s * 6364136223846793005ull + 1442695040888963407ull;
-            x[i * 36 + j] = (float)((s >> 40) % 1000) / 4000.0f;
-        }
-        const int r = (k * 2) % 5, c = (k * 3) % 5;
-        for (int a = 0; a < 2; a++)
-            for (int b = 0; b < 2; b++) x[i * 36 + (r + a) * 6 + c + b] += 1.0f;
-    }
-    cnn_tensor t[4] = {
-        {.name = "input", .dtype = CNN_F32, .ndim = 4, .shape = {n, 1, 6, 6}, .data = x},
-        {.name = "target", .dtype = CNN_I64, .ndim = 1, .shape = {n}, .data = y},
-        {.name = "test_input", .dtype = CNN_F32, .ndim = 4, .shape = {n_test, 1, 6, 6}, .data = x + (size_t)n * 36},
-        {.name = "test_target", .dtype = CNN_I64, .ndim = 1, .shape = {n_test}, .data = y + n},
-    };
-    assert_int_equal(cnn_st_save(p, t, n_test ? 4 : 2, NULL, 0), CNN_OK);
-    free(x);
-    free(y);
-}
-
 static int setup(void **state) {
     (void)state;
-    snprintf(dir, sizeof dir, "/tmp/cnn_test_train_cli_XXXXXX");
-    if (!mkdtemp(dir)) return -1;
+    if (tu_make_temp_dir(dir, "test_train_cli")) return -1;
     snprintf(sub, sizeof sub, "%s/with space", dir);
     if (mkdir(sub, 0700)) return -1;
-    write_text(path(model_p, "model.cnn"), MODEL);
-    make_dataset(path(data_p, "data.safetensors"), 60, 30);
-    make_dataset(path(big_p, "big.safetensors"), 600, 30);
-    make_dataset(path(notest_p, "notest.safetensors"), 60, 0);
+    tu_write_text(path(model_p, "model.cnn"), MODEL);
+    /* Learnable synthetic data sets of 1×6×6 samples in 3 classes (testdata.h). */
+    tu_make_dataset(path(data_p, "data.safetensors"), (tu_dataset){.n = 60, .n_test = 30});
+    tu_make_dataset(path(big_p, "big.safetensors"), (tu_dataset){.n = 600, .n_test = 30});
+    tu_make_dataset(path(notest_p, "notest.safetensors"), (tu_dataset){.n = 60});
     return 0;
 }
 
@@ -131,7 +82,7 @@ static void test_default_checkpoint(void **state) {
     CLI_RUN(&r, dir, "train", "--model", model_p, "--data", data_p, "--batch", "8", "--seed", "2");
     CLI_EXPECT(&r, 0, "checkpoint runs/model-data-2.safetensors after every epoch (no --out given)");
     assert_non_null(strstr(r.out, "checkpoint runs/model-data-2.safetensors\n"));
-    assert_true(exists(ck2));
+    assert_true(tu_exists(ck2));
     assert_string_equal(meta(ck, "seed", buf, sizeof buf), "1");
 
     /* A resume without --out goes on in the checkpoint it resumes. */
@@ -152,7 +103,7 @@ static void expect_refused(const char *work, const char *const *args, const char
         fail_msg("%s\n  should fail before training; stderr:\n%s", r.cmd, r.err);
     char runs[600];
     snprintf(runs, sizeof runs, "%s/runs", work);
-    assert_false(exists(runs));
+    assert_false(tu_exists(runs));
 }
 
 static void test_bad_output_paths_fail_first(void **state) {
@@ -163,7 +114,7 @@ static void test_bad_output_paths_fail_first(void **state) {
     path(jpg, "curves.jpg");
     path(log, "no such dir/run.jsonl");
     path(ck, "bad_ck.safetensors");
-    write_text(path(file, "a file"), "x");
+    tu_write_text(path(file, "a file"), "x");
     path(in_file, "a file/ck.safetensors");
 
     snprintf(want, sizeof want, "--out %s: the directory %s/no such dir does not exist", missing, sub);
@@ -190,7 +141,7 @@ static void test_bad_output_paths_fail_first(void **state) {
     expect_refused(work, (const char *const[]){"train", "--model", model_p, "--data", data_p, "--resume", ck,
                                                "--plot", jpg, NULL},
                    "must end in .png or .svg");
-    assert_false(exists(ck));
+    assert_false(tu_exists(ck));
     cli_cwd = NULL;
 }
 
@@ -379,8 +330,8 @@ static void test_sigint_resume_command_runs(void **state) {
                   "--no-shuffle", "--log", log, "--plot", plot, "--out", ck, (char *)NULL);
             _exit(127);
         }
-        const double until = now() + 60;
-        while (!strstr(cli_read_file(err_p, err, sizeof err), "training ") && now() < until) {
+        const double until = tu_now() + 60;
+        while (!strstr(cli_read_file(err_p, err, sizeof err), "training ") && tu_now() < until) {
             int ws;
             if (waitpid(pid, &ws, WNOHANG) == pid) fail_msg("the run ended before training:\n%s", err);
         }
@@ -470,7 +421,7 @@ static const char *run_in_terminal(int cols, const char *columns, const char *co
     struct winsize ws = {.ws_row = 24, .ws_col = columns ? 0 : (unsigned short)cols};
     int master;
     fflush(NULL);
-    const double t0 = now();
+    const double t0 = tu_now();
     const pid_t pid = forkpty(&master, NULL, NULL, &ws);
     assert_true(pid >= 0);
     if (pid == 0) {
@@ -480,10 +431,10 @@ static const char *run_in_terminal(int cols, const char *columns, const char *co
         _exit(127);
     }
     size_t len = 0;
-    const double until = now() + 120;
+    const double until = tu_now() + 120;
     for (;;) {
         struct pollfd p = {.fd = master, .events = POLLIN};
-        if (now() > until) {
+        if (tu_now() > until) {
             kill(pid, SIGKILL);
             fail_msg("cnn train in a terminal did not end within 2 minutes");
         }
@@ -497,7 +448,7 @@ static const char *run_in_terminal(int cols, const char *columns, const char *co
     buf[len] = '\0';
     close(master);
     assert_int_equal(waitpid(pid, status, 0), pid);
-    terminal_seconds = now() - t0;
+    terminal_seconds = tu_now() - t0;
     return buf;
 }
 
