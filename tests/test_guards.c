@@ -7,6 +7,7 @@
  * message names the limit. */
 #include "testutil.h"
 #include "clirun.h"
+#include "testdata.h"
 
 #include <math.h>
 #include <stdint.h>
@@ -21,47 +22,11 @@ static char *path(char *buf, const char *name) {
     return buf;
 }
 
-static int exists(const char *p) {
-    struct stat s;
-    return stat(p, &s) == 0;
-}
-
-static double now(void) {
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
-}
-
 static const char MODEL[] = "input 1 6 6\nconv2d out_channels=3 kernel_size=3 padding=1\nrelu\nmaxpool2d kernel_size=2\n"
                             "flatten\nlinear out_features=3\n";
 
-/* A learnable synthetic data set of n training and n_test test samples of 1×6×6 in 3 classes. */
-static void make_dataset(const char *p, int n, int n_test) {
-    const int total = n + n_test;
-    float *x = calloc((size_t)total * 36, sizeof *x);
-    int64_t *y = calloc((size_t)total, sizeof *y);
-    assert_true(x && y);
-    uint64_t s = 12345;
-    for (int i = 0; i < total; i++) {
-        const int k = i % 3;
-        y[i] = k;
-        for (int j = 0; j < 36; j++) {
-            s = s * 6364136223846793005ull + 1442695040888963407ull;
-            x[i * 36 + j] = (float)((s >> 40) % 1000) / 4000.0f;
-        }
-        for (int a = 0; a < 2; a++)
-            for (int b = 0; b < 2; b++) x[i * 36 + (2 * k + a) * 6 + k + b] += 1.0f;
-    }
-    cnn_tensor t[4] = {
-        {.name = "input", .dtype = CNN_F32, .ndim = 4, .shape = {n, 1, 6, 6}, .data = x},
-        {.name = "target", .dtype = CNN_I64, .ndim = 1, .shape = {n}, .data = y},
-        {.name = "test_input", .dtype = CNN_F32, .ndim = 4, .shape = {n_test, 1, 6, 6}, .data = x + (size_t)n * 36},
-        {.name = "test_target", .dtype = CNN_I64, .ndim = 1, .shape = {n_test}, .data = y + n},
-    };
-    assert_int_equal(cnn_st_save(p, t, 4, NULL, 0), CNN_OK);
-    free(x);
-    free(y);
-}
+/* The data sets' bright patch: class k's 2×2 square at row 2k, column k. */
+static void patch_at(int k, int *row, int *col) { *row = 2 * k, *col = k; }
 
 /* The whole file in a malloc'd buffer (NULL if absent), its length in *len. */
 static unsigned char *slurp(const char *p, size_t *len) {
@@ -157,13 +122,13 @@ static pid_t spawn(const char *const *args, int out, int err, long fsize) {
 }
 
 static int wait_exit(pid_t pid, double seconds) {
-    const double until = now() + seconds;
+    const double until = tu_now() + seconds;
     const struct timespec tick = {0, 2 * 1000 * 1000};
     int ws;
     for (;;) {
         const pid_t w = waitpid(pid, &ws, WNOHANG);
         if (w == pid) break;
-        if (now() > until) {
+        if (tu_now() > until) {
             kill(pid, SIGKILL);
             waitpid(pid, &ws, 0);
             fail_msg("still running after %.0f s, killed", seconds);
@@ -190,8 +155,8 @@ static int setup(void **state) {
     if (!f) return -1;
     fputs(MODEL, f);
     fclose(f);
-    make_dataset(path(data_p, "data.safetensors"), 60, 30);
-    make_dataset(path(big_p, "big.safetensors"), 3000, 30);
+    tu_make_dataset(path(data_p, "data.safetensors"), (tu_dataset){.n = 60, .n_test = 30, .at = patch_at});
+    tu_make_dataset(path(big_p, "big.safetensors"), (tu_dataset){.n = 3000, .n_test = 30, .at = patch_at});
     /* A good checkpoint after one epoch, for the runs below to resume. */
     cli_result r;
     CLI_RUN(&r, dir, "train", "--model", model_p, "--data", data_p, "--batch", "8", "--out",
@@ -233,16 +198,16 @@ static void test_inf_update_publishes_nothing(void **state) {
     CLI_RUN(&r, dir, "train", "--model", model_p, "--data", data_p, "--batch", "8", "--optimizer", "adam", "--lr",
             "1e39", "--checkpoint-every", "1", "--out", fresh);
     CLI_EXPECT(&r, 1, "step 1 (epoch 1): the update of step 1 made the weight '", "no checkpoint was written");
-    assert_false(exists(fresh));
+    assert_false(tu_exists(fresh));
 }
 
 /* Waits until the spawned run's stderr file shows it has started training. */
 static void wait_training(pid_t pid) {
-    const double until = now() + 60;
+    const double until = tu_now() + 60;
     int ws;
     while (!strstr(read_file("spawn.stderr"), "training ")) {
         if (waitpid(pid, &ws, WNOHANG) == pid) fail_msg("ended before training:\n%s", read_file("spawn.stderr"));
-        if (now() > until) {
+        if (tu_now() > until) {
             kill(pid, SIGKILL);
             waitpid(pid, &ws, 0);
             fail_msg("did not start training within a minute");
@@ -364,7 +329,7 @@ static void test_write_failure_is_exit_3(void **state) {
     const int code = wait_exit(pid, 60);
     if (code != 3) fail_msg("exit %d, expected 3:\n%s", code, err);
     assert_non_null(strstr(err, "cannot write"));
-    assert_false(exists(ck));
+    assert_false(tu_exists(ck));
 }
 
 /* Each limit's message names the limit. */
