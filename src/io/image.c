@@ -38,6 +38,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "io/readers.h"
 #include "io/stb.h"
 
 #define IMAGE_MAX_SIDE 16384
@@ -331,8 +332,9 @@ cnn_status cnn_image_load(const char *path, int c, int h, int w, float *out) {
     if (c != 1 && c != 3) return cnn_fail(CNN_ERR_ARG, "%s: %d channels requested; they must be 1 or 3", path, c);
     if (h < 1 || w < 1) return cnn_fail(CNN_ERR_ARG, "%s: size %dx%d requested; both must be at least 1", path, w, h);
     if (!out) return cnn_fail(CNN_ERR_ARG, "%s: NULL output", path);
-    FILE *f = fopen(path, "rb");
-    if (!f) return cnn_fail(CNN_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
+    const char *why;
+    FILE *f = cnn_i_fopen_regular(path, &why);
+    if (!f) return cnn_fail(CNN_ERR_IO, "%s: cannot open: %s", path, why);
 
     /* Read at most IMAGE_MAX_FILE + 1 bytes, growing the buffer as the file turns out longer. */
     size_t cap = 1 << 16, len = 0;
