@@ -1,5 +1,6 @@
 /* Running the CLI from a test: $CNN_BIN (default build/cnn) with stdin from /dev/null and stdout
- * and stderr captured, killed after CLI_TIMEOUT_S, in the current directory or in cli_cwd. Include
+ * and stderr captured, killed after CLI_TIMEOUT_S, in the current directory or in cli_cwd, under
+ * cli_mem_limit bytes of address space when that is set. Include
  * after <cmocka.h>. */
 #ifndef CNN_CLIRUN_H
 #define CNN_CLIRUN_H
@@ -10,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -26,6 +28,10 @@ typedef struct cli_result {
 
 /* When not NULL, the directory the CLI runs in (for what it writes to the current directory). */
 static const char *cli_cwd;
+
+/* When not 0, the CLI's address-space limit in bytes (RLIMIT_AS), to show that it reads no more
+ * than it needs. (A build with AddressSanitizer cannot run under one: it maps terabytes of shadow.) */
+static unsigned long long cli_mem_limit;
 
 static inline const char *cli_bin(void) {
     const char *b = getenv("CNN_BIN");
@@ -79,6 +85,8 @@ static inline void cli_run(cli_result *r, const char *dir, const char *const *ar
         dup2(in, STDIN_FILENO), dup2(out, STDOUT_FILENO), dup2(err, STDERR_FILENO);
         close(in), close(out), close(err);
         if (cli_cwd && chdir(cli_cwd) != 0) _exit(126);
+        const struct rlimit rl = {(rlim_t)cli_mem_limit, (rlim_t)cli_mem_limit};
+        if (cli_mem_limit && setrlimit(RLIMIT_AS, &rl) != 0) _exit(126);
         execv(argv[0], (char *const *)argv);
         fprintf(stderr, "cannot run %s: %s (build it with make, or set CNN_BIN)\n", argv[0], strerror(errno));
         _exit(127);

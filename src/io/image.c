@@ -189,6 +189,53 @@ static cnn_status decode_ascii_pnm(const char *name, const uint8_t *s, size_t le
     return st;
 }
 
+/* Binary netpbm, P5 (grey) and P6 (RGB), read here rather than by stb_image 2.27, which parses
+ * the header's numbers into an int without a bound (11 digits overflow it: undefined behaviour),
+ * takes samples of 8 bits when maxval < 256 as if maxval were 255, and reads past the end of a
+ * truncated file as zeros. Here: the header is width, height and maxval (1..65535), then a single
+ * whitespace byte; the size is checked against the limit; then exactly width × height × channels
+ * samples follow, of one byte (maxval < 256) or two, big-endian; each is at most maxval. */
+static cnn_status decode_binary_pnm(const char *name, const uint8_t *s, size_t len, int c, int h, int w, float *out) {
+    const int n = s[1] == '5' ? 1 : 3;
+    const char *kind = n == 1 ? "PGM" : "PPM";
+    size_t at = 2;
+    long dims[3];
+    int bad = 0;
+    for (int k = 0; k < 3; k++)
+        if (!pnm_number(s, len, &at, &dims[k], &bad))
+            return cnn_fail(CNN_ERR_FORMAT, "%s: %s header: %s", name, kind,
+                            bad ? "a character that is not a number" : "truncated");
+    if (dims[0] > IMAGE_MAX_SIDE || dims[1] > IMAGE_MAX_SIDE)
+        return cnn_fail(CNN_ERR_FORMAT, "%s: %s image is %ldx%ld, too large (the limit is %dx%d)", name, kind,
+                        dims[0], dims[1], IMAGE_MAX_SIDE, IMAGE_MAX_SIDE);
+    if (dims[0] < 1 || dims[1] < 1 || dims[2] < 1 || dims[2] > 65535)
+        return cnn_fail(CNN_ERR_FORMAT, "%s: %s header: width %ld, height %ld, maxval %ld (need width, height >= 1 "
+                        "and maxval 1..65535)", name, kind, dims[0], dims[1], dims[2]);
+    if (at >= len || !(s[at] == ' ' || s[at] == '\t' || s[at] == '\n' || s[at] == '\r' || s[at] == '\v' || s[at] == '\f'))
+        return cnn_fail(CNN_ERR_FORMAT, "%s: %s header: %s after maxval", name, kind,
+                        at >= len ? "truncated: no whitespace byte" : "a character that is not whitespace");
+    at++;
+    const size_t bytes = dims[2] > 255 ? 2 : 1;
+    const size_t count = (size_t)dims[0] * (size_t)dims[1] * (size_t)n;
+    if (count * bytes > len - at)
+        return cnn_fail(CNN_ERR_FORMAT, "%s: %s image is truncated: %ldx%ld with maxval %ld needs %zu bytes of "
+                        "samples, the file has %zu", name, kind, dims[0], dims[1], dims[2], count * bytes, len - at);
+    uint16_t *v = malloc(count * sizeof *v);
+    if (!v) return cnn_fail(CNN_ERR_NOMEM, "%s: out of memory for a %ldx%ld image", name, dims[0], dims[1]);
+    for (size_t i = 0; i < count; i++) {
+        const long x = bytes == 2 ? (long)s[at + 2 * i] << 8 | s[at + 2 * i + 1] : s[at + i];
+        if (x > dims[2]) {
+            free(v);
+            return cnn_fail(CNN_ERR_FORMAT, "%s: %s: sample %zu is %ld, above maxval %ld", name, kind, i, x, dims[2]);
+        }
+        v[i] = (uint16_t)x;
+    }
+    const pixels p = {.w = (int)dims[0], .h = (int)dims[1], .n = n, .maxval = (int)dims[2], .u16 = v};
+    cnn_status st = resize_bilinear(&p, c, h, w, out);
+    free(v);
+    return st;
+}
+
 /* ---------------------------------------------------------------------------------------------
  * Decoding
  * ------------------------------------------------------------------------------------------- */
@@ -287,6 +334,12 @@ static int declares_too_much(const char *format, const uint8_t *s, size_t len, i
     return pixels > bytes; /* PGM, PPM */
 }
 
+/* Why stb failed, never empty: stb 2.27 returns some failures without a reason. */
+static const char *stb_reason(void) {
+    const char *r = cnn_stbi_failure_reason();
+    return r && *r ? r : "corrupt or truncated data";
+}
+
 static cnn_status decode_named(const char *name, const void *buf, size_t len, int c, int h, int w, float *out) {
     if (c != 1 && c != 3) return cnn_fail(CNN_ERR_ARG, "%s: %d channels requested; they must be 1 or 3", name, c);
     if (h < 1 || w < 1) return cnn_fail(CNN_ERR_ARG, "%s: size %dx%d requested; both must be at least 1", name, w, h);
@@ -297,6 +350,7 @@ static cnn_status decode_named(const char *name, const void *buf, size_t len, in
     const char *format = image_format(s, len);
     if (!format) return cnn_fail(CNN_ERR_FORMAT, "%s: not a PNG, JPEG, BMP or PGM/PPM image", name);
     if (!strcmp(format, "ASCII PNM")) return decode_ascii_pnm(name, s, len, c, h, w, out);
+    if (!strcmp(format, "PGM") || !strcmp(format, "PPM")) return decode_binary_pnm(name, s, len, c, h, w, out);
 
     uint64_t dx, dy;
     if (declared_size(s, len, format, &dx, &dy) && (dx > IMAGE_MAX_SIDE || dy > IMAGE_MAX_SIDE))
@@ -307,16 +361,21 @@ static cnn_status decode_named(const char *name, const void *buf, size_t len, in
         return cnn_fail(CNN_ERR_FORMAT, "%s: %s image does not decode: %s", name, format, why);
     int x, y, n;
     if (!cnn_stbi_info_from_memory(s, (int)len, &x, &y, &n))
-        return cnn_fail(CNN_ERR_FORMAT, "%s: %s header does not decode: %s", name, format, cnn_stbi_failure_reason());
+        return cnn_fail(CNN_ERR_FORMAT, "%s: %s header does not decode: %s", name, format, stb_reason());
+    if (!strcmp(format, "BMP") && y < 0 && y > INT_MIN) y = -y; /* top-down rows: stb's load reads them */
     if (x < 1 || y < 1 || x > IMAGE_MAX_SIDE || y > IMAGE_MAX_SIDE)
         return cnn_fail(CNN_ERR_FORMAT, "%s: %s image is %dx%d, too large (the limit is %dx%d)", name, format, x, y,
                         IMAGE_MAX_SIDE, IMAGE_MAX_SIDE);
     if (declares_too_much(format, s, len, x, y))
         return cnn_fail(CNN_ERR_FORMAT, "%s: %s image is %dx%d, more pixels than its %zu bytes can encode (is it "
                         "truncated?)", name, format, x, y, len);
-    uint8_t *data = cnn_stbi_load_from_memory(s, (int)len, &x, &y, &n, 0);
-    if (!data) return cnn_fail(CNN_ERR_FORMAT, "%s: %s image does not decode: %s", name, format, cnn_stbi_failure_reason());
-    const pixels p = {.w = x, .h = y, .n = n, .maxval = 255, .u8 = data};
+    /* 16-bit PNGs at their full depth (stb would reduce them to 8 bits). */
+    const int deep = !strcmp(format, "PNG") && cnn_stbi_is_16_bit_from_memory(s, (int)len);
+    void *data = deep ? (void *)cnn_stbi_load_16_from_memory(s, (int)len, &x, &y, &n, 0)
+                      : (void *)cnn_stbi_load_from_memory(s, (int)len, &x, &y, &n, 0);
+    if (!data) return cnn_fail(CNN_ERR_FORMAT, "%s: %s image does not decode: %s", name, format, stb_reason());
+    const pixels p = {.w = x, .h = y, .n = n, .maxval = deep ? 65535 : 255, .u8 = deep ? NULL : data,
+                      .u16 = deep ? data : NULL};
     cnn_status st = n >= 1 && n <= 4 ? resize_bilinear(&p, c, h, w, out)
                                      : cnn_fail(CNN_ERR_FORMAT, "%s: %s image has %d channels", name, format, n);
     cnn_stbi_image_free(data);
