@@ -1,4 +1,4 @@
-/* Images: decode (stb_image, plus a small reader for ASCII PGM/PPM), convert channels, resize
+/* Images: decode (stb_image, plus a small reader for netpbm PGM/PPM), convert channels, resize
  * bilinearly and scale to [0,1], CHW.
  *
  * The pipeline for one image:
@@ -8,8 +8,11 @@
  *      check the two numbers that stb_image 2.27 (Debian 12's libstb) trusts without checking
  *      (found by fuzzing, tests/fuzz): PNG chunk lengths, which it allocates for before reading,
  *      and the code counts of JPEG Huffman tables, whose sum past 256 overflows its tables;
- *   2. decode to 8-bit samples (stb_image; 16-bit sources are reduced by stb) or, for P2/P3, to the
- *      file's own integer samples with their maxval;
+ *   2. decode: PNG, JPEG and BMP with stb_image, to 8-bit samples, or 16-bit ones for a 16-bit PNG;
+ *      netpbm (P2/P3 ASCII, P5/P6 binary) here, to the file's own integer samples with their maxval
+ *      (stb 2.27 overflows an int on an 11-digit size, ignores a maxval below 255 and reads a
+ *      truncated file's missing samples as zeros); a BMP stored top-down (negative height), which
+ *      stb's header reader reports as a negative height but its decoder reads, as its size;
  *   3. resize with bilinear interpolation, sampling the source converted to c channels on the fly.
  *
  * Channel conversion, after compositing a pixel with alpha (grey + alpha, RGBA; a PNG palette or
@@ -273,14 +276,22 @@ static int byte_at(const uint8_t *s, size_t len, size_t i) { return i < len ? s[
 
 /* Checks what stb_image 2.27 trusts. Returns NULL, or why the file is rejected:
  *   PNG: a chunk's length must fit in the file: stb reallocates its IDAT buffer to the claimed
- *        length before it reads the chunk (a 100-byte file could make it allocate 4 GB);
+ *        length before it reads the chunk (a 100-byte file could make it allocate 4 GB); and the
+ *        chunks must run to IEND, without which stb fails with a reason made of the zeros it
+ *        reads past the end (an empty one, or part of a chunk name);
  *   JPEG: a Huffman table (DHT) may hold at most 256 codes: stb writes a larger count past the
  *        end of its tables. stb may take a DHT marker (FF C4) anywhere it looks for a marker, so
  *        every FF C4 in the file is checked, reading the tables after it as stb would (past the
  *        end, stb reads zeros). */
 static const char *stb_trap(const char *format, const uint8_t *s, size_t len, char *why, size_t cap) {
     if (!strcmp(format, "PNG")) {
-        for (size_t at = 8; len - at >= 8;) {
+        for (size_t at = 8;; ) {
+            if (len - at < 8) { /* stb reads zeros past the end and names a chunk of them, or of part of a name */
+                snprintf(why, cap, len == at ? "the file ends at byte %zu with no IEND chunk (is it truncated?)"
+                                             : "the file ends inside the chunk header at byte %zu (is it truncated?)",
+                         at);
+                return why;
+            }
             const uint32_t n = be32(s + at);
             if (n > len - at - 8) {
                 const uint8_t *t = s + at + 4;
@@ -319,7 +330,8 @@ static const char *stb_trap(const char *format, const uint8_t *s, size_t len, ch
  * format spends on them: a PNG's zlib stream inflates at most 1032-fold, a JPEG (Huffman coded, as
  * stb reads) spends at least one bit on each 8×8 block, a BMP (uncompressed, as stb reads) at least
  * one bit on a pixel, binary netpbm one byte. Decoding such a file could only make the decoder
- * allocate for pixels that are not there and, for JPEG, decode them one by one out of nothing. */
+ * allocate for pixels that are not there and, for JPEG, decode them one by one out of nothing.
+ * (Binary netpbm is checked exactly by decode_binary_pnm.) */
 static int declares_too_much(const char *format, const uint8_t *s, size_t len, int x, int y) {
     const uint64_t pixels = (uint64_t)x * (uint64_t)y, bytes = len;
     if (!strcmp(format, "PNG")) {
@@ -331,7 +343,7 @@ static int declares_too_much(const char *format, const uint8_t *s, size_t len, i
     }
     if (!strcmp(format, "JPEG")) return pixels > 512 * bytes;
     if (!strcmp(format, "BMP")) return pixels > 8 * bytes;
-    return pixels > bytes; /* PGM, PPM */
+    return pixels > bytes;
 }
 
 /* Why stb failed, never empty: stb 2.27 returns some failures without a reason. */
