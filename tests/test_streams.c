@@ -9,6 +9,8 @@
  *   - a 1.1 GB sparse file whose header length is 2^63: refused after its first 8 bytes, under the
  *     same limit; a sparse file with a valid header followed by 1.1 GB the header does not
  *     describe: refused before the data is read;
+ *   - hostile images through predict: a 16-bit PGM with half its samples, an 11-digit size
+ *     (the library cases are in test_image_hostile.c);
  *   - the library readers themselves (cnn_net_load, cnn_st_load, cnn_idx_read, cnn_image_load) on
  *     a FIFO, a socket and /dev/null.
  * The same runs with a regular file in place of each FIFO succeed, so that each refusal is of the
@@ -174,6 +176,24 @@ static void test_fifo_as_image(void **state) {
     EXPECT_REFUSED("predict", "--model", model_p, "--weights", weights_p, fifo_img_p);
 }
 
+/* Hostile images through predict: a PGM with maxval 65535 and half its samples, and one whose
+ * size has 11 digits, are refused with their reason (not classified). */
+static void test_hostile_images(void **state) {
+    (void)state;
+    char half[PATH_LEN], huge[PATH_LEN];
+    static uint8_t b[64 + 2 * 16];
+    size_t n = (size_t)sprintf((char *)b, "P5 4 4 65535\n");
+    memset(b + n, 0x80, 16);
+    tu_write_bytes(path(half, "half.pgm"), b, n + 16);
+    n = (size_t)sprintf((char *)b, "P5\n12345678901 12345678901\n255\n");
+    memset(b + n, 0x80, 16);
+    tu_write_bytes(path(huge, "huge.pgm"), b, n + 16);
+    expect_subs = (const char *const[]){half, "PGM image is truncated: 4x4 with maxval 65535 needs 32 bytes", NULL};
+    EXPECT_REFUSED("predict", "--model", model_p, "--weights", weights_p, half);
+    expect_subs = (const char *const[]){huge, "too large (the limit is 16384x16384)", NULL};
+    EXPECT_REFUSED("predict", "--model", model_p, "--weights", weights_p, huge);
+}
+
 /* /dev/zero never ends: it is refused as a device before a byte is read. */
 static void test_dev_zero_as_weights(void **state) {
     (void)state;
@@ -288,6 +308,7 @@ int main(void) {
         cmocka_unit_test(test_fifo_as_grad_input),
         cmocka_unit_test(test_fifo_as_idx_file),
         cmocka_unit_test(test_fifo_as_image),
+        cmocka_unit_test(test_hostile_images),
         cmocka_unit_test(test_dev_zero_as_weights),
         cmocka_unit_test(test_sparse_header_length_2_63),
         cmocka_unit_test(test_sparse_data_beyond_header),

@@ -123,6 +123,16 @@ static cnn_status resize_bilinear(const pixels *p, int c, int h, int w, float *o
  * ASCII netpbm, P2 (grey) and P3 (RGB), which stb_image does not read
  * ------------------------------------------------------------------------------------------- */
 
+/* What pnm_number gives for a number of 10 digits or more: out of range anyway. */
+#define PNM_HUGE 1000000000L
+
+/* A header number as text for a message: its value, or "10+ digits" for PNM_HUGE. */
+static const char *pnm_text(char buf[24], long v) {
+    if (v >= PNM_HUGE) return "(10+ digits)";
+    snprintf(buf, 24, "%ld", v);
+    return buf;
+}
+
 /* Reads the next unsigned decimal number, skipping whitespace and '#' comments. Returns 1, or 0
  * at the end of the buffer or on a character that is not a digit (*bad = 1). */
 static int pnm_number(const uint8_t *s, size_t len, size_t *at, long *v, int *bad) {
@@ -143,7 +153,7 @@ static int pnm_number(const uint8_t *s, size_t len, size_t *at, long *v, int *ba
     }
     long x = 0;
     while (i < len && s[i] >= '0' && s[i] <= '9') {
-        if (x <= 1000000) x = x * 10 + (s[i] - '0'); /* anything larger is out of range anyway */
+        x = x < PNM_HUGE / 10 ? x * 10 + (s[i] - '0') : PNM_HUGE; /* exact to 9 digits, then PNM_HUGE */
         i++;
     }
     *at = i;
@@ -161,12 +171,14 @@ static cnn_status decode_ascii_pnm(const char *name, const uint8_t *s, size_t le
         if (!pnm_number(s, len, &at, &dims[k], &bad))
             return cnn_fail(CNN_ERR_FORMAT, "%s: %s header: %s", name, kind,
                             bad ? "a character that is not a number" : "truncated");
+    char t0[24], t1[24], t2[24];
     if (dims[0] < 1 || dims[1] < 1 || dims[2] < 1 || dims[2] > 65535)
-        return cnn_fail(CNN_ERR_FORMAT, "%s: %s header: width %ld, height %ld, maxval %ld (need width, height >= 1 "
-                        "and maxval 1..65535)", name, kind, dims[0], dims[1], dims[2]);
+        return cnn_fail(CNN_ERR_FORMAT, "%s: %s header: width %s, height %s, maxval %s (need width, height >= 1 "
+                        "and maxval 1..65535)", name, kind, pnm_text(t0, dims[0]), pnm_text(t1, dims[1]),
+                        pnm_text(t2, dims[2]));
     if (dims[0] > IMAGE_MAX_SIDE || dims[1] > IMAGE_MAX_SIDE)
-        return cnn_fail(CNN_ERR_FORMAT, "%s: image is %ldx%ld, too large (the limit is %dx%d)", name, dims[0], dims[1],
-                        IMAGE_MAX_SIDE, IMAGE_MAX_SIDE);
+        return cnn_fail(CNN_ERR_FORMAT, "%s: image is %sx%s, too large (the limit is %dx%d)", name,
+                        pnm_text(t0, dims[0]), pnm_text(t1, dims[1]), IMAGE_MAX_SIDE, IMAGE_MAX_SIDE);
     const size_t count = (size_t)dims[0] * (size_t)dims[1] * (size_t)n;
     if (count > (len - at) / 2) /* each value takes a separator and a digit */
         return cnn_fail(CNN_ERR_FORMAT, "%s: %s: truncated: %ldx%ld needs %zu values, more than %zu bytes hold", name,
@@ -208,12 +220,14 @@ static cnn_status decode_binary_pnm(const char *name, const uint8_t *s, size_t l
         if (!pnm_number(s, len, &at, &dims[k], &bad))
             return cnn_fail(CNN_ERR_FORMAT, "%s: %s header: %s", name, kind,
                             bad ? "a character that is not a number" : "truncated");
+    char t0[24], t1[24], t2[24];
     if (dims[0] > IMAGE_MAX_SIDE || dims[1] > IMAGE_MAX_SIDE)
-        return cnn_fail(CNN_ERR_FORMAT, "%s: %s image is %ldx%ld, too large (the limit is %dx%d)", name, kind,
-                        dims[0], dims[1], IMAGE_MAX_SIDE, IMAGE_MAX_SIDE);
+        return cnn_fail(CNN_ERR_FORMAT, "%s: %s image is %sx%s, too large (the limit is %dx%d)", name, kind,
+                        pnm_text(t0, dims[0]), pnm_text(t1, dims[1]), IMAGE_MAX_SIDE, IMAGE_MAX_SIDE);
     if (dims[0] < 1 || dims[1] < 1 || dims[2] < 1 || dims[2] > 65535)
-        return cnn_fail(CNN_ERR_FORMAT, "%s: %s header: width %ld, height %ld, maxval %ld (need width, height >= 1 "
-                        "and maxval 1..65535)", name, kind, dims[0], dims[1], dims[2]);
+        return cnn_fail(CNN_ERR_FORMAT, "%s: %s header: width %s, height %s, maxval %s (need width, height >= 1 "
+                        "and maxval 1..65535)", name, kind, pnm_text(t0, dims[0]), pnm_text(t1, dims[1]),
+                        pnm_text(t2, dims[2]));
     if (at >= len || !(s[at] == ' ' || s[at] == '\t' || s[at] == '\n' || s[at] == '\r' || s[at] == '\v' || s[at] == '\f'))
         return cnn_fail(CNN_ERR_FORMAT, "%s: %s header: %s after maxval", name, kind,
                         at >= len ? "truncated: no whitespace byte" : "a character that is not whitespace");
