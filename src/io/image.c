@@ -40,6 +40,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "io/readers.h"
 #include "io/stb.h"
@@ -418,10 +420,21 @@ cnn_status cnn_image_load(const char *path, int c, int h, int w, float *out) {
     if (h < 1 || w < 1) return cnn_fail(CNN_ERR_ARG, "%s: size %dx%d requested; both must be at least 1", path, w, h);
     if (!out) return cnn_fail(CNN_ERR_ARG, "%s: NULL output", path);
     const char *why;
-    FILE *f = cnn_i_fopen_regular(path, &why);
-    if (!f) return cnn_fail(CNN_ERR_IO, "%s: cannot open: %s", path, why);
+    struct stat sb;
+    const int fd = cnn_i_open_regular(path, &why, &sb);
+    if (fd < 0) return cnn_fail(CNN_ERR_IO, "%s: cannot open: %s", path, why);
+    if (sb.st_size > IMAGE_MAX_FILE) { /* refused from its size, unread */
+        close(fd);
+        return cnn_fail(CNN_ERR_FORMAT, "%s: larger than %d MB, too large for an image", path, IMAGE_MAX_FILE >> 20);
+    }
+    FILE *f = fdopen(fd, "rb");
+    if (!f) {
+        close(fd);
+        return cnn_fail(CNN_ERR_NOMEM, "%s: out of memory", path);
+    }
 
-    /* Read at most IMAGE_MAX_FILE + 1 bytes, growing the buffer as the file turns out longer. */
+    /* Read at most IMAGE_MAX_FILE + 1 bytes (the file may have grown since its size was taken),
+     * growing the buffer as the file turns out longer. */
     size_t cap = 1 << 16, len = 0;
     uint8_t *buf = malloc(cap);
     cnn_status st = CNN_OK;
