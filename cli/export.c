@@ -11,6 +11,7 @@
  */
 #include "cli.h"
 #include "base/error.h"
+#include "io/readers.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -56,9 +57,10 @@ static int parse_args(int argc, char **argv, export_args *a) {
 
 /* The whole of a text file (at most MODEL_TEXT_MAX bytes), or NULL with the reason printed. */
 static char *read_text(const char *path) {
-    FILE *f = fopen(path, "rb");
+    const char *why;
+    FILE *f = cnn_i_fopen_regular(path, &why);
     if (!f) {
-        cli_error("export", "%s: cannot open the model file", path);
+        cli_error("export", "%s: cannot open the model file: %s", path, why);
         return NULL;
     }
     char *text = malloc(MODEL_TEXT_MAX + 1);

@@ -1,6 +1,7 @@
 /* Running the CLI from a test: $CNN_BIN (default build/cnn) with stdin from /dev/null and stdout
- * and stderr captured, killed after CLI_TIMEOUT_S, in the current directory or in cli_cwd; and any
- * other program (python3) the same way. Include after <cmocka.h>. */
+ * and stderr captured, killed after CLI_TIMEOUT_S, in the current directory or in cli_cwd, under
+ * cli_mem_limit bytes of address space when that is set; and any other program (python3) the same
+ * way. Include after <cmocka.h>. */
 #ifndef CNN_CLIRUN_H
 #define CNN_CLIRUN_H
 
@@ -10,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -26,6 +28,10 @@ typedef struct cli_result {
 
 /* When not NULL, the directory the CLI runs in (for what it writes to the current directory). */
 static const char *cli_cwd;
+
+/* When not 0, the CLI's address-space limit in bytes (RLIMIT_AS), to show that it reads no more
+ * than it needs. (A build with AddressSanitizer cannot run under one: it maps terabytes of shadow.) */
+static unsigned long long cli_mem_limit;
 
 static inline const char *cli_bin(void) {
     const char *b = getenv("CNN_BIN");
@@ -72,6 +78,8 @@ static inline int cli_run_program(const char *const *argv, const char *cwd, cons
         close(in), close(o);
         if (e != o) close(e);
         if (cwd && chdir(cwd) != 0) _exit(126);
+        const struct rlimit rl = {(rlim_t)cli_mem_limit, (rlim_t)cli_mem_limit};
+        if (cli_mem_limit && setrlimit(RLIMIT_AS, &rl) != 0) _exit(126);
         for (int i = 0; env && env[i]; i += 2) setenv(env[i], env[i + 1], 1);
         execv(argv[0], (char *const *)argv);
         fprintf(stderr, "cannot run %s: %s\n", argv[0], strerror(errno));

@@ -945,7 +945,7 @@ static void test_cli_grad_model_is_a_directory(void **state) {
     char m[PATH_LEN];
     tmp_path(m, "model_dir.cnn");
     mkdir(m, 0700);
-    GRAD_BAD("model_dir", m, weights_path, in_go_path, NULL, m, "cannot read");
+    GRAD_BAD("model_dir", m, weights_path, in_go_path, NULL, m, "is a directory, not a regular file");
 }
 
 static void test_cli_grad_model_with_nul_byte(void **state) {

@@ -9,6 +9,7 @@
  *     slowly, into buffers sized by the claim). */
 #include "testutil.h"
 
+#include <math.h>
 #include <stdint.h>
 #include <zlib.h>
 
@@ -174,6 +175,213 @@ static void test_crafted_png(void **state) {
         fail_msg("%s", cnn_last_error());
 }
 
+/* ---- depth, orientation, truncation ------------------------------------------------------- */
+
+/* A PNG of w×h pixels, bit depth `depth` (8 or 16), colour type `color` (0 grey, 2 RGB), from the
+ * big-endian samples `px` (w·h·channels of them, each of depth/8 bytes). Returns its length. */
+static size_t png_of(uint8_t *b, int w, int h, int depth, int color, const uint8_t *px) {
+    static uint8_t raw[1 << 16], z[1 << 16];
+    const size_t row = (size_t)w * (color == 2 ? 3 : 1) * (size_t)(depth / 8);
+    size_t r = 0;
+    for (int y = 0; y < h; y++) raw[r++] = 0, memcpy(raw + r, px + (size_t)y * row, row), r += row;
+    uLongf zlen = sizeof z;
+    assert_int_equal(compress2(z, &zlen, raw, r, 9), Z_OK);
+    size_t n = 8;
+    memcpy(b, "\x89PNG\r\n\x1a\n", 8);
+    put32(b + n, 13), memcpy(b + n + 4, "IHDR", 4), put32(b + n + 8, (uint32_t)w), put32(b + n + 12, (uint32_t)h);
+    b[n + 16] = (uint8_t)depth, b[n + 17] = (uint8_t)color, b[n + 18] = b[n + 19] = b[n + 20] = 0;
+    put32(b + n + 21, (uint32_t)crc32(0, b + n + 4, 17)), n += 25;
+    put32(b + n, (uint32_t)zlen), memcpy(b + n + 4, "IDAT", 4), memcpy(b + n + 8, z, zlen);
+    put32(b + n + 8 + zlen, (uint32_t)crc32(0, b + n + 4, 4 + (uInt)zlen)), n += 12 + zlen;
+    put32(b + n, 0), memcpy(b + n + 4, "IEND", 4), put32(b + n + 8, (uint32_t)crc32(0, b + n + 4, 4)), n += 12;
+    return n;
+}
+
+/* 5×3 RGB test samples, 8-bit, and the same at 16 bits (v·257, so v/255 = v16/65535 exactly). */
+enum { TW = 5, TH = 3 };
+static uint8_t px8[TW * TH * 3], px16[TW * TH * 3 * 2];
+static void make_samples(void) {
+    for (int i = 0; i < TW * TH * 3; i++) {
+        px8[i] = (uint8_t)((i * 53 + 7) % 256);
+        px16[2 * i] = px8[i], px16[2 * i + 1] = px8[i]; /* 257·v, big-endian */
+    }
+}
+
+static void expect_same(const char *what, const float *got, const float *want, int n, double tol) {
+    for (int i = 0; i < n; i++)
+        if (fabs((double)got[i] - (double)want[i]) > tol)
+            fail_msg("%s: value %d is %.9g, expected %.9g (tolerance %g)", what, i, got[i], want[i], tol);
+}
+
+/* 16-bit PNG and PGM/PPM read at their depth: the same picture at 8 and 16 bits gives the same
+ * values (within float rounding), and a 16-bit sample that is not a multiple of 257 keeps its
+ * low byte (stb alone would reduce it to 8 bits). */
+static void test_16_bit_png_and_pnm(void **state) {
+    (void)state;
+    make_samples();
+    static uint8_t b[1 << 16];
+    static float want[3 * TW * TH], got[3 * TW * TH];
+    for (int c = 1; c <= 3; c += 2) {
+        size_t n = png_of(b, TW, TH, 8, 2, px8);
+        assert_int_equal(cnn_image_decode(b, n, c, TH, TW, want), CNN_OK);
+        n = png_of(b, TW, TH, 16, 2, px16);
+        if (cnn_image_decode(b, n, c, TH, TW, got) != CNN_OK) fail_msg("16-bit PNG: %s", cnn_last_error());
+        expect_same("16-bit PNG", got, want, c * TW * TH, 1e-6);
+        /* PPM: P6 at maxval 255 and at 65535. */
+        n = (size_t)sprintf((char *)b, "P6\n%d %d\n255\n", TW, TH);
+        memcpy(b + n, px8, sizeof px8), n += sizeof px8;
+        assert_int_equal(cnn_image_decode(b, n, c, TH, TW, got), CNN_OK);
+        expect_same("8-bit PPM", got, want, c * TW * TH, 1e-6);
+        n = (size_t)sprintf((char *)b, "P6 %d %d 65535 ", TW, TH);
+        memcpy(b + n, px16, sizeof px16), n += sizeof px16;
+        if (cnn_image_decode(b, n, c, TH, TW, got) != CNN_OK) fail_msg("16-bit PPM: %s", cnn_last_error());
+        expect_same("16-bit PPM", got, want, c * TW * TH, 1e-6);
+    }
+    /* Grey, 1×2: samples 1 and 65534 of 65535, which 8 bits cannot tell from 0 and 65535. */
+    const uint8_t two[4] = {0, 1, 0xFF, 0xFE};
+    float v[2];
+    size_t n = png_of(b, 2, 1, 16, 0, two);
+    assert_int_equal(cnn_image_decode(b, n, 1, 1, 2, v), CNN_OK);
+    assert_float_equal(v[0], 1.0 / 65535, 1e-9);
+    assert_float_equal(v[1], 65534.0 / 65535, 1e-7);
+    n = (size_t)sprintf((char *)b, "P5 2 1 65535\n");
+    memcpy(b + n, two, 4), n += 4;
+    assert_int_equal(cnn_image_decode(b, n, 1, 1, 2, v), CNN_OK);
+    assert_float_equal(v[0], 1.0 / 65535, 1e-9);
+    assert_float_equal(v[1], 65534.0 / 65535, 1e-7);
+    /* maxval 1000, two bytes a sample, and maxval 15, one byte: samples scale by 1/maxval. */
+    const uint8_t k[4] = {0x01, 0xF4, 0x03, 0xE8}; /* 500, 1000 */
+    n = (size_t)sprintf((char *)b, "P5 2 1 1000\n");
+    memcpy(b + n, k, 4), n += 4;
+    assert_int_equal(cnn_image_decode(b, n, 1, 1, 2, v), CNN_OK);
+    assert_float_equal(v[0], 0.5, 1e-7);
+    assert_float_equal(v[1], 1.0, 1e-7);
+    n = (size_t)sprintf((char *)b, "P5 2 1 15\n\x05\x0f");
+    assert_int_equal(cnn_image_decode(b, n, 1, 1, 2, v), CNN_OK);
+    assert_float_equal(v[0], 5.0 / 15, 1e-7);
+    assert_float_equal(v[1], 1.0, 1e-7);
+    /* A sample above maxval is refused. */
+    n = (size_t)sprintf((char *)b, "P5 2 1 15\n\x05\x10");
+    assert_int_equal(cnn_image_decode(b, n, 1, 1, 2, v), CNN_ERR_FORMAT);
+    if (!strstr(cnn_last_error(), "sample 1 is 16, above maxval 15")) fail_msg("%s", cnn_last_error());
+}
+
+/* A 24-bit BMP of w×h from RGB samples (rows top first), stored bottom-up (height h) or top-down
+ * (height -h), rows padded to 4 bytes. Returns its length. */
+static size_t bmp_of(uint8_t *b, int w, int h, const uint8_t *px, int top_down) {
+    const size_t row = ((size_t)w * 3 + 3) & ~(size_t)3, size = 54 + row * (size_t)h;
+    memset(b, 0, size);
+    b[0] = 'B', b[1] = 'M';
+    const uint32_t f[] = {(uint32_t)size, 0, 54, 40, (uint32_t)w, (uint32_t)(top_down ? -h : h)};
+    for (int i = 0; i < 6; i++)
+        for (int k = 0; k < 4; k++) b[2 + 4 * i + k] = (uint8_t)(f[i] >> (8 * k));
+    b[26] = 1, b[28] = 24; /* planes, bits per pixel; no compression */
+    for (int y = 0; y < h; y++) {
+        uint8_t *d = b + 54 + row * (size_t)(top_down ? y : h - 1 - y);
+        for (int x = 0; x < w; x++) {
+            const uint8_t *s = px + ((size_t)y * (size_t)w + (size_t)x) * 3;
+            d[3 * x] = s[2], d[3 * x + 1] = s[1], d[3 * x + 2] = s[0]; /* BGR */
+        }
+    }
+    return size;
+}
+
+/* A top-down BMP (negative height) reads as the same picture as the bottom-up one, which equals
+ * the PNG of the same samples. */
+static void test_top_down_bmp(void **state) {
+    (void)state;
+    make_samples();
+    static uint8_t b[1 << 16];
+    static float want[3 * TW * TH], up[3 * TW * TH], down[3 * TW * TH];
+    size_t n = png_of(b, TW, TH, 8, 2, px8);
+    assert_int_equal(cnn_image_decode(b, n, 3, TH, TW, want), CNN_OK);
+    n = bmp_of(b, TW, TH, px8, 0);
+    if (cnn_image_decode(b, n, 3, TH, TW, up) != CNN_OK) fail_msg("bottom-up BMP: %s", cnn_last_error());
+    expect_same("bottom-up BMP", up, want, 3 * TW * TH, 0);
+    n = bmp_of(b, TW, TH, px8, 1);
+    if (cnn_image_decode(b, n, 3, TH, TW, down) != CNN_OK) fail_msg("top-down BMP: %s", cnn_last_error());
+    expect_same("top-down BMP", down, want, 3 * TW * TH, 0);
+    /* Resized, too. */
+    static float up2[3 * 7 * 9], down2[3 * 7 * 9];
+    n = bmp_of(b, TW, TH, px8, 0);
+    assert_int_equal(cnn_image_decode(b, n, 3, 7, 9, up2), CNN_OK);
+    n = bmp_of(b, TW, TH, px8, 1);
+    assert_int_equal(cnn_image_decode(b, n, 3, 7, 9, down2), CNN_OK);
+    expect_same("resized top-down BMP", down2, up2, 3 * 7 * 9, 0);
+}
+
+/* The message of a refused file, which must give a reason: it does not end in ": ". */
+static void expect_reason(const char *what, cnn_status s) {
+    if (s != CNN_ERR_FORMAT) fail_msg("%s: status %s (\"%s\"), expected a format error", what, cnn_status_name(s), cnn_last_error());
+    const char *m = cnn_last_error();
+    const size_t len = strlen(m);
+    if (len < 2 || !strcmp(m + len - 2, ": ") || m[len - 1] == ':') fail_msg("%s: message without a reason: \"%s\"", what, m);
+}
+
+/* Truncated files are refused with a reason: a PGM with maxval 65535 and half its samples (stb
+ * reads the rest as zeros), a PPM one byte short, and a PNG cut anywhere from its IDAT on (stb
+ * 2.27 names the zeros it reads past the end as a chunk: an empty reason, or "I", "ID"), or with
+ * a zlib stream cut inside a whole IDAT chunk. */
+static void test_truncated(void **state) {
+    (void)state;
+    make_samples();
+    static uint8_t b[1 << 16];
+    static float out[3 * TW * TH];
+    size_t h = (size_t)sprintf((char *)b, "P5 %d %d 65535\n", TW, TH);
+    memcpy(b + h, px16, sizeof px16 / 3);
+    assert_int_equal(cnn_image_decode(b, h + sizeof px16 / 6, 1, TH, TW, out), CNN_ERR_FORMAT);
+    if (!strstr(cnn_last_error(), "PGM image is truncated: 5x3 with maxval 65535 needs 30 bytes of samples, the file has 15"))
+        fail_msg("%s", cnn_last_error());
+    h = (size_t)sprintf((char *)b, "P6 %d %d 255\n", TW, TH);
+    memcpy(b + h, px8, sizeof px8);
+    assert_int_equal(cnn_image_decode(b, h + sizeof px8 - 1, 3, TH, TW, out), CNN_ERR_FORMAT);
+    if (!strstr(cnn_last_error(), "truncated")) fail_msg("%s", cnn_last_error());
+    assert_int_equal(cnn_image_decode(b, h - 1, 3, TH, TW, out), CNN_ERR_FORMAT); /* no byte after maxval */
+    if (!strstr(cnn_last_error(), "PPM header: truncated")) fail_msg("%s", cnn_last_error());
+
+    const size_t n = png_of(b, TW, TH, 16, 2, px16);
+    const size_t idat = 33; /* after the signature and IHDR */
+    for (size_t cut = idat; cut < n - 4; cut++) { /* (without IEND's CRC alone, every pixel is there: it decodes) */
+        char what[64];
+        snprintf(what, sizeof what, "a PNG cut at byte %zu of %zu", cut, n);
+        expect_reason(what, cnn_image_decode(b, cut, 3, TH, TW, out));
+        if (!strstr(cnn_last_error(), "truncated")) fail_msg("%s: %s", what, cnn_last_error());
+    }
+    /* The IDAT chunk whole, but holding only the first half of the zlib stream. */
+    static uint8_t c[1 << 16];
+    const uint32_t zlen = (uint32_t)b[idat] << 24 | (uint32_t)b[idat + 1] << 16 | (uint32_t)b[idat + 2] << 8 | b[idat + 3];
+    const uint32_t half = zlen / 2;
+    memcpy(c, b, idat);
+    put32(c + idat, half), memcpy(c + idat + 4, "IDAT", 4), memcpy(c + idat + 8, b + idat + 8, half);
+    put32(c + idat + 8 + half, (uint32_t)crc32(0, c + idat + 4, 4 + half));
+    size_t m = idat + 12 + half;
+    put32(c + m, 0), memcpy(c + m + 4, "IEND", 4), put32(c + m + 8, (uint32_t)crc32(0, c + m + 4, 4)), m += 12;
+    expect_reason("a PNG whose zlib stream is cut", cnn_image_decode(c, m, 3, TH, TW, out));
+}
+
+/* Headers whose sizes have 11 digits or more (which overflow the int that stb 2.27 parses them
+ * into) are refused from the header, naming the limit; so is a size of 16385. */
+static void test_huge_pnm_headers(void **state) {
+    (void)state;
+    static const char *const heads[] = {"P5\n12345678901 12345678901\n255\n", "P6 99999999999 1 255\n",
+                                        "P5 1 4294967297 255\n", "P5 16385 1 255\n", "P6 1 99999999999999999999 255\n"};
+    float out[4];
+    for (size_t i = 0; i < sizeof heads / sizeof *heads; i++) {
+        uint8_t b[256];
+        const size_t n = (size_t)sprintf((char *)b, "%s", heads[i]);
+        memset(b + n, 7, 64);
+        assert_int_equal(cnn_image_decode(b, n + 64, 1, 2, 2, out), CNN_ERR_FORMAT);
+        if (!strstr(cnn_last_error(), "too large (the limit is 16384x16384)"))
+            fail_msg("%s: %s", heads[i], cnn_last_error());
+        if (i == 0 && !strstr(cnn_last_error(), "PGM image is (10+ digits)x(10+ digits)")) /* not a wrapped number */
+            fail_msg("%s: %s", heads[i], cnn_last_error());
+    }
+    /* And a maxval of 11 digits. */
+    const char big_max[] = "P5 1 1 12345678901\n\x01\x02";
+    assert_int_equal(cnn_image_decode(big_max, sizeof big_max - 1, 1, 1, 1, out), CNN_ERR_FORMAT);
+    if (!strstr(cnn_last_error(), "maxval 1..65535")) fail_msg("%s", cnn_last_error());
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_jpeg_huffman_table_of_264_codes),
@@ -183,6 +391,10 @@ int main(void) {
         cmocka_unit_test(test_crafted_jpeg_huffman_counts),
         cmocka_unit_test(test_crafted_jpeg_too_many_pixels),
         cmocka_unit_test(test_crafted_png),
+        cmocka_unit_test(test_16_bit_png_and_pnm),
+        cmocka_unit_test(test_top_down_bmp),
+        cmocka_unit_test(test_truncated),
+        cmocka_unit_test(test_huge_pnm_headers),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

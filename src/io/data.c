@@ -458,7 +458,8 @@ static cnn_status file_size(const char *path, int64_t *size) {
     if (stat(path, &sb) != 0)
         return cnn_fail(CNN_ERR_IO, "cannot open '%s': %s", path, strerror(errno));
     if (!S_ISREG(sb.st_mode))
-        return cnn_fail(CNN_ERR_IO, "cannot read '%s': not a regular file", path);
+        return cnn_fail(CNN_ERR_IO, "cannot read '%s': %s", path,
+                        S_ISFIFO(sb.st_mode) ? "it is a FIFO, not a regular file" : "not a regular file");
     *size = (int64_t)sb.st_size;
     return CNN_OK;
 }
@@ -524,9 +525,10 @@ static cnn_status read_cifar_split(char **files, int count, const float lut[3][2
     if (!buf) return cnn_fail(CNN_ERR_NOMEM, "cannot allocate a buffer for CIFAR-10 records");
     int64_t at = 0; /* samples written */
     for (int i = 0; i < count; i++) {
-        FILE *f = fopen(files[i], "rb");
+        const char *why;
+        FILE *f = cnn_i_fopen_regular(files[i], &why);
         if (!f) {
-            s = cnn_fail(CNN_ERR_IO, "cannot open '%s': %s", files[i], strerror(errno));
+            s = cnn_fail(CNN_ERR_IO, "cannot open '%s': %s", files[i], why);
             goto done;
         }
         if ((s = file_size(files[i], &size)) != CNN_OK) {

@@ -162,8 +162,9 @@ cnn_status cnn_idx_read(const char *path, uint8_t **data, int *ndim, int64_t dim
     if (!path || !data || !ndim || !dims)
         return cnn_fail(CNN_ERR_ARG, "cnn_idx_read: NULL %s",
                         !path ? "path" : !data ? "data" : !ndim ? "ndim" : "dims");
-    const int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) return cnn_fail(CNN_ERR_IO, "cannot open '%s': %s", path, strerror(errno));
+    const char *why;
+    const int fd = cnn_i_open_regular(path, &why, NULL);
+    if (fd < 0) return cnn_fail(CNN_ERR_IO, "cannot open '%s': %s", path, why);
     return cnn_idx_read_fd(fd, path, is_gz(path), data, ndim, dims);
 }
 

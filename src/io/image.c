@@ -1,4 +1,4 @@
-/* Images: decode (stb_image, plus a small reader for ASCII PGM/PPM), convert channels, resize
+/* Images: decode (stb_image, plus a small reader for netpbm PGM/PPM), convert channels, resize
  * bilinearly and scale to [0,1], CHW.
  *
  * The pipeline for one image:
@@ -8,8 +8,11 @@
  *      check the two numbers that stb_image 2.27 (Debian 12's libstb) trusts without checking
  *      (found by fuzzing, tests/fuzz): PNG chunk lengths, which it allocates for before reading,
  *      and the code counts of JPEG Huffman tables, whose sum past 256 overflows its tables;
- *   2. decode to 8-bit samples (stb_image; 16-bit sources are reduced by stb) or, for P2/P3, to the
- *      file's own integer samples with their maxval;
+ *   2. decode: PNG, JPEG and BMP with stb_image, to 8-bit samples, or 16-bit ones for a 16-bit PNG;
+ *      netpbm (P2/P3 ASCII, P5/P6 binary) here, to the file's own integer samples with their maxval
+ *      (stb 2.27 overflows an int on an 11-digit size, ignores a maxval below 255 and reads a
+ *      truncated file's missing samples as zeros); a BMP stored top-down (negative height), which
+ *      stb's header reader reports as a negative height but its decoder reads, as its size;
  *   3. resize with bilinear interpolation, sampling the source converted to c channels on the fly.
  *
  * Channel conversion, after compositing a pixel with alpha (grey + alpha, RGBA; a PNG palette or
@@ -37,7 +40,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
+#include "io/readers.h"
 #include "io/stb.h"
 
 #define IMAGE_MAX_SIDE 16384
@@ -119,6 +125,16 @@ static cnn_status resize_bilinear(const pixels *p, int c, int h, int w, float *o
  * ASCII netpbm, P2 (grey) and P3 (RGB), which stb_image does not read
  * ------------------------------------------------------------------------------------------- */
 
+/* What pnm_number gives for a number of 10 digits or more: out of range anyway. */
+#define PNM_HUGE 1000000000L
+
+/* A header number as text for a message: its value, or "10+ digits" for PNM_HUGE. */
+static const char *pnm_text(char buf[24], long v) {
+    if (v >= PNM_HUGE) return "(10+ digits)";
+    snprintf(buf, 24, "%ld", v);
+    return buf;
+}
+
 /* Reads the next unsigned decimal number, skipping whitespace and '#' comments. Returns 1, or 0
  * at the end of the buffer or on a character that is not a digit (*bad = 1). */
 static int pnm_number(const uint8_t *s, size_t len, size_t *at, long *v, int *bad) {
@@ -139,7 +155,7 @@ static int pnm_number(const uint8_t *s, size_t len, size_t *at, long *v, int *ba
     }
     long x = 0;
     while (i < len && s[i] >= '0' && s[i] <= '9') {
-        if (x <= 1000000) x = x * 10 + (s[i] - '0'); /* anything larger is out of range anyway */
+        x = x < PNM_HUGE / 10 ? x * 10 + (s[i] - '0') : PNM_HUGE; /* exact to 9 digits, then PNM_HUGE */
         i++;
     }
     *at = i;
@@ -157,12 +173,14 @@ static cnn_status decode_ascii_pnm(const char *name, const uint8_t *s, size_t le
         if (!pnm_number(s, len, &at, &dims[k], &bad))
             return cnn_fail(CNN_ERR_FORMAT, "%s: %s header: %s", name, kind,
                             bad ? "a character that is not a number" : "truncated");
+    char t0[24], t1[24], t2[24];
     if (dims[0] < 1 || dims[1] < 1 || dims[2] < 1 || dims[2] > 65535)
-        return cnn_fail(CNN_ERR_FORMAT, "%s: %s header: width %ld, height %ld, maxval %ld (need width, height >= 1 "
-                        "and maxval 1..65535)", name, kind, dims[0], dims[1], dims[2]);
+        return cnn_fail(CNN_ERR_FORMAT, "%s: %s header: width %s, height %s, maxval %s (need width, height >= 1 "
+                        "and maxval 1..65535)", name, kind, pnm_text(t0, dims[0]), pnm_text(t1, dims[1]),
+                        pnm_text(t2, dims[2]));
     if (dims[0] > IMAGE_MAX_SIDE || dims[1] > IMAGE_MAX_SIDE)
-        return cnn_fail(CNN_ERR_FORMAT, "%s: image is %ldx%ld, too large (the limit is %dx%d)", name, dims[0], dims[1],
-                        IMAGE_MAX_SIDE, IMAGE_MAX_SIDE);
+        return cnn_fail(CNN_ERR_FORMAT, "%s: image is %sx%s, too large (the limit is %dx%d)", name,
+                        pnm_text(t0, dims[0]), pnm_text(t1, dims[1]), IMAGE_MAX_SIDE, IMAGE_MAX_SIDE);
     const size_t count = (size_t)dims[0] * (size_t)dims[1] * (size_t)n;
     if (count > (len - at) / 2) /* each value takes a separator and a digit */
         return cnn_fail(CNN_ERR_FORMAT, "%s: %s: truncated: %ldx%ld needs %zu values, more than %zu bytes hold", name,
@@ -179,6 +197,55 @@ static cnn_status decode_ascii_pnm(const char *name, const uint8_t *s, size_t le
         if (x > dims[2]) {
             free(v);
             return cnn_fail(CNN_ERR_FORMAT, "%s: %s: value %zu is %ld, above maxval %ld", name, kind, i, x, dims[2]);
+        }
+        v[i] = (uint16_t)x;
+    }
+    const pixels p = {.w = (int)dims[0], .h = (int)dims[1], .n = n, .maxval = (int)dims[2], .u16 = v};
+    cnn_status st = resize_bilinear(&p, c, h, w, out);
+    free(v);
+    return st;
+}
+
+/* Binary netpbm, P5 (grey) and P6 (RGB), read here rather than by stb_image 2.27, which parses
+ * the header's numbers into an int without a bound (11 digits overflow it: undefined behaviour),
+ * takes samples of 8 bits when maxval < 256 as if maxval were 255, and reads past the end of a
+ * truncated file as zeros. Here: the header is width, height and maxval (1..65535), then a single
+ * whitespace byte; the size is checked against the limit; then exactly width × height × channels
+ * samples follow, of one byte (maxval < 256) or two, big-endian; each is at most maxval. */
+static cnn_status decode_binary_pnm(const char *name, const uint8_t *s, size_t len, int c, int h, int w, float *out) {
+    const int n = s[1] == '5' ? 1 : 3;
+    const char *kind = n == 1 ? "PGM" : "PPM";
+    size_t at = 2;
+    long dims[3];
+    int bad = 0;
+    for (int k = 0; k < 3; k++)
+        if (!pnm_number(s, len, &at, &dims[k], &bad))
+            return cnn_fail(CNN_ERR_FORMAT, "%s: %s header: %s", name, kind,
+                            bad ? "a character that is not a number" : "truncated");
+    char t0[24], t1[24], t2[24];
+    if (dims[0] > IMAGE_MAX_SIDE || dims[1] > IMAGE_MAX_SIDE)
+        return cnn_fail(CNN_ERR_FORMAT, "%s: %s image is %sx%s, too large (the limit is %dx%d)", name, kind,
+                        pnm_text(t0, dims[0]), pnm_text(t1, dims[1]), IMAGE_MAX_SIDE, IMAGE_MAX_SIDE);
+    if (dims[0] < 1 || dims[1] < 1 || dims[2] < 1 || dims[2] > 65535)
+        return cnn_fail(CNN_ERR_FORMAT, "%s: %s header: width %s, height %s, maxval %s (need width, height >= 1 "
+                        "and maxval 1..65535)", name, kind, pnm_text(t0, dims[0]), pnm_text(t1, dims[1]),
+                        pnm_text(t2, dims[2]));
+    if (at >= len || !(s[at] == ' ' || s[at] == '\t' || s[at] == '\n' || s[at] == '\r' || s[at] == '\v' || s[at] == '\f'))
+        return cnn_fail(CNN_ERR_FORMAT, "%s: %s header: %s after maxval", name, kind,
+                        at >= len ? "truncated: no whitespace byte" : "a character that is not whitespace");
+    at++;
+    const size_t bytes = dims[2] > 255 ? 2 : 1;
+    const size_t count = (size_t)dims[0] * (size_t)dims[1] * (size_t)n;
+    if (count * bytes > len - at)
+        return cnn_fail(CNN_ERR_FORMAT, "%s: %s image is truncated: %ldx%ld with maxval %ld needs %zu bytes of "
+                        "samples, the file has %zu", name, kind, dims[0], dims[1], dims[2], count * bytes, len - at);
+    uint16_t *v = malloc(count * sizeof *v);
+    if (!v) return cnn_fail(CNN_ERR_NOMEM, "%s: out of memory for a %ldx%ld image", name, dims[0], dims[1]);
+    for (size_t i = 0; i < count; i++) {
+        const long x = bytes == 2 ? (long)s[at + 2 * i] << 8 | s[at + 2 * i + 1] : s[at + i];
+        if (x > dims[2]) {
+            free(v);
+            return cnn_fail(CNN_ERR_FORMAT, "%s: %s: sample %zu is %ld, above maxval %ld", name, kind, i, x, dims[2]);
         }
         v[i] = (uint16_t)x;
     }
@@ -225,14 +292,22 @@ static int byte_at(const uint8_t *s, size_t len, size_t i) { return i < len ? s[
 
 /* Checks what stb_image 2.27 trusts. Returns NULL, or why the file is rejected:
  *   PNG: a chunk's length must fit in the file: stb reallocates its IDAT buffer to the claimed
- *        length before it reads the chunk (a 100-byte file could make it allocate 4 GB);
+ *        length before it reads the chunk (a 100-byte file could make it allocate 4 GB); and the
+ *        chunks must run to IEND, without which stb fails with a reason made of the zeros it
+ *        reads past the end (an empty one, or part of a chunk name);
  *   JPEG: a Huffman table (DHT) may hold at most 256 codes: stb writes a larger count past the
  *        end of its tables. stb may take a DHT marker (FF C4) anywhere it looks for a marker, so
  *        every FF C4 in the file is checked, reading the tables after it as stb would (past the
  *        end, stb reads zeros). */
 static const char *stb_trap(const char *format, const uint8_t *s, size_t len, char *why, size_t cap) {
     if (!strcmp(format, "PNG")) {
-        for (size_t at = 8; len - at >= 8;) {
+        for (size_t at = 8;; ) {
+            if (len - at < 8) { /* stb reads zeros past the end and names a chunk of them, or of part of a name */
+                snprintf(why, cap, len == at ? "the file ends at byte %zu with no IEND chunk (is it truncated?)"
+                                             : "the file ends inside the chunk header at byte %zu (is it truncated?)",
+                         at);
+                return why;
+            }
             const uint32_t n = be32(s + at);
             if (n > len - at - 8) {
                 const uint8_t *t = s + at + 4;
@@ -271,7 +346,8 @@ static const char *stb_trap(const char *format, const uint8_t *s, size_t len, ch
  * format spends on them: a PNG's zlib stream inflates at most 1032-fold, a JPEG (Huffman coded, as
  * stb reads) spends at least one bit on each 8×8 block, a BMP (uncompressed, as stb reads) at least
  * one bit on a pixel, binary netpbm one byte. Decoding such a file could only make the decoder
- * allocate for pixels that are not there and, for JPEG, decode them one by one out of nothing. */
+ * allocate for pixels that are not there and, for JPEG, decode them one by one out of nothing.
+ * (Binary netpbm is checked exactly by decode_binary_pnm.) */
 static int declares_too_much(const char *format, const uint8_t *s, size_t len, int x, int y) {
     const uint64_t pixels = (uint64_t)x * (uint64_t)y, bytes = len;
     if (!strcmp(format, "PNG")) {
@@ -283,7 +359,13 @@ static int declares_too_much(const char *format, const uint8_t *s, size_t len, i
     }
     if (!strcmp(format, "JPEG")) return pixels > 512 * bytes;
     if (!strcmp(format, "BMP")) return pixels > 8 * bytes;
-    return pixels > bytes; /* PGM, PPM */
+    return pixels > bytes;
+}
+
+/* Why stb failed, never empty: stb 2.27 returns some failures without a reason. */
+static const char *stb_reason(void) {
+    const char *r = cnn_stbi_failure_reason();
+    return r && *r ? r : "corrupt or truncated data";
 }
 
 static cnn_status decode_named(const char *name, const void *buf, size_t len, int c, int h, int w, float *out) {
@@ -296,6 +378,7 @@ static cnn_status decode_named(const char *name, const void *buf, size_t len, in
     const char *format = image_format(s, len);
     if (!format) return cnn_fail(CNN_ERR_FORMAT, "%s: not a PNG, JPEG, BMP or PGM/PPM image", name);
     if (!strcmp(format, "ASCII PNM")) return decode_ascii_pnm(name, s, len, c, h, w, out);
+    if (!strcmp(format, "PGM") || !strcmp(format, "PPM")) return decode_binary_pnm(name, s, len, c, h, w, out);
 
     uint64_t dx, dy;
     if (declared_size(s, len, format, &dx, &dy) && (dx > IMAGE_MAX_SIDE || dy > IMAGE_MAX_SIDE))
@@ -306,16 +389,21 @@ static cnn_status decode_named(const char *name, const void *buf, size_t len, in
         return cnn_fail(CNN_ERR_FORMAT, "%s: %s image does not decode: %s", name, format, why);
     int x, y, n;
     if (!cnn_stbi_info_from_memory(s, (int)len, &x, &y, &n))
-        return cnn_fail(CNN_ERR_FORMAT, "%s: %s header does not decode: %s", name, format, cnn_stbi_failure_reason());
+        return cnn_fail(CNN_ERR_FORMAT, "%s: %s header does not decode: %s", name, format, stb_reason());
+    if (!strcmp(format, "BMP") && y < 0 && y > INT_MIN) y = -y; /* top-down rows: stb's load reads them */
     if (x < 1 || y < 1 || x > IMAGE_MAX_SIDE || y > IMAGE_MAX_SIDE)
         return cnn_fail(CNN_ERR_FORMAT, "%s: %s image is %dx%d, too large (the limit is %dx%d)", name, format, x, y,
                         IMAGE_MAX_SIDE, IMAGE_MAX_SIDE);
     if (declares_too_much(format, s, len, x, y))
         return cnn_fail(CNN_ERR_FORMAT, "%s: %s image is %dx%d, more pixels than its %zu bytes can encode (is it "
                         "truncated?)", name, format, x, y, len);
-    uint8_t *data = cnn_stbi_load_from_memory(s, (int)len, &x, &y, &n, 0);
-    if (!data) return cnn_fail(CNN_ERR_FORMAT, "%s: %s image does not decode: %s", name, format, cnn_stbi_failure_reason());
-    const pixels p = {.w = x, .h = y, .n = n, .maxval = 255, .u8 = data};
+    /* 16-bit PNGs at their full depth (stb would reduce them to 8 bits). */
+    const int deep = !strcmp(format, "PNG") && cnn_stbi_is_16_bit_from_memory(s, (int)len);
+    void *data = deep ? (void *)cnn_stbi_load_16_from_memory(s, (int)len, &x, &y, &n, 0)
+                      : (void *)cnn_stbi_load_from_memory(s, (int)len, &x, &y, &n, 0);
+    if (!data) return cnn_fail(CNN_ERR_FORMAT, "%s: %s image does not decode: %s", name, format, stb_reason());
+    const pixels p = {.w = x, .h = y, .n = n, .maxval = deep ? 65535 : 255, .u8 = deep ? NULL : data,
+                      .u16 = deep ? data : NULL};
     cnn_status st = n >= 1 && n <= 4 ? resize_bilinear(&p, c, h, w, out)
                                      : cnn_fail(CNN_ERR_FORMAT, "%s: %s image has %d channels", name, format, n);
     cnn_stbi_image_free(data);
@@ -331,10 +419,22 @@ cnn_status cnn_image_load(const char *path, int c, int h, int w, float *out) {
     if (c != 1 && c != 3) return cnn_fail(CNN_ERR_ARG, "%s: %d channels requested; they must be 1 or 3", path, c);
     if (h < 1 || w < 1) return cnn_fail(CNN_ERR_ARG, "%s: size %dx%d requested; both must be at least 1", path, w, h);
     if (!out) return cnn_fail(CNN_ERR_ARG, "%s: NULL output", path);
-    FILE *f = fopen(path, "rb");
-    if (!f) return cnn_fail(CNN_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
+    const char *why;
+    struct stat sb;
+    const int fd = cnn_i_open_regular(path, &why, &sb);
+    if (fd < 0) return cnn_fail(CNN_ERR_IO, "%s: cannot open: %s", path, why);
+    if (sb.st_size > IMAGE_MAX_FILE) { /* refused from its size, unread */
+        close(fd);
+        return cnn_fail(CNN_ERR_FORMAT, "%s: larger than %d MB, too large for an image", path, IMAGE_MAX_FILE >> 20);
+    }
+    FILE *f = fdopen(fd, "rb");
+    if (!f) {
+        close(fd);
+        return cnn_fail(CNN_ERR_NOMEM, "%s: out of memory", path);
+    }
 
-    /* Read at most IMAGE_MAX_FILE + 1 bytes, growing the buffer as the file turns out longer. */
+    /* Read at most IMAGE_MAX_FILE + 1 bytes (the file may have grown since its size was taken),
+     * growing the buffer as the file turns out longer. */
     size_t cap = 1 << 16, len = 0;
     uint8_t *buf = malloc(cap);
     cnn_status st = CNN_OK;

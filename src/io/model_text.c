@@ -13,6 +13,7 @@
  */
 #include "net/net.h"
 #include "base/error.h"
+#include "io/readers.h"
 
 #include <ctype.h>
 #include <errno.h>
@@ -271,8 +272,9 @@ cnn_status cnn_net_parse(const char *text, cnn_net **out) {
 cnn_status cnn_net_load(const char *path, cnn_net **out) {
     if (!out || !path) return cnn_fail(CNN_ERR_ARG, "cnn_net_load: NULL argument");
     *out = NULL;
-    FILE *f = fopen(path, "rb");
-    if (!f) return cnn_fail(CNN_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
+    const char *why;
+    FILE *f = cnn_i_fopen_regular(path, &why);
+    if (!f) return cnn_fail(CNN_ERR_IO, "%s: cannot open: %s", path, why);
     enum { LIMIT = 1 << 20 };
     char *text = malloc(LIMIT + 1);
     if (!text) {

@@ -10,6 +10,9 @@
 
 #include "cnn.h"
 
+#include <stdio.h>
+#include <sys/stat.h>
+
 /* As cnn_idx_read, from `fd` (at offset 0; raw, or gzip when `gz` is nonzero), named `name` in
  * messages. Always closes fd. Errors: as cnn_idx_read. */
 cnn_status cnn_idx_read_fd(int fd, const char *name, int gz, uint8_t **data, int *ndim,
@@ -21,5 +24,15 @@ cnn_status cnn_idx_read_fd(int fd, const char *name, int gz, uint8_t **data, int
  * may hold allocations: free ds->x and ds->y. Errors: CNN_ERR_IO, CNN_ERR_FORMAT (a size that is
  * not whole records, a label above 9), CNN_ERR_NOMEM. */
 cnn_status cnn_cifar_read_fd(int fd, const char *name, cnn_dataset *ds);
+
+/* Opens `path` for reading if it is a regular file, without ever blocking: a FIFO, a socket, a
+ * device or a directory is refused before it is read (src/io/openfile.c). Returns the descriptor
+ * (blocking, close-on-exec; its fstat in *sb when sb is not NULL), or -1 with *why set to the
+ * reason: strerror's text, or "it is a FIFO, not a regular file" and the like. Sets no error
+ * message of its own: callers name the path their way. */
+int cnn_i_open_regular(const char *path, const char **why, struct stat *sb);
+
+/* As cnn_i_open_regular, as a stdio stream ("rb"). */
+FILE *cnn_i_fopen_regular(const char *path, const char **why);
 
 #endif

@@ -13,6 +13,7 @@
  * offset is not aligned for its dtype, into an aligned copy).
  */
 #include "base/error.h"
+#include "io/readers.h"
 
 #include <errno.h>
 #include <inttypes.h>
@@ -20,6 +21,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 /* The largest header we accept, as the safetensors project does (100 MB). */
@@ -294,6 +296,17 @@ static cnn_status place_data(cnn_st *st, unsigned char *base, const struct span 
     return CNN_OK;
 }
 
+/* Checks the header length n of a file of `len` bytes (at least 8). Errors: CNN_ERR_FORMAT. */
+static cnn_status check_header_len(uint64_t n, uint64_t len) {
+    if (n > ST_MAX_HEADER)
+        return cnn_fail(CNN_ERR_FORMAT, "header length %" PRIu64 " is more than the limit of %u "
+                        "bytes (is this a safetensors file?)", n, ST_MAX_HEADER);
+    if (n > len - 8)
+        return cnn_fail(CNN_ERR_FORMAT, "header length %" PRIu64 " is more than the %" PRIu64 " bytes "
+                        "after it (is the file truncated?)", n, len - 8);
+    return CNN_OK;
+}
+
 /* Parses and validates the safetensors file of `len` bytes at `file`, taking ownership of `file`
  * (a malloc'd buffer, freed here on failure). On success *out owns it. Errors: as cnn_st_parse. */
 static cnn_status st_build(unsigned char *file, size_t len, cnn_st **out) {
@@ -304,15 +317,10 @@ static cnn_status st_build(unsigned char *file, size_t len, cnn_st **out) {
     }
     uint64_t n = 0;
     for (int i = 7; i >= 0; i--) n = (n << 8) | file[i];
-    if (n > ST_MAX_HEADER) {
+    cnn_status hs = check_header_len(n, len);
+    if (hs != CNN_OK) {
         free(file);
-        return cnn_fail(CNN_ERR_FORMAT, "header length %" PRIu64 " is more than the limit of %u "
-                        "bytes (is this a safetensors file?)", n, ST_MAX_HEADER);
-    }
-    if (n > len - 8) {
-        free(file);
-        return cnn_fail(CNN_ERR_FORMAT, "header length %" PRIu64 " is more than the %zu bytes "
-                        "after it (is the file truncated?)", n, len - 8);
+        return hs;
     }
 
     cnn_st *st = calloc(1, sizeof *st);
@@ -397,38 +405,112 @@ cnn_status cnn_st_parse(const void *buf, size_t len, cnn_st **out) {
     return st_build(copy, len, out);
 }
 
+/* Reads exactly n bytes of fd into buf. Returns 1, or 0 with *why (a short read: the file
+ * shrank since its size was taken). */
+static int read_exact(int fd, unsigned char *buf, size_t n, const char **why) {
+    for (size_t got = 0; got < n;) {
+        const ssize_t k = read(fd, buf + got, n - got > (1u << 30) ? (1u << 30) : n - got);
+        if (k < 0 && errno == EINTR) continue;
+        if (k <= 0) {
+            *why = k < 0 ? strerror(errno) : "the file shrank while being read";
+            return 0;
+        }
+        got += (size_t)k;
+    }
+    return 1;
+}
+
+/* The bytes of data that a header of n bytes at hdr describes: the largest end of the tensors'
+ * data_offsets, or -1 when the header does not say (it is not a JSON object of entries with two
+ * non-negative integer offsets; st_build reports why). */
+static int64_t described_data(const unsigned char *hdr, uint64_t n) {
+    json_t *h = json_loadb((const char *)hdr, (size_t)n, JSON_REJECT_DUPLICATES | JSON_DECODE_ANY, NULL);
+    int64_t most = 0;
+    const char *key;
+    json_t *v;
+    if (!json_is_object(h)) most = -1;
+    else
+        json_object_foreach(h, key, v) {
+            if (!strcmp(key, "__metadata__")) continue;
+            const json_t *off = json_object_get(v, "data_offsets");
+            int64_t b, e;
+            if (!json_is_array(off) || json_array_size(off) != 2 || !json_nonneg(json_array_get(off, 0), &b) ||
+                !json_nonneg(json_array_get(off, 1), &e)) {
+                most = -1;
+                break;
+            }
+            if (e > most) most = e;
+        }
+    json_decref(h);
+    return most;
+}
+
+/* Reading a file checks each part before it reads the next, and reads no more than the header
+ * describes: the 8-byte length, checked against the limit and the file's size; the header; then the
+ * data, whose size the header's offsets must agree with. Only a regular file is read (a FIFO or
+ * /dev/zero is refused before a byte is read), so the size is known before anything is allocated. */
 cnn_status cnn_st_load(const char *path, cnn_st **out) {
     if (out) *out = NULL;
     if (!path || !out) return cnn_fail(CNN_ERR_ARG, "cnn_st_load: NULL %s", path ? "out" : "path");
-    FILE *f = fopen(path, "rb");
-    if (!f) return cnn_fail(CNN_ERR_IO, "cannot open '%s': %s", path, strerror(errno));
-
-    /* Read the whole file, doubling the buffer as it fills (this also works for pipes). */
-    size_t len = 0, cap = 1 << 16;
-    unsigned char *buf = malloc(cap);
-    for (;;) {
-        if (!buf) {
-            fclose(f);
-            return cnn_fail(CNN_ERR_NOMEM, "cannot allocate %zu bytes to read '%s'", cap, path);
-        }
-        len += fread(buf + len, 1, cap - len, f);
-        if (len < cap) break;
-        unsigned char *bigger = cap <= SIZE_MAX / 2 ? realloc(buf, cap * 2) : NULL;
-        if (!bigger) free(buf);
-        buf = bigger;
-        cap *= 2;
+    const char *why;
+    struct stat sb;
+    const int fd = cnn_i_open_regular(path, &why, &sb);
+    if (fd < 0) return cnn_fail(CNN_ERR_IO, "cannot open '%s': %s", path, why);
+    const uint64_t size = sb.st_size > 0 ? (uint64_t)sb.st_size : 0;
+    cnn_status s;
+    unsigned char *buf = NULL, head[8];
+    if (size < 8) { /* st_build reports the short file */
+        close(fd);
+        s = st_build(NULL, (size_t)size, out);
+        cnn_error_prefix(path);
+        return s;
     }
-    if (ferror(f)) {
-        int e = errno;
+    if (!read_exact(fd, head, 8, &why)) goto read_fail;
+    uint64_t n = 0;
+    for (int i = 7; i >= 0; i--) n = (n << 8) | head[i];
+    if ((s = check_header_len(n, size)) != CNN_OK) {
+        close(fd);
+        cnn_error_prefix(path);
+        return s;
+    }
+    if (size > SIZE_MAX) {
+        close(fd);
+        return cnn_fail(CNN_ERR_NOMEM, "'%s' has %" PRIu64 " bytes, more than memory can hold", path, size);
+    }
+    if (!(buf = malloc(8 + (size_t)n))) {
+        close(fd);
+        return cnn_fail(CNN_ERR_NOMEM, "cannot allocate %" PRIu64 " bytes for the header of '%s'", n, path);
+    }
+    memcpy(buf, head, 8);
+    if (!read_exact(fd, buf + 8, (size_t)n, &why)) goto read_fail;
+    const uint64_t data_len = size - 8 - n;
+    const int64_t described = described_data(buf + 8, n);
+    if (described >= 0 && (uint64_t)described < data_len) {
+        close(fd);
         free(buf);
-        fclose(f);
-        return cnn_fail(CNN_ERR_IO, "cannot read '%s': %s", path, strerror(e));
+        s = cnn_fail(CNN_ERR_FORMAT, "the data buffer has %" PRIu64 " bytes but the tensors cover only the "
+                     "first %" PRId64 "; tensors must cover the buffer with no gap", data_len, described);
+        cnn_error_prefix(path);
+        return s;
     }
-    fclose(f);
-
-    cnn_status s = st_build(buf, len, out);
+    /* The header describes at least the bytes there are (more: st_build reports the truncation). */
+    unsigned char *whole = realloc(buf, (size_t)size);
+    if (!whole) {
+        close(fd);
+        free(buf);
+        return cnn_fail(CNN_ERR_NOMEM, "cannot allocate %" PRIu64 " bytes to read '%s'", size, path);
+    }
+    buf = whole;
+    if (!read_exact(fd, buf + 8 + n, (size_t)data_len, &why)) goto read_fail;
+    close(fd);
+    s = st_build(buf, (size_t)size, out);
     if (s != CNN_OK) cnn_error_prefix(path);
     return s;
+
+read_fail:
+    close(fd);
+    free(buf);
+    return cnn_fail(CNN_ERR_IO, "cannot read '%s': %s", path, why);
 }
 
 void cnn_st_free(cnn_st *st) {

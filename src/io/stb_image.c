@@ -46,6 +46,12 @@ uint8_t *cnn_stbi_load_from_memory(const uint8_t *buf, int len, int *x, int *y, 
     return stbi_load_from_memory(buf, len, x, y, comp, req_comp);
 }
 
+uint16_t *cnn_stbi_load_16_from_memory(const uint8_t *buf, int len, int *x, int *y, int *comp, int req_comp) {
+    return stbi_load_16_from_memory(buf, len, x, y, comp, req_comp);
+}
+
+int cnn_stbi_is_16_bit_from_memory(const uint8_t *buf, int len) { return stbi_is_16_bit_from_memory(buf, len); }
+
 const char *cnn_stbi_failure_reason(void) { return stbi_failure_reason(); }
 
 void cnn_stbi_image_free(void *pixels) { stbi_image_free(pixels); }

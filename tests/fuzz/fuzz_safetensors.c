@@ -1,5 +1,6 @@
-/* Fuzz target: the safetensors reader (cnn_st_parse), header and data. A file that parses is then
- * read the ways cnn reads one: every tensor's bytes touched, looked up by name and checked with
+/* Fuzz target: the safetensors reader, header and data: from memory (cnn_st_parse) and from a file
+ * (cnn_st_load, on a memfd, which reads the length, the header and the data in turn), which must
+ * agree on whether the file is valid. A file that parses is then read the ways cnn reads one: every tensor's bytes touched, looked up by name and checked with
  * cnn_st_require, loaded as the weights of a small net (F32 or F64, NaN and Inf rejected), and as
  * the Adam state of that net, as --resume does. */
 #include "cnn.h"
@@ -20,8 +21,21 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         FUZZ_CHECK(cnn_net_parse(MODEL, &net) == CNN_OK);
         FUZZ_CHECK(cnn_optim_create(net, &cfg, &opt) == CNN_OK);
     }
+    /* The file reader, through /proc/self/fd: it accepts exactly the files that parse. */
+    const int fd = fuzz_memfd(data, size);
+    FUZZ_CHECK(fd >= 0);
+    char path[64];
+    snprintf(path, sizeof path, "/proc/self/fd/%d", fd);
+    cnn_st *loaded = (cnn_st *)&net;
+    const cnn_status ls = cnn_st_load(path, &loaded);
+    close(fd);
+    FUZZ_CHECK(ls == CNN_OK ? loaded != NULL : loaded == NULL && cnn_last_error()[0] != '\0');
+
     cnn_st *st = (cnn_st *)&net; /* must be set to NULL on failure */
     const cnn_status s = cnn_st_parse(data, size, &st);
+    FUZZ_CHECK((s == CNN_OK) == (ls == CNN_OK));
+    if (loaded && st) FUZZ_CHECK(cnn_st_count(loaded) == cnn_st_count(st));
+    cnn_st_free(loaded);
     if (s != CNN_OK) {
         FUZZ_CHECK(st == NULL);
         FUZZ_CHECK(cnn_last_error()[0] != '\0');
