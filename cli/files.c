@@ -98,6 +98,12 @@ int cli_check_same_files(const char *cmd, const cli_file *outs, int n_outs, cons
             if (same_ok_in && same_ok_out && !strcmp(in->opt, same_ok_in) && !strcmp(o->opt, same_ok_out)) continue;
             if (hits_input(cmd, o, &oid, in)) return 0;
         }
+    }
+    for (int i = 0; i < n_outs; i++) {
+        const cli_file *o = &outs[i];
+        if (!o->path) continue;
+        file_id oid;
+        identify(o->path, &oid);
         for (int j = i + 1; j < n_outs; j++) {
             if (!outs[j].path) continue;
             file_id id;
