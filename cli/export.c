@@ -111,7 +111,7 @@ int cmd_export(int argc, char **argv) {
     const cli_file outs[1] = {{"--out", a.out}};
     const cli_file ins[2] = {{"--weights", a.weights}, {"--model", a.model}};
     if (!cli_check_same_files("export", outs, 1, ins, 2, NULL, NULL)) return EXIT_BAD_INPUT;
-    if (safe_check_target(a.out) != CNN_OK) {
+    if (cnn_safe_check_target(a.out) != CNN_OK) {
         cli_error("export", "--out %s", cnn_last_error());
         return EXIT_BAD_INPUT;
     }

@@ -124,7 +124,7 @@ int cmd_grad(int argc, char **argv) {
     const cli_file out_file[1] = {{"--out", a.out}};
     const cli_file in_files[3] = {{"--model", a.model}, {"--weights", a.weights}, {"--input", a.input}};
     if (!cli_check_same_files("grad", out_file, 1, in_files, 3, NULL, NULL)) return EXIT_BAD_INPUT;
-    if (safe_check_target(a.out) != CNN_OK) {
+    if (cnn_safe_check_target(a.out) != CNN_OK) {
         cli_error("grad", "--out %s", cnn_last_error());
         return EXIT_BAD_INPUT;
     }

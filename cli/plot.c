@@ -126,7 +126,7 @@ static int ends_with(const char *s, const char *end) {
 
 int plot_path_ok(const char *path) { return ends_with(path, ".svg") || ends_with(path, ".png"); }
 
-/* cairo writes through this into the temporary file of the plot (a safe_file). */
+/* cairo writes through this into the temporary file of the plot (a cnn_safe_file). */
 static cairo_status_t write_out(void *closure, const unsigned char *data, unsigned int n) {
     FILE *f = closure;
     return fwrite(data, 1, n, f) == n ? CAIRO_STATUS_SUCCESS : CAIRO_STATUS_WRITE_ERROR;
@@ -140,8 +140,8 @@ int plot_curves(const char *path, int first, int n, const double *train_loss, co
         return 0;
     }
     /* Written as every file of cnn's is (src/io/safe_write.h): to a temporary file, renamed. */
-    safe_file sf;
-    if (safe_open(&sf, path) != CNN_OK) {
+    cnn_safe_file sf;
+    if (cnn_safe_open(&sf, path) != CNN_OK) {
         snprintf(err, errlen, "%s", cnn_last_error());
         return 0;
     }
@@ -174,11 +174,11 @@ int plot_curves(const char *path, int first, int n, const double *train_loss, co
     if (st == CAIRO_STATUS_SUCCESS) st = cairo_surface_status(surf);
     cairo_surface_destroy(surf);
     if (st != CAIRO_STATUS_SUCCESS) {
-        safe_abort(&sf);
+        cnn_safe_abort(&sf);
         snprintf(err, errlen, "%s: cannot write the plot (%s)", path, cairo_status_to_string(st));
         return 0;
     }
-    if (safe_commit(&sf) != CNN_OK) {
+    if (cnn_safe_commit(&sf) != CNN_OK) {
         snprintf(err, errlen, "%s", cnn_last_error());
         return 0;
     }

@@ -547,7 +547,7 @@ static int check_output(const char *opt, const char *path, int is_plot) {
             train_error("%s: is a directory", what);
             return 0;
         }
-        if (safe_check_target(path) != CNN_OK) { /* a device node, a FIFO, a socket: never replaced */
+        if (cnn_safe_check_target(path) != CNN_OK) { /* a device node, a FIFO, a socket: never replaced */
             train_error("%s: %s", opt ? opt : "the checkpoint", cnn_last_error());
             return 0;
         }
@@ -962,11 +962,11 @@ int cmd_train(int argc, char **argv) {
     if (!cli_check_same_files("train", outs, 3, ins, 4, "--resume", "--out")) return EXIT_BAD_INPUT;
     /* Each output is locked for the whole run, from before anything is loaded: a second run
      * writing one of them is refused now, not found racing this one at its first checkpoint. */
-    safe_lock *locks[3] = {NULL, NULL, NULL};
+    cnn_safe_lock *locks[3] = {NULL, NULL, NULL};
     for (int i = 0; i < 3; i++)
-        if (outs[i].path && safe_lock_take(outs[i].path, &locks[i]) != CNN_OK) {
+        if (outs[i].path && cnn_safe_lock_take(outs[i].path, &locks[i]) != CNN_OK) {
             train_error("%s %s: %s", outs[i].opt, outs[i].path, cnn_last_error());
-            for (int j = 0; j < i; j++) safe_lock_release(locks[j]);
+            for (int j = 0; j < i; j++) cnn_safe_lock_release(locks[j]);
             return EXIT_BAD_INPUT;
         }
 
@@ -1093,13 +1093,13 @@ int cmd_train(int argc, char **argv) {
         if (!default_out(&c, &data)) goto done;
         out_why = " (no --out given)";
     }
-    if (!locks[0] && safe_lock_take(c.out, &locks[0]) != CNN_OK) {
+    if (!locks[0] && cnn_safe_lock_take(c.out, &locks[0]) != CNN_OK) {
         train_error("%s", cnn_last_error());
         goto done;
     }
     /* The log holds the records of the epochs done (a resumed run's history), then one per epoch;
      * it is rewritten whole, as every output is (src/io/safe_write.h), after every epoch. */
-    if (c.log && safe_write_bytes(c.log, hist.text ? hist.text : "", hist.len) != CNN_OK) {
+    if (c.log && cnn_safe_write_bytes(c.log, hist.text ? hist.text : "", hist.len) != CNN_OK) {
         train_error("--log %s", cnn_last_error());
         goto done;
     }
@@ -1199,7 +1199,7 @@ int cmd_train(int argc, char **argv) {
                                   "\"images_per_s\": %.1f}",
                  e + 1, step, lr, train_loss, train_acc, tl, ta, secs, ips);
         if (!history_add(&hist, rec)) goto nomem;
-        if (c.log && safe_write_bytes(c.log, hist.text, hist.len) != CNN_OK) {
+        if (c.log && cnn_safe_write_bytes(c.log, hist.text, hist.len) != CNN_OK) {
             train_error("--log %s", cnn_last_error());
             if (last_checkpoint) print_resume_command(&c, last_checkpoint);
             rc = 1;
@@ -1242,7 +1242,7 @@ fail:
     if (training && last_checkpoint) print_resume_command(&c, last_checkpoint);
 done:
     end_bar();
-    for (int i = 0; i < 3; i++) safe_lock_release(locks[i]);
+    for (int i = 0; i < 3; i++) cnn_safe_lock_release(locks[i]);
     free(xb), free(yb), free(dy), free(perm), free(model_text), free(old_log);
     history_free(&hist);
     cnn_optim_free(opt);

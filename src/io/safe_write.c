@@ -55,7 +55,7 @@ static const char *kind_of(mode_t m) {
          : S_ISFIFO(m) ? "a FIFO" : S_ISSOCK(m) ? "a socket" : "not a regular file";
 }
 
-cnn_status safe_check_target(const char *path) {
+cnn_status cnn_safe_check_target(const char *path) {
     struct stat sb;
     if (stat(path, &sb) != 0) {
         if (errno == ENOENT) return CNN_OK; /* a new file (or a dangling symlink, which rename replaces) */
@@ -68,19 +68,19 @@ cnn_status safe_check_target(const char *path) {
 
 /* ---- locks --------------------------------------------------------------------------------- */
 
-struct safe_lock {
+struct cnn_safe_lock {
     char *file;         /* the lock file */
     int fd;
     dev_t dev;
     ino_t ino;
     int count;          /* takes in this process */
-    safe_lock *next;
+    cnn_safe_lock *next;
 };
 
 /* The locks this process holds: a second take of one of them (cnn train holds its checkpoint's
  * lock for the whole run, and cnn_st_save takes it again for each write) must not wait on
  * itself, which flock would make it do through a second descriptor. */
-static safe_lock *held;
+static cnn_safe_lock *held;
 static pthread_mutex_t held_mutex = PTHREAD_MUTEX_INITIALIZER;
 
 /* The lock file of `path`: `.<name>.lock` in its directory, or, where that would pass NAME_MAX,
@@ -134,7 +134,7 @@ static int open_lock_file(const char *file, cnn_status *s) {
     return fd;
 }
 
-long safe_lock_holder(const char *path) {
+long cnn_safe_lock_holder(const char *path) {
     char *file = lock_file_of(path);
     if (!file) return 0;
     const int fd = open(file, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
@@ -146,8 +146,8 @@ long safe_lock_holder(const char *path) {
     return pid;
 }
 
-cnn_status safe_lock_take(const char *path, safe_lock **out) {
-    if (!path || !out) return cnn_fail(CNN_ERR_ARG, "safe_lock_take: NULL %s", path ? "out" : "path");
+cnn_status cnn_safe_lock_take(const char *path, cnn_safe_lock **out) {
+    if (!path || !out) return cnn_fail(CNN_ERR_ARG, "cnn_safe_lock_take: NULL %s", path ? "out" : "path");
     *out = NULL;
     char *file = lock_file_of(path);
     if (!file) return cnn_fail(CNN_ERR_NOMEM, "%s: out of memory", path);
@@ -155,7 +155,7 @@ cnn_status safe_lock_take(const char *path, safe_lock **out) {
     pthread_mutex_lock(&held_mutex);
     struct stat sb;
     if (lstat(file, &sb) == 0)
-        for (safe_lock *l = held; l; l = l->next)
+        for (cnn_safe_lock *l = held; l; l = l->next)
             if (l->dev == sb.st_dev && l->ino == sb.st_ino) {
                 l->count++;
                 *out = l;
@@ -192,14 +192,14 @@ cnn_status safe_lock_take(const char *path, safe_lock **out) {
                 close(fd);
                 goto done;
             }
-            safe_lock *l = malloc(sizeof *l);
+            cnn_safe_lock *l = malloc(sizeof *l);
             if (!l) {
                 unlink(file);
                 close(fd);
                 s = cnn_fail(CNN_ERR_NOMEM, "%s: out of memory", path);
                 goto done;
             }
-            *l = (safe_lock){.file = file, .fd = fd, .dev = a.st_dev, .ino = a.st_ino, .count = 1, .next = held};
+            *l = (cnn_safe_lock){.file = file, .fd = fd, .dev = a.st_dev, .ino = a.st_ino, .count = 1, .next = held};
             held = l;
             file = NULL;
             *out = l;
@@ -217,16 +217,16 @@ done:
     return s;
 }
 
-void safe_lock_release(safe_lock *lk) {
+void cnn_safe_lock_release(cnn_safe_lock *lk) {
     if (!lk) return;
     pthread_mutex_lock(&held_mutex);
     if (--lk->count == 0) {
-        for (safe_lock **p = &held; *p; p = &(*p)->next)
+        for (cnn_safe_lock **p = &held; *p; p = &(*p)->next)
             if (*p == lk) {
                 *p = lk->next;
                 break;
             }
-        unlink(lk->file); /* while it is still locked: see safe_lock_take */
+        unlink(lk->file); /* while it is still locked: see cnn_safe_lock_take */
         close(lk->fd);
         free(lk->file);
         free(lk);
@@ -236,11 +236,11 @@ void safe_lock_release(safe_lock *lk) {
 
 /* ---- writing ------------------------------------------------------------------------------- */
 
-cnn_status safe_open(safe_file *sf, const char *path) {
+cnn_status cnn_safe_open(cnn_safe_file *sf, const char *path) {
     memset(sf, 0, sizeof *sf);
-    if (!path || !*path) return cnn_fail(CNN_ERR_ARG, "safe_open: %s path", path ? "empty" : "NULL");
+    if (!path || !*path) return cnn_fail(CNN_ERR_ARG, "cnn_safe_open: %s path", path ? "empty" : "NULL");
     cnn_status s;
-    if ((s = safe_check_target(path)) != CNN_OK) return s;
+    if ((s = cnn_safe_check_target(path)) != CNN_OK) return s;
     sf->path = strdup(path);
     sf->dir = dir_of(path);
     sf->tmp = sf->dir ? join(sf->dir, ".cnn-XXXXXX") : NULL; /* short: a 255-byte name still has room */
@@ -250,16 +250,16 @@ cnn_status safe_open(safe_file *sf, const char *path) {
     }
     struct stat sb;
     if (stat(sf->dir, &sb) != 0) {
-        s = cnn_fail(CNN_ERR_IO, "cannot write %s: its directory %s: %s", path, sf->dir, strerror(errno));
+        s = cnn_fail(CNN_ERR_IO, "cannot open %s for writing: its directory %s: %s", path, sf->dir, strerror(errno));
         goto fail;
     }
     if (!S_ISDIR(sb.st_mode)) {
-        s = cnn_fail(CNN_ERR_IO, "cannot write %s: %s is not a directory", path, sf->dir);
+        s = cnn_fail(CNN_ERR_IO, "cannot open %s for writing: %s is not a directory", path, sf->dir);
         goto fail;
     }
-    if ((s = safe_lock_take(path, &sf->lock)) != CNN_OK) goto fail;
+    if ((s = cnn_safe_lock_take(path, &sf->lock)) != CNN_OK) goto fail;
     /* Checked again under the lock: a FIFO or device put there before it is not replaced. */
-    if ((s = safe_check_target(path)) != CNN_OK) goto fail;
+    if ((s = cnn_safe_check_target(path)) != CNN_OK) goto fail;
     /* The mode: the old file's, else what open(2) would give a new one. umask is read by setting
      * it, and set back at once. */
     mode_t mode;
@@ -283,20 +283,20 @@ cnn_status safe_open(safe_file *sf, const char *path) {
     }
     return CNN_OK;
 fail:
-    safe_abort(sf);
+    cnn_safe_abort(sf);
     return s;
 }
 
-void safe_abort(safe_file *sf) {
+void cnn_safe_abort(cnn_safe_file *sf) {
     if (sf->f) fclose(sf->f);
     if (sf->tmp) unlink(sf->tmp);
-    safe_lock_release(sf->lock);
+    cnn_safe_lock_release(sf->lock);
     free(sf->path), free(sf->dir), free(sf->tmp);
     memset(sf, 0, sizeof *sf);
 }
 
-cnn_status safe_commit(safe_file *sf) {
-    if (!sf->f) return cnn_fail(CNN_ERR_ARG, "safe_commit: no file open");
+cnn_status cnn_safe_commit(cnn_safe_file *sf) {
+    if (!sf->f) return cnn_fail(CNN_ERR_ARG, "cnn_safe_commit: no file open");
     cnn_status s = CNN_OK;
     FILE *f = sf->f;
     sf->f = NULL;
@@ -306,8 +306,8 @@ cnn_status safe_commit(safe_file *sf) {
         s = cnn_fail(CNN_ERR_IO, "cannot write %s: %s", sf->path, strerror(bad ? e : errno));
         goto done;
     }
-    /* Checked once more: what was made there since safe_open is not replaced either. */
-    if ((s = safe_check_target(sf->path)) != CNN_OK) goto done;
+    /* Checked once more: what was made there since cnn_safe_open is not replaced either. */
+    if ((s = cnn_safe_check_target(sf->path)) != CNN_OK) goto done;
     if (rename(sf->tmp, sf->path) != 0) {
         s = cnn_fail(CNN_ERR_IO, "cannot rename %s to %s: %s", sf->tmp, sf->path, strerror(errno));
         goto done;
@@ -321,18 +321,18 @@ cnn_status safe_commit(safe_file *sf) {
         close(dfd);
     }
 done:
-    safe_abort(sf);
+    cnn_safe_abort(sf);
     return s;
 }
 
-cnn_status safe_write_bytes(const char *path, const void *data, size_t n) {
-    safe_file sf;
-    cnn_status s = safe_open(&sf, path);
+cnn_status cnn_safe_write_bytes(const char *path, const void *data, size_t n) {
+    cnn_safe_file sf;
+    cnn_status s = cnn_safe_open(&sf, path);
     if (s != CNN_OK) return s;
     if (n && fwrite(data, 1, n, sf.f) != n) {
         s = cnn_fail(CNN_ERR_IO, "cannot write %s: %s", path, strerror(errno));
-        safe_abort(&sf);
+        cnn_safe_abort(&sf);
         return s;
     }
-    return safe_commit(&sf);
+    return cnn_safe_commit(&sf);
 }

@@ -663,14 +663,14 @@ cnn_status cnn_st_save(const char *path, const cnn_tensor *tensors, int n, const
     }
 
     /* A temporary file beside it, renamed over it: readers see the old file or the new one. */
-    safe_file sf;
-    if ((s = safe_open(&sf, path)) != CNN_OK) goto done;
+    cnn_safe_file sf;
+    if ((s = cnn_safe_open(&sf, path)) != CNN_OK) goto done;
     if (!write_file(sf.f, header, padded, order, n)) {
         s = cnn_fail(CNN_ERR_IO, "cannot write %s: %s", path, strerror(errno));
-        safe_abort(&sf);
+        cnn_safe_abort(&sf);
         goto done;
     }
-    s = safe_commit(&sf);
+    s = cnn_safe_commit(&sf);
 
 done:
     if (header) {
