@@ -134,18 +134,6 @@ static int open_lock_file(const char *file, cnn_status *s) {
     return fd;
 }
 
-long cnn_safe_lock_holder(const char *path) {
-    char *file = lock_file_of(path);
-    if (!file) return 0;
-    const int fd = open(file, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
-    free(file);
-    if (fd < 0) return 0;
-    long pid = 0;
-    if (flock(fd, LOCK_SH | LOCK_NB) != 0) pid = read_pid(fd);
-    close(fd);
-    return pid;
-}
-
 cnn_status cnn_safe_lock_take(const char *path, cnn_safe_lock **out) {
     if (!path || !out) return cnn_fail(CNN_ERR_ARG, "cnn_safe_lock_take: NULL %s", path ? "out" : "path");
     *out = NULL;

@@ -30,9 +30,6 @@ cnn_status cnn_safe_lock_take(const char *path, cnn_safe_lock **out);
 /* Releases (and removes) the lock; accepts NULL. */
 void cnn_safe_lock_release(cnn_safe_lock *lk);
 
-/* The process holding the lock of `path`, or 0 if none does (or it cannot be told). */
-long cnn_safe_lock_holder(const char *path);
-
 /* Checks that `path` may be replaced: it does not exist, or it is a regular file (a symlink is
  * followed for this check; the rename replaces the link itself). Errors: CNN_ERR_IO naming the
  * path and what it is. */
