@@ -10,6 +10,8 @@
  * position and settings are dropped: the file resumes nothing (cnn train --weights takes it).
  */
 #include "cli.h"
+#include "files.h"
+#include "io/safe_write.h"
 #include "base/error.h"
 #include "io/readers.h"
 
@@ -108,6 +110,13 @@ int cmd_export(int argc, char **argv) {
     const int parsed = parse_args(argc, argv, &a);
     if (parsed >= 0) return parsed;
     if (!out_writable(a.out)) return EXIT_BAD_INPUT;
+    const cli_file outs[1] = {{"--out", a.out}};
+    const cli_file ins[2] = {{"--weights", a.weights}, {"--model", a.model}};
+    if (!cli_check_same_files("export", outs, 1, ins, 2, NULL, NULL)) return EXIT_BAD_INPUT;
+    if (cnn_safe_check_target(a.out) != CNN_OK) {
+        cli_error("export", "--out %s", cnn_last_error());
+        return EXIT_BAD_INPUT;
+    }
 
     cnn_st *wst = NULL;
     cnn_net *net = NULL;

@@ -4,6 +4,8 @@
  * the notes take ∂L/∂O as given. With --loss, it holds target and the loss starts the backward.
  */
 #include "cli.h"
+#include "files.h"
+#include "io/safe_write.h"
 #include "base/error.h"
 
 #include <math.h>
@@ -118,6 +120,14 @@ int cmd_grad(int argc, char **argv) {
     grad_args a;
     int rc = parse_args(argc, argv, &a);
     if (rc >= 0) return rc;
+    /* Before any work: --out must be replaceable, and none of the inputs. */
+    const cli_file out_file[1] = {{"--out", a.out}};
+    const cli_file in_files[3] = {{"--model", a.model}, {"--weights", a.weights}, {"--input", a.input}};
+    if (!cli_check_same_files("grad", out_file, 1, in_files, 3, NULL, NULL)) return EXIT_BAD_INPUT;
+    if (cnn_safe_check_target(a.out) != CNN_OK) {
+        cli_error("grad", "--out %s", cnn_last_error());
+        return EXIT_BAD_INPUT;
+    }
 
     cnn_net *net = NULL;
     cnn_st *wst = NULL, *ist = NULL;

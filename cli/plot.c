@@ -4,6 +4,9 @@
  * The file's extension picks the format: .svg or .png. */
 #include "plot.h"
 
+#include "cnn.h"
+#include "io/safe_write.h"
+
 #include <cairo/cairo-svg.h>
 #include <cairo/cairo.h>
 #include <math.h>
@@ -123,6 +126,12 @@ static int ends_with(const char *s, const char *end) {
 
 int plot_path_ok(const char *path) { return ends_with(path, ".svg") || ends_with(path, ".png"); }
 
+/* cairo writes through this into the temporary file of the plot (a cnn_safe_file). */
+static cairo_status_t write_out(void *closure, const unsigned char *data, unsigned int n) {
+    FILE *f = closure;
+    return fwrite(data, 1, n, f) == n ? CAIRO_STATUS_SUCCESS : CAIRO_STATUS_WRITE_ERROR;
+}
+
 int plot_curves(const char *path, int first, int n, const double *train_loss, const double *test_loss,
                 const double *train_acc, const double *test_acc, const char *title, char *err, size_t errlen) {
     const int svg = ends_with(path, ".svg"), png = ends_with(path, ".png");
@@ -130,9 +139,13 @@ int plot_curves(const char *path, int first, int n, const double *train_loss, co
         snprintf(err, errlen, "%s: the plot's name must end in .svg or .png", path);
         return 0;
     }
-    char tmp[4096];
-    snprintf(tmp, sizeof tmp, "%s.tmp", path);
-    cairo_surface_t *surf = svg ? cairo_svg_surface_create(tmp, WIDTH, HEIGHT)
+    /* Written as every file of cnn's is (src/io/safe_write.h): to a temporary file, renamed. */
+    cnn_safe_file sf;
+    if (cnn_safe_open(&sf, path) != CNN_OK) {
+        snprintf(err, errlen, "%s", cnn_last_error());
+        return 0;
+    }
+    cairo_surface_t *surf = svg ? cairo_svg_surface_create_for_stream(write_out, sf.f, WIDTH, HEIGHT)
                                 : cairo_image_surface_create(CAIRO_FORMAT_RGB24, WIDTH, HEIGHT);
     cairo_t *cr = cairo_create(surf);
     cairo_set_source_rgb(cr, 1, 1, 1);
@@ -156,13 +169,17 @@ int plot_curves(const char *path, int first, int n, const double *train_loss, co
     panel(cr, WIDTH / 2.0, 0, WIDTH / 2.0, HEIGHT, t1, "accuracy", accs, 2, first, n, lo, hi, 1);
     cairo_destroy(cr);
     cairo_status_t st = CAIRO_STATUS_SUCCESS;
-    if (png) st = cairo_surface_write_to_png(surf, tmp);
+    if (png) st = cairo_surface_write_to_png_stream(surf, write_out, sf.f);
     cairo_surface_finish(surf);
     if (st == CAIRO_STATUS_SUCCESS) st = cairo_surface_status(surf);
     cairo_surface_destroy(surf);
-    if (st != CAIRO_STATUS_SUCCESS || rename(tmp, path) != 0) {
-        remove(tmp);
+    if (st != CAIRO_STATUS_SUCCESS) {
+        cnn_safe_abort(&sf);
         snprintf(err, errlen, "%s: cannot write the plot (%s)", path, cairo_status_to_string(st));
+        return 0;
+    }
+    if (cnn_safe_commit(&sf) != CNN_OK) {
+        snprintf(err, errlen, "%s", cnn_last_error());
         return 0;
     }
     return 1;

@@ -41,8 +41,10 @@
  */
 #include "checkpoint.h"
 #include "cli.h"
+#include "files.h"
 #include "plot.h"
 #include "base/error.h"
+#include "io/safe_write.h"
 #include "base/rng.h"
 
 #include <errno.h>
@@ -595,6 +597,10 @@ static int check_output(const char *opt, const char *path, int is_plot) {
             train_error("%s: is a directory", what);
             return 0;
         }
+        if (cnn_safe_check_target(path) != CNN_OK) { /* a device node, a FIFO, a socket: never replaced */
+            train_error("%s: %s", opt ? opt : "the checkpoint", cnn_last_error());
+            return 0;
+        }
         if (access(path, W_OK) != 0) {
             train_error("%s: cannot write: %s", what, strerror(errno));
             return 0;
@@ -1015,14 +1021,19 @@ int cmd_train(int argc, char **argv) {
     if ((c.out && !check_output("--out", c.out, 0)) || (c.log && !check_output("--log", c.log, 0)) ||
         (c.plot && !check_output("--plot", c.plot, 1)))
         return EXIT_BAD_INPUT;
-    static const char *const names[3] = {"--out", "--log", "--plot"};
-    const char *paths[3] = {c.out, c.log, c.plot};
+    /* No output may be an input or another output; --resume X --out X goes on in place. */
+    const cli_file outs[3] = {{"--out", c.out}, {"--log", c.log}, {"--plot", c.plot}};
+    const cli_file ins[4] = {{"--model", c.model}, {"--data", c.data}, {"--weights", c.weights}, {"--resume", c.resume}};
+    if (!cli_check_same_files("train", outs, 3, ins, 4, "--resume", "--out")) return EXIT_BAD_INPUT;
+    /* Each output is locked for the whole run, from before anything is loaded: a second run
+     * writing one of them is refused now, not found racing this one at its first checkpoint. */
+    cnn_safe_lock *locks[3] = {NULL, NULL, NULL};
     for (int i = 0; i < 3; i++)
-        for (int j = i + 1; j < 3; j++)
-            if (paths[i] && paths[j] && !strcmp(paths[i], paths[j])) {
-                train_error("%s and %s name the same file, %s", names[i], names[j], paths[i]);
-                return EXIT_BAD_INPUT;
-            }
+        if (outs[i].path && cnn_safe_lock_take(outs[i].path, &locks[i]) != CNN_OK) {
+            train_error("%s %s: %s", outs[i].opt, outs[i].path, cnn_last_error());
+            for (int j = 0; j < i; j++) cnn_safe_lock_release(locks[j]);
+            return EXIT_BAD_INPUT;
+        }
 
     cnn_net *net = NULL;
     cnn_st *wst = NULL;
@@ -1036,7 +1047,6 @@ int cmd_train(int argc, char **argv) {
     history hist;
     memset(&hist, 0, sizeof hist);
     char *model_text = NULL, *old_log = NULL;
-    FILE *log = NULL;
     cnn_status st;
     unsigned long long start_epoch = 0, step = 0;
     train_pos resume_at = {0};   /* where a checkpoint given to --resume stopped */
@@ -1153,16 +1163,15 @@ int cmd_train(int argc, char **argv) {
         if (!default_out(&c, &data)) goto done;
         out_why = " (no --out given)";
     }
-    /* The log holds the records of the epochs done (a resumed run's history), then one per epoch. */
-    if (c.log) {
-        if (!(log = fopen(c.log, "w"))) {
-            train_error("--log %s: cannot open: %s", c.log, strerror(errno));
-            goto done;
-        }
-        if ((hist.len && fwrite(hist.text, 1, hist.len, log) != hist.len) || fflush(log)) {
-            train_error("--log %s: cannot write: %s", c.log, strerror(errno));
-            goto done;
-        }
+    if (!locks[0] && cnn_safe_lock_take(c.out, &locks[0]) != CNN_OK) {
+        train_error("%s", cnn_last_error());
+        goto done;
+    }
+    /* The log holds the records of the epochs done (a resumed run's history), then one per epoch;
+     * it is rewritten whole, as every output is (src/io/safe_write.h), after every epoch. */
+    if (c.log && cnn_safe_write_bytes(c.log, hist.text ? hist.text : "", hist.len) != CNN_OK) {
+        train_error("--log %s", cnn_last_error());
+        goto done;
     }
     /* The handlers go in before the line that says training has begun: a signal sent on seeing
      * it must find them in place, not end the process by the default action. */
@@ -1270,16 +1279,16 @@ int cmd_train(int argc, char **argv) {
                                   "\"images_per_s\": %.1f}",
                  e + 1, step, lr, train_loss, train_acc, tl, ta, secs, ips);
         if (!history_add(&hist, rec)) goto nomem;
-        /* A log that cannot be written (a full disk) ends the run, after the checkpoint of the
-         * epoch (whose record it holds in its history). */
-        int log_errno = 0;
-        if (log && (fprintf(log, "%s\n", rec) < 0 || fflush(log) || ferror(log))) log_errno = errno ? errno : EIO;
+        /* The log is rewritten whole, atomically. One that cannot be written (a full disk) ends the
+         * run, after the checkpoint of the epoch (whose record it holds in its history). */
+        char log_error[512] = "";
+        if (c.log && cnn_safe_write_bytes(c.log, hist.text, hist.len) != CNN_OK)
+            snprintf(log_error, sizeof log_error, "%s", cnn_last_error());
         const train_pos done_pos = {.epoch = e + 1, .step = step};
         if (!write_checkpoint(&c, model_text, &data, net, opt, &done_pos, &hist, test_acc, &st)) goto fail;
         last_checkpoint = c.out;
-        if (log_errno) {
-            train_error("--log %s: cannot write: %s. Stopped after epoch %llu; checkpoint written to %s", c.log,
-                        strerror(log_errno), e + 1, c.out);
+        if (log_error[0]) {
+            train_error("--log %s. Stopped after epoch %llu; checkpoint written to %s", log_error, e + 1, c.out);
             if (e + 1 < c.epochs) print_resume_command(&c, last_checkpoint);
             rc = EXIT_IO;
             goto done;
@@ -1320,7 +1329,7 @@ fail:
     if (training && last_checkpoint) print_resume_command(&c, last_checkpoint);
 done:
     end_bar();
-    if (log) fclose(log);
+    for (int i = 0; i < 3; i++) cnn_safe_lock_release(locks[i]);
     free(xb), free(yb), free(dy), free(perm), free(model_text), free(old_log), free(ostate);
     history_free(&hist);
     cnn_optim_free(opt);

@@ -169,8 +169,12 @@ cnn_status cnn_st_require(const cnn_st *st, const char *what, const char *name, 
 /* Writes `n` tensors and `n_meta` metadata pairs (meta[2i] = key, meta[2i+1] = value) as a
  * safetensors file, in the layout of the safetensors project: tensors sorted by dtype in the order
  * I64, F64, F32, I32, BF16, F16, I16, I8, U8, BOOL, then by name; header padded with spaces to a
- * multiple of 8. Names and metadata must be UTF-8; "__metadata__" is reserved. The file is written to PATH.tmp, flushed and
- * renamed over PATH, so a crash never leaves half a file.
+ * multiple of 8. Names and metadata must be UTF-8; "__metadata__" is reserved.
+ * The file is written to a new temporary file in PATH's directory (never an existing name or a
+ * symlink), fsynced and renamed over PATH, and the directory fsynced, so a crash never leaves half
+ * a file; a replaced file's mode is kept. A PATH that exists and is not a regular file (a device,
+ * a FIFO, a directory) is refused, and so is a PATH that another process is writing (a lock file
+ * .NAME.lock beside it, held with flock while the file is written; the message names that process).
  * Errors: CNN_ERR_ARG (NULL, duplicate name, bad dtype), CNN_ERR_IO, CNN_ERR_NOMEM. */
 cnn_status cnn_st_save(const char *path, const cnn_tensor *tensors, int n, const char *const *meta,
                        int n_meta);

@@ -837,15 +837,16 @@ static void test_save_errors(void **state) {
     assert_false(file_exists(path));
     assert_false(file_exists(tmp));
 
-    /* A directory that does not exist: an i/o error naming the temporary file. */
+    /* A directory that does not exist: an i/o error naming the file and its directory. */
     char nodir[160];
     snprintf(nodir, sizeof nodir, "%s/no/such/dir/w.safetensors", tmpdir);
     assert_int_equal(cnn_st_save(nodir, t, 2, NULL, 0), CNN_ERR_IO);
-    assert_error_contains("w.safetensors.tmp' for writing");
+    assert_error_contains("no/such/dir/w.safetensors");
+    assert_error_contains("No such file or directory");
 
-    /* Renaming over a directory fails after the write: the temporary file is removed. */
+    /* A directory is not replaced: refused before anything is written, nothing left behind. */
     assert_int_equal(cnn_st_save(tmpdir, t, 2, NULL, 0), CNN_ERR_IO);
-    assert_error_contains("cannot rename");
+    assert_error_contains("is a directory");
     char tmpdir_tmp[80];
     snprintf(tmpdir_tmp, sizeof tmpdir_tmp, "%s.tmp", tmpdir);
     assert_false(file_exists(tmpdir_tmp));

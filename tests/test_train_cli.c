@@ -136,7 +136,7 @@ static void test_bad_output_paths_fail_first(void **state) {
                    want);
     expect_refused(work, (const char *const[]){"train", "--model", model_p, "--data", data_p, "--out", ck, "--log", ck,
                                                NULL},
-                   "--out and --log name the same file");
+                   "are the same file");
     /* On a resume too, before the checkpoint or the data are read. */
     expect_refused(work, (const char *const[]){"train", "--model", model_p, "--data", data_p, "--resume", ck,
                                                "--plot", jpg, NULL},

@@ -14,6 +14,7 @@
  */
 #include "base/error.h"
 #include "io/readers.h"
+#include "io/safe_write.h"
 
 #include <errno.h>
 #include <inttypes.h>
@@ -727,10 +728,8 @@ cnn_status cnn_st_save(const char *path, const cnn_tensor *tensors, int n, const
     if (s != CNN_OK) return s;
 
     const cnn_tensor **order = malloc(((size_t)n + 1) * sizeof *order);
-    char *tmp = malloc(strlen(path) + 5);
     char *header = NULL;
-    FILE *f = NULL;
-    if (!order || !tmp) {
+    if (!order) {
         s = cnn_fail(CNN_ERR_NOMEM, "cnn_st_save: out of memory");
         goto done;
     }
@@ -745,28 +744,15 @@ cnn_status cnn_st_save(const char *path, const cnn_tensor *tensors, int n, const
         goto done;
     }
 
-    snprintf(tmp, strlen(path) + 5, "%s.tmp", path);
-    f = fopen(tmp, "wb");
-    if (!f) {
-        s = cnn_fail(CNN_ERR_IO, "cannot open '%s' for writing: %s", tmp, strerror(errno));
+    /* A temporary file beside it, renamed over it: readers see the old file or the new one. */
+    cnn_safe_file sf;
+    if ((s = cnn_safe_open(&sf, path)) != CNN_OK) goto done;
+    if (!write_file(sf.f, header, padded, order, n)) {
+        s = cnn_fail(CNN_ERR_IO, "cannot write %s: %s", path, strerror(errno));
+        cnn_safe_abort(&sf);
         goto done;
     }
-    if (!write_file(f, header, padded, order, n) || fflush(f) != 0 || fsync(fileno(f)) != 0) {
-        s = cnn_fail(CNN_ERR_IO, "cannot write '%s': %s", tmp, strerror(errno));
-        fclose(f);
-        remove(tmp);
-        goto done;
-    }
-    if (fclose(f) != 0) {
-        s = cnn_fail(CNN_ERR_IO, "cannot write '%s': %s", tmp, strerror(errno));
-        remove(tmp);
-        goto done;
-    }
-    if (rename(tmp, path) != 0) {
-        s = cnn_fail(CNN_ERR_IO, "cannot rename '%s' to '%s': %s", tmp, path, strerror(errno));
-        remove(tmp);
-        goto done;
-    }
+    s = cnn_safe_commit(&sf);
 
 done:
     if (header) {
@@ -775,7 +761,6 @@ done:
         json_get_alloc_funcs(&jmalloc, &jfree); /* json_dumps allocated it */
         jfree(header);
     }
-    free(tmp);
     free(order);
     return s;
 }
