@@ -575,9 +575,12 @@ int ex_check_report(const ex *e, const ex_check *c, const char *how, const char 
     if (e->fmt == EX_MARKDOWN) {
         printf("| computed by | numbers | max \\|Δ\\| | tolerance | result |\n|---|--:|--:|--:|---|\n");
         for (int by = 0; by < EX_BY_COUNT; by++)
-            if (c->count[by])
-                printf("| %s | %lld | %.3g | %g | %s |\n", c->label[by], (long long)c->count[by], c->maxdiff[by],
-                       c->tol[by], c->failed[by] ? "**DISAGREE**" : "agree");
+            if (c->count[by]) {
+                printf("| ");
+                for (const char *p = c->label[by]; *p; p++) printf(*p == '|' ? "\\|" : "%c", *p);   /* a cell */
+                printf(" | %lld | %.3g | %g | %s |\n", (long long)c->count[by], c->maxdiff[by], c->tol[by],
+                       c->failed[by] ? "**DISAGREE**" : "agree");
+            }
         printf("\n");
     } else {
         printf("  %-52s %7s %11s %10s  %s\n", "computed by", "numbers", "max |Δ|", "tolerance", "result");
