@@ -93,7 +93,7 @@ int resume_meta_check(const cnn_st *st, char *msg, size_t cap) {
         !check_count(st, "shuffle", 0, 0, 1, &u, NULL, msg, cap) ||
         !check_count(st, "nesterov", 0, 0, 1, &u, NULL, msg, cap) ||
         !check_count(st, "step_size", 0, 1, INT32_MAX, &u, NULL, msg, cap) ||
-        !check_count(st, "checkpoint_every", 0, 0, (unsigned long long)RESUME_MAX_STEPS, &u, NULL, msg, cap))
+        !check_count(st, "checkpoint_every", 0, 0, UINT64_MAX, &u, NULL, msg, cap))
         return 0;
     /* torch's own checks: lr, momentum, weight_decay, eps >= 0 (and finite here); gamma > 0 as
      * cnn train --gamma requires. */
