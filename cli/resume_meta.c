@@ -75,6 +75,25 @@ static int check_name(const cnn_st *st, const char *key, const char *const *name
                 names[2]);
 }
 
+/* Whether a tensor of optimizer state holds anything but zeros (the dtypes a state is saved in). */
+static int any_nonzero(const cnn_tensor *t) {
+    const int64_t n = cnn_tensor_numel(t);
+    for (int64_t j = 0; j < n; j++) {
+        double v;
+        if (t->dtype == CNN_F32) {
+            float f;
+            memcpy(&f, (const char *)t->data + 4 * j, 4);
+            v = f;
+        } else if (t->dtype == CNN_F64) {
+            memcpy(&v, (const char *)t->data + 8 * j, 8);
+        } else {
+            return 0;
+        }
+        if (v != 0) return 1;
+    }
+    return 0;
+}
+
 int resume_meta_check(const cnn_st *st, char *msg, size_t cap) {
     const char *fmt = cnn_st_metadata(st, "format");
     if (!fmt || strcmp(fmt, "cnn-checkpoint-1"))
@@ -145,14 +164,16 @@ int resume_meta_check(const cnn_st *st, char *msg, size_t cap) {
     if (step < epoch + estep)
         return fail(msg, cap, "__metadata__ \"step\" is %llu, fewer than the %llu epoch(s) and %llu batch(es) it "
                     "records done (every one takes a step)", step, epoch, estep);
-    int state = 0, moments = 0;
+    int state = 0, moments = 0, nonzero = 0;
     for (int i = 0; i < cnn_st_count(st); i++) {
         const char *name = cnn_st_tensor(st, i)->name;
         if (!strncmp(name, "optim.", 6)) {
             state = 1;
             const size_t n = strlen(name);
-            if ((n > 8 && !strcmp(name + n - 8, ".exp_avg")) || (n > 11 && !strcmp(name + n - 11, ".exp_avg_sq")))
+            if ((n > 8 && !strcmp(name + n - 8, ".exp_avg")) || (n > 11 && !strcmp(name + n - 11, ".exp_avg_sq"))) {
                 moments = 1;
+                if (!nonzero) nonzero = any_nonzero(cnn_st_tensor(st, i));
+            }
         }
     }
     if (state && !optimizer)
@@ -160,8 +181,10 @@ int resume_meta_check(const cnn_st *st, char *msg, size_t cap) {
                     moments ? "Adam's" : "an optimizer's");
     if (moments && optimizer && !strcmp(optimizer, "sgd"))
         return fail(msg, cap, "__metadata__ \"optimizer\" is sgd, but the file holds Adam's moments (exp_avg)");
-    if (moments && step == 0)
-        return fail(msg, cap, "__metadata__ \"step\" is 0, but the file holds Adam's moments, which only a step "
-                    "writes");
+    /* Before the first step the moments are zeros (cnn_checkpoint_save writes them all the same);
+     * --resume would start them from zero again and lose any others. */
+    if (nonzero && step == 0)
+        return fail(msg, cap, "__metadata__ \"step\" is 0, but the file holds Adam's moments of a step taken (not "
+                    "zero)");
     return 1;
 }

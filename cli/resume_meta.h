@@ -24,7 +24,7 @@
  * (step >= epoch + epoch_step), epoch <= epochs, a mid-epoch position (epoch_step > 0) has its
  * samples, batch, loss sum and count correct, with epoch_step <= ceil(samples / batch) and
  * epoch_correct <= the samples seen so far; optimizer state (optim.* tensors) needs "optimizer",
- * and Adam's needs a step count above 0. Returns 1, or 0 with a message that names the field in
+ * and Adam's moments other than zeros a step count above 0. Returns 1, or 0 with a message that names the field in
  * msg ("__metadata__ \"lr\" is 'nan', not a finite number >= 0"). */
 int resume_meta_check(const cnn_st *st, char *msg, size_t cap);
 

@@ -158,6 +158,10 @@ static void test_missing_optimizer(void **s) {
 static void test_step_zero_after_an_epoch(void **s) {
     (void)s, refused("step0", "step", "0", NULL, NULL, NULL, NULL, "\"step\" is 0");
 }
+/* Step 0 with the epoch and batch counts at 0 too, but Adam's moments of 6 steps. */
+static void test_step_zero_with_moments(void **s) {
+    (void)s, refused("step0_moments", "step", "0", "epoch", "0", NULL, NULL, "\"step\" is 0, but the file holds Adam's moments");
+}
 static void test_step_overflows(void **s) {
     (void)s, refused("step_max", "step", "9223372036854775807", NULL, NULL, NULL, NULL, "\"step\"");
 }
@@ -247,6 +251,7 @@ int main(void) {
         cmocka_unit_test(test_unknown_schedule),
         cmocka_unit_test(test_missing_optimizer),
         cmocka_unit_test(test_step_zero_after_an_epoch),
+        cmocka_unit_test(test_step_zero_with_moments),
         cmocka_unit_test(test_step_overflows),
         cmocka_unit_test(test_correct_over_samples),
         cmocka_unit_test(test_correct_over_seen),
