@@ -432,7 +432,8 @@ static void matrices(void) {
 static void checkpoint(const char *name, cnn_optim_kind kind, int steps, const char *const *edits, int n_edits) {
     cnn_net *net = NULL;
     cnn_optim *opt = NULL;
-    const cnn_optim_config cfg = cnn_optim_defaults(kind, 0.01);
+    cnn_optim_config cfg = cnn_optim_defaults(kind, 0.01);
+    if (kind == CNN_OPTIM_SGD) cfg.momentum = 0.9;   /* a momentum buffer per parameter */
     if (cnn_net_parse("input 1 4 4\nconv2d out_channels=2 kernel_size=3\nrelu\nflatten\nlinear out_features=3\n",
                       &net) || cnn_net_init(net, 1) || cnn_optim_create(net, &cfg, &opt))
         die(cnn_last_error());
