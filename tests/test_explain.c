@@ -1239,6 +1239,31 @@ static void test_limits_named(void **state) {
         "conv", "--input", big);
 }
 
+/* fuzz_explain_network's finding (tests/fuzz/regressions/explain_network/conv-stride-7186-phases):
+ * a conv2d of 26 channels with stride 7186 made the parser size the strided input gradient's
+ * workspace over all 7186² phases, for 6 s (23 s in the fuzz build); only the phases with cells
+ * count now. */
+static void test_huge_stride_parses_at_once(void **state) {
+    (void)state;
+    const char *model = "input 26 7 5\nconv2d out_channels=5 kernel_size=4,2 stride=7186\ntanh\n";
+    struct timespec t0, t1;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    cnn_net *net = NULL;
+    assert_int_equal(cnn_net_parse(model, &net), CNN_OK);
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    const double s = (double)(t1.tv_sec - t0.tv_sec) + 1e-9 * (double)(t1.tv_nsec - t0.tv_nsec);
+    if (s > 2.0) fail_msg("parsing took %.1f s", s);
+    int out[3];
+    cnn_net_output_shape(net, out);
+    assert_int_equal(out[0], 5), assert_int_equal(out[1], 1), assert_int_equal(out[2], 1);
+    cnn_net_free(net);
+    char path[256];
+    write_text("stride.cnn", model, path, sizeof path);
+    cli_result r;
+    CLI_RUN(&r, dir, "explain", "network", "--model", path, "--seed", "1");
+    expect_agree(&r);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_help),          cmocka_unit_test(test_chain_defaults),
@@ -1251,7 +1276,7 @@ int main(void) {
         cmocka_unit_test(test_network_graph),
         cmocka_unit_test(test_markdown),      cmocka_unit_test(test_bad_input),
         cmocka_unit_test(test_network_long_lines), cmocka_unit_test(test_large_values_agree),
-        cmocka_unit_test(test_limits_named),
+        cmocka_unit_test(test_limits_named),        cmocka_unit_test(test_huge_stride_parses_at_once),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
