@@ -175,7 +175,8 @@ demo: all data
 # for N seconds on top of its corpus and regression files; FUZZ_TARGETS picks some of them.
 FUZZ_CC      ?= clang
 FUZZ_SECONDS ?= 30
-FUZZ_TARGETS ?= model safetensors idx idx_gz cifar image $(if $(wildcard cli/matrix.c),matrix)
+FUZZ_TARGETS ?= model safetensors idx idx_gz cifar image $(if $(wildcard cli/matrix.c),matrix) checkpoint \
+                explain_network
 FUZZ_BUILD   := build/fuzz
 FUZZ_SAN     := -fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer
 FUZZ_CFLAGS   = -std=c11 -O1 -g -fopenmp -Wall -Wextra -MMD -MP -D_POSIX_C_SOURCE=200809L -Iinclude -Isrc \
@@ -196,6 +197,8 @@ $(FUZZ_BUILD)/fuzz_%: $(FUZZ_BUILD)/obj/tests/fuzz/fuzz_%.o $(FUZZ_LIB_OBJ)
 	$(FUZZ_CC) -fsanitize=fuzzer $(FUZZ_SAN) -fopenmp -o $@ $^ $(LDLIBS)
 
 $(FUZZ_BUILD)/fuzz_matrix: $(FUZZ_BUILD)/obj/cli/matrix.o
+$(FUZZ_BUILD)/fuzz_checkpoint: $(FUZZ_BUILD)/obj/cli/resume_meta.o
+$(FUZZ_BUILD)/fuzz_explain_network: $(FUZZ_BUILD)/obj/cli/layer_rebuild.o
 # stb_image (src/io/stb_image.c): ASan holds it to memory safety; UBSan would stop at the harmless
 # undefined behaviour of Debian's stb 2.27 (NULL + 0, shifts of negative values).
 $(FUZZ_BUILD)/obj/src/io/stb_image.o: FUZZ_SAN := -fsanitize=address -fno-omit-frame-pointer

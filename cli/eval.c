@@ -49,7 +49,7 @@ static const char *class_name(const cnn_data *data, int k, char *buf, size_t cap
 typedef struct eval_args {
     const char *model, *weights, *source, *split, *data_dir;
     unsigned long long batch, threads;
-    int json;
+    int json, force_model;
 } eval_args;
 
 /* Returns -1 to go on, or the exit status (0 after --help). */
@@ -67,6 +67,7 @@ static int parse_args(int argc, char **argv, eval_args *a) {
         CLI_VALUE("data-dir", "DIR", &a->data_dir, "where mnist and fashion-mnist are (default data/)"),
         CLI_VALUE("threads", "T", &threads, "threads, 1 to 1024 (default: CNN_NUM_THREADS, else every core)"),
         CLI_FLAG("json", &a->json, "one JSON object on one line instead of the text"),
+        CLI_FLAG("force-model", &a->force_model, "use --model even where it differs from the checkpoint's model"),
         CLI_END,
     };
     const cli_cmd cmd = {"eval", eval_usage, opts, eval_example, NULL};
@@ -101,6 +102,7 @@ int cmd_eval(int argc, char **argv) {
     if (!n_threads) goto fail;
     char model_name[1024];
     if ((st = cnn_st_load(weights, &wst))) goto fail;
+    if (!trained_model_agrees("eval", model, wst, weights, a.force_model)) goto done;
     if ((st = trained_model(model, wst, weights, &net, model_name, sizeof model_name))) goto fail;
     if ((st = cnn_net_load_weights(net, wst, 0))) {
         cnn_error_prefix(weights);

@@ -360,10 +360,16 @@ static int check_dims(const char *opt, int rows, int cols) {
     return 1;
 }
 
+/* A matrix parser's "more than N numbers": the matrix is over the limit, which the message names. */
+static int over_capacity(const char *err) { return !strncmp(err, "more than ", 10) || strstr(err, ": more than "); }
+
 int ex_mat(const char *opt, const char *text, double *out, int *rows, int *cols) {
     char err[256];
     if (matrix_parse(text, out, EX_MAX_DIM * EX_MAX_DIM, rows, cols, err, sizeof err)) {
-        cli_error("explain", "%s: %s", opt, err);
+        if (over_capacity(err))
+            cli_error("explain", "%s: more than %d numbers; explain prints every element's derivation, so matrices "
+                                 "are limited to %dx%d", opt, EX_MAX_DIM * EX_MAX_DIM, EX_MAX_DIM, EX_MAX_DIM);
+        else cli_error("explain", "%s: %s", opt, err);
         return 0;
     }
     return check_dims(opt, *rows, *cols);
@@ -371,8 +377,20 @@ int ex_mat(const char *opt, const char *text, double *out, int *rows, int *cols)
 
 int ex_stack(const char *opt, const char *text, double *out, int max_count, int *count, int *rows, int *cols) {
     char err[256];
+    /* The count first: past it, the numbers would run out of room before the count is known. */
+    long n = 1;
+    for (const char *p = text; *p; p++) n += *p == '|';
+    if (n > max_count) {
+        cli_error("explain", "%s: %ld matrices, but at most %d are allowed here (the limit on %s)", opt, n, max_count,
+                  max_count > EX_MAX_STACK ? "filters × channels" : "channels and filters");
+        return 0;
+    }
     if (matrix_parse_stack(text, out, max_count * EX_MAX_DIM * EX_MAX_DIM, count, rows, cols, err, sizeof err)) {
-        cli_error("explain", "%s: %s", opt, err);
+        if (over_capacity(err))
+            cli_error("explain", "%s: more than %d numbers in one matrix; explain prints every element's "
+                                 "derivation, so matrices are limited to %dx%d", opt, EX_MAX_DIM * EX_MAX_DIM,
+                      EX_MAX_DIM, EX_MAX_DIM);
+        else cli_error("explain", "%s: %s", opt, err);
         return 0;
     }
     if (*count > max_count) {
@@ -469,21 +487,41 @@ done:
 
 /* ---- central differences ---------------------------------------------------------------------- */
 
-void ex_central(double *v, int n, double h, double (*loss)(void *ctx), void *ctx, double *grad,
-                const unsigned char *skip) {
+double ex_step(double h, double v) { return fabs(v) > 1.0 ? h * fabs(v) : h; }
+
+/* Central differences with the step h·max(floor, |v[i]|), or h itself when floor is 0. */
+static void central(double *v, int n, double h, double floor, double (*loss)(void *ctx), void *ctx, double *grad,
+                    const unsigned char *skip) {
     for (int i = 0; i < n; i++) {
         if (skip && skip[i]) {
             grad[i] = NAN;
             continue;
         }
-        const double saved = v[i];
-        v[i] = saved + h;
+        const double saved = v[i], hi = floor > 0 ? h * fmax(floor, fabs(saved)) : h;
+        v[i] = saved + hi;
         const double lp = loss(ctx);
-        v[i] = saved - h;
+        v[i] = saved - hi;
         const double lm = loss(ctx);
         v[i] = saved;
-        grad[i] = (lp - lm) / (2 * h);
+        grad[i] = (lp - lm) / (2 * hi);
     }
+}
+
+void ex_central(double *v, int n, double h, double (*loss)(void *ctx), void *ctx, double *grad,
+                const unsigned char *skip) {
+    central(v, n, h, 1.0, loss, ctx, grad, skip);
+}
+
+void ex_central_fixed(double *v, int n, double h, double (*loss)(void *ctx), void *ctx, double *grad) {
+    central(v, n, h, 0.0, loss, ctx, grad, NULL);
+}
+
+double ex_central_linear(double *v, int n, double h, double (*loss)(void *ctx), void *ctx, double *grad) {
+    double m = 1.0;
+    for (int i = 0; i < n; i++)
+        if (fabs(v[i]) > m) m = fabs(v[i]);
+    central(v, n, h, m, loss, ctx, grad, NULL);
+    return h * m;
 }
 
 /* ---- the verdict ------------------------------------------------------------------------------ */
@@ -492,11 +530,12 @@ void ex_check_init(ex_check *c, const char *layer, const char *alt) {
     memset(c, 0, sizeof *c);
     snprintf(c->label[EX_BY_REF], sizeof c->label[0], "library %s, reference path (double)", layer);
     snprintf(c->label[EX_BY_FAST], sizeof c->label[0], "library %s, fast path (float)", layer);
-    snprintf(c->label[EX_BY_FD], sizeof c->label[0], "central differences (step %g)", EX_STEP);
+    snprintf(c->label[EX_BY_FD], sizeof c->label[0], "central differences (step %g·max(1, |v|))", EX_STEP);
     if (alt) snprintf(c->label[EX_BY_ALT], sizeof c->label[0], "%s", alt);
     snprintf(c->mine, sizeof c->mine, "the notes' arithmetic");
     snprintf(c->rule, sizeof c->rule,
-             "Each number agrees when |Δ| ≤ tolerance × max(1, the sum of the absolute values of its terms).");
+             "Each row is compared with the notes' arithmetic: a number agrees when |Δ| ≤ tolerance × max(1, the sum "
+             "of the absolute values of its terms).");
     /* The library takes and returns floats: its reference path rounds the inputs and the result
      * (relative 6e-8 each); the fast path also computes in float. */
     c->tol[EX_BY_REF] = 1e-6;
@@ -536,9 +575,12 @@ int ex_check_report(const ex *e, const ex_check *c, const char *how, const char 
     if (e->fmt == EX_MARKDOWN) {
         printf("| computed by | numbers | max \\|Δ\\| | tolerance | result |\n|---|--:|--:|--:|---|\n");
         for (int by = 0; by < EX_BY_COUNT; by++)
-            if (c->count[by])
-                printf("| %s | %lld | %.3g | %g | %s |\n", c->label[by], (long long)c->count[by], c->maxdiff[by],
-                       c->tol[by], c->failed[by] ? "**DISAGREE**" : "agree");
+            if (c->count[by]) {
+                printf("| ");
+                for (const char *p = c->label[by]; *p; p++) printf(*p == '|' ? "\\|" : "%c", *p);   /* a cell */
+                printf(" | %lld | %.3g | %g | %s |\n", (long long)c->count[by], c->maxdiff[by], c->tol[by],
+                       c->failed[by] ? "**DISAGREE**" : "agree");
+            }
         printf("\n");
     } else {
         printf("  %-52s %7s %11s %10s  %s\n", "computed by", "numbers", "max |Δ|", "tolerance", "result");

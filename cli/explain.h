@@ -140,14 +140,25 @@ int ex_lib_run(ex_run *r, cnn_path path);
 
 /* ---- central differences ---------------------------------------------------------------------- */
 
-/* grad[i] = (L(v + h·e_i) − L(v − h·e_i)) / 2h for i < n, where loss(ctx) evaluates L at the current
- * values; v is restored. Elements with skip[i] set (skip may be NULL) get NaN. */
+/* grad[i] = (L(v + h_i·e_i) − L(v − h_i·e_i)) / 2h_i for i < n, with h_i = ex_step(h, v[i]), where
+ * loss(ctx) evaluates L at the current values; v is restored. Elements with skip[i] set (skip may
+ * be NULL) get NaN. */
 void ex_central(double *v, int n, double h, double (*loss)(void *ctx), void *ctx, double *grad,
                 const unsigned char *skip);
 
-/* The step of every central difference: the topics' layers are linear in each variable, or smooth
- * (sigmoid), so a step this size has no truncation error worth the name, and little rounding. */
+/* The step of every central difference, relative to the value stepped: h·max(1, |v|). The topics'
+ * layers are linear in each variable, or smooth (sigmoid), so a step this size has no truncation
+ * error worth the name; and scaled with the value, its rounding error stays relative to the loss
+ * (a step of 1e-4 on a value of 1e8 would be lost in the loss's rounding). */
 #define EX_STEP 1e-4
+double ex_step(double h, double v);
+/* For a loss that is linear in each variable (conv, linear): one step for every variable,
+ * h·max(1, max |v|), since a larger step has no truncation error there and rounds less, and values
+ * of 1e8 beside values of 1 still agree. Returns the step. */
+double ex_central_linear(double *v, int n, double h, double (*loss)(void *ctx), void *ctx, double *grad);
+/* With the step h for every variable, whatever its value: for a loss that bends on a scale of its
+ * own (batch norm's x̂, on the scale of the batch's spread, not of the values). */
+void ex_central_fixed(double *v, int n, double h, double (*loss)(void *ctx), void *ctx, double *grad);
 
 /* ---- the verdict ------------------------------------------------------------------------------ */
 
@@ -163,7 +174,7 @@ typedef struct ex_check {
     int64_t skipped;              /* central differences left out (ties, kinks) */
     char skip_why[200];
     char mine[80];                /* what computed the results checked: "the notes' arithmetic" */
-    char rule[200];               /* when a number agrees, in words */
+    char rule[400];               /* when a number agrees, in words */
 } ex_check;
 
 /* Labels the four comparisons: the library's `layer` on both paths, central differences, and

@@ -759,12 +759,11 @@ int explain_batchnorm(ex *e, int argc, char **argv) {
     for (int c = 0; c < C; c++)
         if (1.0 / v->s[c] < sd) sd = 1.0 / v->s[c];
     v->step = EX_STEP * sd;
-    if (v->step != EX_STEP)
-        snprintf(ck.label[EX_BY_FD], sizeof ck.label[0], "central differences (step %.3g)", v->step);
+    snprintf(ck.label[EX_BY_FD], sizeof ck.label[0], "central differences (step %.3g)", v->step);
     memcpy(v->vars, v->x, (size_t)n * sizeof *v->x);
     memcpy(v->vars + n, v->g, (size_t)C * sizeof *v->g);
     memcpy(v->vars + n + C, v->b, (size_t)C * sizeof *v->b);
-    ex_central(v->vars, n + 2 * C, v->step, bn_loss, v, v->fd, NULL);
+    ex_central_fixed(v->vars, n + 2 * C, v->step, bn_loss, v, v->fd);
     ex_check_cmp(&ck, EX_BY_FD, "∂L/∂x", v->dx, v->fd, v->sdx, n, NULL);
     ex_check_cmp(&ck, EX_BY_FD, "∂L/∂γ", v->dg, v->fd + n, v->sdg, C, NULL);
     ex_check_cmp(&ck, EX_BY_FD, "∂L/∂β", v->db, v->fd + n + C, v->sdb, C, NULL);

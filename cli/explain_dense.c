@@ -105,7 +105,7 @@ static int explain_act(ex *e, int argc, char **argv, int sig) {
         a->g[i] = sig ? a->y[i] * (1.0 - a->y[i]) : (a->x[i] > 0 ? 1.0 : 0.0);
         a->dx[i] = a->dy[i] * a->g[i];
         a->s[i] = fabs(a->dx[i]);
-        a->kink[i] = !sig && fabs(a->x[i]) <= 4 * EX_STEP;
+        a->kink[i] = !sig && fabs(a->x[i]) <= 4 * ex_step(EX_STEP, a->x[i]);
     }
 
     const char *name = sig ? "σ" : "relu", *tex = sig ? "\\sigma" : "\\mathrm{relu}";
@@ -440,7 +440,9 @@ int explain_linear(ex *e, int argc, char **argv) {
     memcpy(l->vars, l->x, (size_t)N * n * sizeof *l->x);
     memcpy(l->vars + N * n, l->w, (size_t)n * m * sizeof *l->w);
     memcpy(l->vars + N * n + n * m, l->b, (size_t)m * sizeof *l->b);
-    ex_central(l->vars, N * n + n * m + m, EX_STEP, lin_loss, l, l->fd, NULL);
+    /* L is linear in each variable: one step for all, scaled to the largest value. */
+    const double fd_step = ex_central_linear(l->vars, N * n + n * m + m, EX_STEP, lin_loss, l, l->fd);
+    snprintf(ck.label[EX_BY_FD], sizeof ck.label[0], "central differences (step %.3g)", fd_step);
     ex_check_cmp(&ck, EX_BY_FD, "∂L/∂x", l->dx, l->fd, l->sdx, N * n, NULL);
     ex_check_cmp(&ck, EX_BY_FD, "∂L/∂W", l->dw, l->fd + N * n, l->sdw, n * m, NULL);
     ex_check_cmp(&ck, EX_BY_FD, "∂L/∂b", l->db, l->fd + N * n + n * m, l->sdb, m, NULL);

@@ -18,6 +18,7 @@
  * differences (cnn_gradcheck, in double, on random inputs).
  */
 #include "explain.h"
+#include "layer_rebuild.h"
 
 #include <math.h>
 #include <stdlib.h>
@@ -195,30 +196,25 @@ static double uniform(uint64_t *s) {
     return (double)(z >> 11) / 9007199254740992.0;
 }
 
-/* The model file's text, for the layers' lines. */
+/* The model file's text, for the layers' lines: all of it, as cnn_net_load read it. */
 static char *read_text(const char *path) {
     FILE *f = fopen(path, "rb");
     if (!f) return NULL;
-    char *t = malloc((1 << 20) + 1);
-    size_t n = t ? fread(t, 1, 1 << 20, f) : 0;
+    size_t n = 0, cap = 1 << 16;
+    char *t = malloc(cap + 1);
+    for (size_t got; t && (got = fread(t + n, 1, cap - n, f)) > 0;) {
+        n += got;
+        if (n == cap) {
+            char *bigger = cap <= ((size_t)1 << 40) ? realloc(t, 2 * cap + 1) : NULL;
+            if (!bigger) free(t);
+            t = bigger, cap *= 2;
+        }
+    }
+    const int bad = ferror(f);
     fclose(f);
+    if (t && bad) free(t), t = NULL;
     if (t) t[n] = '\0';
     return t;
-}
-
-/* Line `line` (from 1) of text, without its newline, into buf. */
-static void text_line(const char *text, int line, char *buf, size_t cap) {
-    const char *p = text;
-    for (int i = 1; i < line && p; i++) {
-        p = strchr(p, '\n');
-        if (p) p++;
-    }
-    size_t n = 0;
-    if (p)
-        while (p[n] && p[n] != '\n') n++;
-    if (n >= cap) n = cap - 1;
-    if (p) memcpy(buf, p, n);
-    buf[n] = '\0';
 }
 
 typedef struct layer_row {
@@ -237,55 +233,6 @@ static void value_shape_str(const cnn_net *net, int v, char *buf, size_t cap) {
     int chw[3], flat;
     cnn_net_value_shape(net, v, chw, &flat);
     shape_str(buf, cap, chw, flat);
-}
-
-/* A layer's line without its name= and from= (and its comment): the line of a net of its own. */
-static void strip_graph_opts(const char *line, char *out, size_t cap) {
-    size_t at = 0;
-    out[0] = '\0';
-    for (const char *p = line; *p && *p != '#';) {
-        while (*p == ' ' || *p == '\t' || *p == '\r') p++;
-        const char *q = p;
-        while (*q && *q != ' ' && *q != '\t' && *q != '\r' && *q != '#') q++;
-        if (q > p && strncmp(p, "name=", 5) && strncmp(p, "from=", 5) && at + (size_t)(q - p) + 2 < cap) {
-            if (at) out[at++] = ' ';
-            memcpy(out + at, p, (size_t)(q - p));
-            at += (size_t)(q - p);
-            out[at] = '\0';
-        }
-        p = q;
-    }
-}
-
-/* Copies every parameter and buffer of `dst` (a net of one layer, index `me`) from layer `lname`
- * of `src`, by name. Returns 0 when one is missing or of another size. */
-static int copy_layer_state(cnn_net *dst, int me, const cnn_net *src, const char *lname) {
-    char prefix[16], name[300];
-    snprintf(prefix, sizeof prefix, "%d.", me);
-    const size_t pl = strlen(prefix);
-    for (int p = 0; p < cnn_net_param_count(dst); p++) {
-        const cnn_param b = cnn_net_param(dst, p);
-        if (strncmp(b.name, prefix, pl)) continue;
-        snprintf(name, sizeof name, "%s.%s", lname, b.name + pl);
-        const cnn_param a = cnn_net_param_by_name(src, name);
-        if (!a.data || a.numel != b.numel) return 0;
-        memcpy(b.data, a.data, (size_t)a.numel * sizeof *a.data);
-    }
-    for (int k = 0; k < cnn_net_buffer_count(dst); k++) {
-        const cnn_tensor b = cnn_net_buffer(dst, k);
-        if (strncmp(b.name, prefix, pl)) continue;
-        snprintf(name, sizeof name, "%s.%s", lname, b.name + pl);
-        int found = 0;
-        for (int j = 0; j < cnn_net_buffer_count(src) && !found; j++) {
-            const cnn_tensor a = cnn_net_buffer(src, j);
-            if (strcmp(a.name, name)) continue;
-            if (a.dtype != b.dtype || cnn_tensor_numel(&a) != cnn_tensor_numel(&b)) return 0;
-            memcpy(b.data, a.data, (size_t)cnn_tensor_numel(&a) * cnn_dtype_size(a.dtype));
-            found = 1;
-        }
-        if (!found) return 0;
-    }
-    return 1;
 }
 
 /* Every parameter and buffer of `src` into `dst`, a net of the same model. */
@@ -358,7 +305,7 @@ int explain_network(ex *e, int argc, char **argv) {
 
     cnn_net *net = NULL, *fast = NULL, *one = NULL, *gcn = NULL;
     cnn_st *wst = NULL;
-    char *text = NULL;
+    char *text = NULL, *line = NULL;
     float *x = NULL, *dlast = NULL, *fdy = NULL;
     double *chain_g = NULL, *dval = NULL, *dcur = NULL, *sent = NULL, *whole[2] = {NULL, NULL}, *mine = NULL;
     size_t *voff = NULL, *soff = NULL;
@@ -599,8 +546,9 @@ int explain_network(ex *e, int argc, char **argv) {
     snprintf(c.label[EX_BY_REF], sizeof c.label[0], "the whole net's backward, reference path");
     snprintf(c.label[EX_BY_FAST], sizeof c.label[0], "the whole net's backward, fast path (float)");
     snprintf(c.label[EX_BY_FD], sizeof c.label[0], "central differences, each layer (cnn_gradcheck)");
-    snprintf(c.rule, sizeof c.rule, "Each number agrees when |Δ| ≤ tolerance × max(1, |its value|); for central "
-                                      "differences the column holds cnn_gradcheck's relative error.");
+    snprintf(c.rule, sizeof c.rule, "The chain's numbers (note 001's loop) are compared with each of the whole net's "
+                                      "backward passes: a number agrees when |Δ| ≤ tolerance × max(1, |its value|); "
+                                      "for central differences the column holds cnn_gradcheck's relative error.");
     snprintf(c.mine, sizeof c.mine, "note 001's loop (one layer at a time)");
     for (int i = nl - 1; i >= 0; i--) {
         layer_row *r = &rows[i];
@@ -609,8 +557,8 @@ int explain_network(ex *e, int argc, char **argv) {
         const char *lname = cnn_net_layer_name(net, i);
         const double *delta = dval + voff[i + 1];
         const size_t no = voff[i + 2] - voff[i + 1];
-        char line[1100], mline[1100], mtext[1300];
-        text_line(text, cnn_net_layer_line(net, i), line, sizeof line);
+        free(line);
+        if (!(line = model_line(text, cnn_net_layer_line(net, i)))) goto nomem;
         r->n_dout = norm(delta, no);
 
         /* The header: the layer, what it reads, the shapes. */
@@ -681,20 +629,11 @@ int explain_network(ex *e, int argc, char **argv) {
                     if (gcw[g].max_rel_err > r->fd_err || isnan(gcw[g].max_rel_err)) r->fd_err = gcw[g].max_rel_err;
                 }
         } else {
-            int vin[3], vflat;
-            cnn_net_value_shape(net, v0, vin, &vflat);
-            strip_graph_opts(line, mline, sizeof mline);
-            snprintf(mtext, sizeof mtext, "input %d %d %d\n%s%s\n", vin[0], vin[1], vin[2], vflat ? "flatten\n" : "",
-                     mline);
-            const int me = vflat ? 1 : 0;       /* the layer's index in its own net */
+            int me;
             cnn_net_free(one);
             one = NULL;
-            if ((st = cnn_net_parse(mtext, &one)) || (st = cnn_net_set_path(one, CNN_PATH_REFERENCE)) ||
-                (st = cnn_net_reserve(one, 1)))
-                goto fail;
-            cnn_net_set_training(one, training);
-            if (!copy_layer_state(one, me, net, lname)) {
-                cli_error("explain", "internal error: layer %d's parameters do not fit a net of its own", i);
+            if ((st = rebuild_layer(text, net, i, training, &one, &me))) {
+                cli_report("explain", st);
                 rc = 1;
                 goto done;
             }
@@ -785,6 +724,7 @@ fail:
     rc = cli_report("explain", st);
 done:
     free(text);
+    free(line);
     free(x);
     free(dlast);
     free(fdy);

@@ -165,7 +165,7 @@ static int explain_pool(ex *e, int argc, char **argv, int avg) {
             for (int r = 0; r < p->kh; r++)
                 for (int t = 0; t < p->kw; t++) {
                     const int at = (i0 * p->sh + r) * p->W + j0 * p->sw + t;
-                    if (at != p->arg[i] && p->y[i] - p->x[at] <= 4 * EX_STEP) p->tie[at] = p->tie[p->arg[i]] = 1;
+                    if (at != p->arg[i] && p->y[i] - p->x[at] <= 4 * ex_step(EX_STEP, fmax(fabs(p->x[at]), fabs(p->y[i])))) p->tie[at] = p->tie[p->arg[i]] = 1;
                 }
         }
     }

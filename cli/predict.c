@@ -15,6 +15,7 @@
 
 #include <dirent.h>
 #include <errno.h>
+#include <float.h>
 #include <jansson.h>
 #include <math.h>
 #include <stdio.h>
@@ -61,7 +62,7 @@ static const char predict_example[] =
 typedef struct predict_args {
     const char *model, *weights, *data;
     int invert;               /* -1: by the background (the default), 0: --no-invert, 1: --invert */
-    int json;
+    int json, force_model;
     int top;                  /* 0: the default, min(5, classes) */
     unsigned long long threads; /* 0: the default (cli_threads) */
     int n_images;
@@ -88,6 +89,7 @@ static int parse_args(int argc, char **argv, predict_args *a) {
         CLI_VALUE("top", "K", &top, "how many classes to print (default 5)"),
         CLI_VALUE("threads", "T", &threads, "threads, 1 to 1024 (default: CNN_NUM_THREADS, else every core)"),
         CLI_FLAG("json", &a->json, "one JSON object per image, one per line"),
+        CLI_FLAG("force-model", &a->force_model, "use --model even where it differs from the checkpoint's model"),
         CLI_END,
     };
     const cli_cmd cmd = {"predict", predict_usage, opts, predict_example, "IMAGE|DIR"};
@@ -233,6 +235,30 @@ static void softmax(const float *logits, int classes, double *p) {
     for (int k = 0; k < classes; k++) p[k] /= sum;
 }
 
+/* A checkpoint's "mean" and "std" metadata: `channels` comma-separated numbers each, every mean
+ * finite and every std finite and at least STD_MIN (a smaller one would turn a pixel into
+ * a value of 1e6 or more, or Inf, and print confident nonsense). Prints why and returns 0 if not. */
+#define STD_MIN 1e-6
+static int read_normalisation(const char *weights, const char *m, const char *s, int channels, float *mean, float *std) {
+    const char *const m0 = m, *const s0 = s;
+    for (int c = 0; c < channels; c++) {
+        char *end_m, *end_s;
+        const double vm = strtod(m, &end_m), vs = strtod(s, &end_s);
+        const int bad_m = end_m == m || !isfinite(vm) || fabs(vm) > FLT_MAX;
+        const int bad_s = end_s == s || !isfinite(vs) || vs > FLT_MAX || !(vs >= STD_MIN);
+        if (bad_m || bad_s) {
+            cli_error("predict", "%s: __metadata__ \"%s\" is '%.60s': it needs %d comma-separated finite number(s)%s",
+                      weights, bad_m ? "mean" : "std", bad_m ? m0 : s0, channels,
+                      bad_m ? "" : ", each at least 1e-6");
+            return 0;
+        }
+        mean[c] = (float)vm, std[c] = (float)vs;
+        m = *end_m == ',' ? end_m + 1 : end_m;
+        s = *end_s == ',' ? end_s + 1 : end_s;
+    }
+    return 1;
+}
+
 typedef struct ranked {
     double p;
     int k;
@@ -271,6 +297,7 @@ int cmd_predict(int argc, char **argv) {
     /* The model file first when it is given (its errors before the weights'), else the checkpoint's. */
     if (a.model && (st = trained_model(a.model, NULL, a.weights, &net, model_name, sizeof model_name))) goto fail;
     if ((st = cnn_st_load(a.weights, &wst))) goto fail;
+    if (!trained_model_agrees("predict", a.model, wst, a.weights, a.force_model)) goto done;
     if (!a.model && (st = trained_model(NULL, wst, a.weights, &net, model_name, sizeof model_name))) goto fail;
     int chw[3], ochw[3];
     cnn_net_input_shape(net, chw);
@@ -318,14 +345,7 @@ int cmd_predict(int argc, char **argv) {
         } else {
             /* A checkpoint trained on other data records the normalisation it used. */
             const char *m = cnn_st_metadata(wst, "mean"), *s = cnn_st_metadata(wst, "std");
-            for (int c = 0; m && s && c < chw[0]; c++) {
-                char *end_m, *end_s;
-                const double vm = strtod(m, &end_m), vs = strtod(s, &end_s);
-                if (end_m == m || end_s == s || !(vs > 0)) break;
-                mean[c] = (float)vm, std[c] = (float)vs;
-                m = *end_m == ',' ? end_m + 1 : end_m;
-                s = *end_s == ',' ? end_s + 1 : end_s;
-            }
+            if (m && s && !read_normalisation(a.weights, m, s, chw[0], mean, std)) goto done;
         }
     }
 

@@ -17,6 +17,7 @@
  * for every value, the input's included; the layers' workspaces are not counted.
  */
 #include "cli.h"
+#include "trained.h"
 #include "base/error.h"
 
 #include <stdio.h>
@@ -44,7 +45,7 @@ static const char summary_example[] =
 typedef struct summary_args {
     const char *model, *weights;
     unsigned long long batch;
-    int batch_given;
+    int batch_given, force_model;
 } summary_args;
 
 /* Returns -1 to go on, or the exit status (0 after --help). */
@@ -56,6 +57,7 @@ static int parse_args(int argc, char **argv, summary_args *a) {
         CLI_VALUE("model", "NET.cnn", &a->model, "the model (default: the checkpoint's own)"),
         CLI_VALUE("weights", "W.safetensors", &a->weights, "a checkpoint, or any file of the model's state_dict"),
         CLI_VALUE("batch", "N", &batch, "the batch of the memory figures, 1 to 1000000 (default 64)"),
+        CLI_FLAG("force-model", &a->force_model, "use --model even where it differs from the checkpoint's model"),
         CLI_END,
     };
     const cli_cmd cmd = {"summary", summary_usage, opts, summary_example, NULL};
@@ -152,6 +154,7 @@ int cmd_summary(int argc, char **argv) {
     cnn_status st;
     if (a.weights && (st = cnn_st_load(a.weights, &wst))) goto fail;
     if (a.model) {
+        if (!trained_model_agrees("summary", a.model, wst, a.weights, a.force_model)) goto done;
         if ((st = cnn_net_load(a.model, &net))) goto fail;
     } else {
         const char *text = cnn_st_metadata(wst, "model");

@@ -40,6 +40,7 @@
  * line per epoch.
  */
 #include "checkpoint.h"
+#include "resume_meta.h"
 #include "cli.h"
 #include "files.h"
 #include "plot.h"
@@ -835,9 +836,9 @@ static int meta_double(const cnn_st *st, const char *key, double *out) {
 
 /* Reads the position and the settings not given on the command line from a checkpoint. */
 static int restore_settings(const cnn_st *st, const char *path, train_cfg *c, train_pos *pos) {
-    const char *fmt = cnn_st_metadata(st, "format");
-    if (!fmt || strcmp(fmt, "cnn-checkpoint-1")) {
-        train_error("%s: not a cnn training checkpoint (no __metadata__ format=cnn-checkpoint-1)", path);
+    char why[256];
+    if (!resume_meta_check(st, why, sizeof why)) {
+        train_error("%s: %s", path, why);
         return 0;
     }
     unsigned long long u;

@@ -51,3 +51,25 @@ int trained_data_check(const char *cmd, const cnn_st *wst, const char *weights, 
             trained_source, doing, source);
     return 1;
 }
+
+int trained_model_agrees(const char *cmd, const char *model_path, const cnn_st *wst, const char *weights, int force) {
+    const char *saved = wst && model_path ? cnn_st_metadata(wst, "model") : NULL;
+    if (!saved) return 1;
+    FILE *f = fopen(model_path, "rb");
+    if (!f) return 1;   /* the model's own loading says why */
+    int same = 1;
+    const char *p = saved;
+    int ch;
+    while (same && (ch = getc(f)) != EOF) same = *p && (unsigned char)*p++ == ch;
+    if (same && *p) same = 0;   /* the file is a prefix of the text */
+    fclose(f);
+    if (same) return 1;
+    if (force) {
+        fprintf(stderr, "cnn %s: warning: --model %s differs from the model %s was trained with (its \"model\" "
+                        "metadata); going on as --force-model asks\n", cmd, model_path, weights);
+        return 1;
+    }
+    cli_error(cmd, "--model %s differs from the model %s was trained with (its \"model\" metadata); leave --model out "
+                   "to use the checkpoint's own, or give --force-model to use %s anyway", model_path, weights, model_path);
+    return 0;
+}

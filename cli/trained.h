@@ -19,6 +19,12 @@ cnn_status trained_model(const char *model_path, const cnn_st *wst, const char *
  * command line turned out to be), or, for two data sets of the same unnamed kind (idx,
  * safetensors), when its "source" and `source` are two different files or directories. Nothing
  * when the checkpoint does not say. Returns 1 if it warned. */
+/* Compares the text of the model file `model_path` with the checkpoint's "model" metadata (nothing
+ * to compare when either is NULL or the metadata has none). A mismatch is an error ("cnn CMD:
+ * --model M differs from the model W was trained with ..."), returning 0, unless `force`
+ * (--force-model): then a warning, and 1. */
+int trained_model_agrees(const char *cmd, const char *model_path, const cnn_st *wst, const char *weights, int force);
+
 int trained_data_check(const char *cmd, const cnn_st *wst, const char *weights, const char *source,
                        const char *data_name, const char *doing);
 

@@ -363,13 +363,13 @@ static void make_mid_epoch(const char *p) {
 static void test_hostile_checkpoint_settings(void **state) {
     (void)state;
     static const char *const cases[][3] = {
-        {"batch", "0", "out-of-range batch"},
-        {"batch", "4294967297", "out-of-range batch"},
-        {"epochs", "4611686018427387904", "out-of-range epochs"},
-        {"step_size", "0", "out-of-range step_size"},
-        {"gamma", "-1", "out-of-range gamma"},
-        {"epoch_step", "1", "incomplete or malformed"},   /* mid-epoch, without the epoch's totals */
-        {"step", "-3", "incomplete or malformed"},
+        {"batch", "0", "__metadata__ \"batch\" is '0', not a whole number from 1 to 65536"},
+        {"batch", "4294967297", "\"batch\" is '4294967297'"},
+        {"epochs", "4611686018427387904", "\"epochs\" is '4611686018427387904', not a whole number from 1 to 100000"},
+        {"step_size", "0", "\"step_size\" is '0'"},
+        {"gamma", "-1", "\"gamma\" is '-1', not a finite number > 0"},
+        {"epoch_step", "1", "\"epoch_loss_sum\" is ''"},   /* mid-epoch, without the epoch's totals */
+        {"step", "-3", "\"step\" is '-3'"},
     };
     char ck[512], out[512];
     path(ck, "hostile.safetensors");

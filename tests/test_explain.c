@@ -1176,6 +1176,94 @@ static void test_bad_input(void **state) {
     CLI_EXPECT(&r, 2, "usage: cnn explain TOPIC");
 }
 
+/* ---- no line limit, steps that scale, limits that are named -------------------------------- */
+
+/* explain network rebuilds each layer from its line: a line of 2000 characters (spaces between the
+ * options, a long name, a long comment) is the same layer, not one cut to other options (which read
+ * past the end of the gradient's buffer: ASan in the SANITIZE build). */
+static void test_network_long_lines(void **state) {
+    (void)state;
+    static char model[16384];
+    char spaces[2001], name[91], comment[1501];
+    memset(spaces, ' ', 2000), spaces[2000] = '\0';
+    memset(name, 'r', 90), name[90] = '\0';   /* a name may have 100 bytes */
+    memset(comment, 'x', 1500), comment[1500] = '\0';
+    snprintf(model, sizeof model,
+             "input 1 5 5\nconv2d out_channels=2 kernel_size=3%spadding=1\nrelu name=%s\nmaxpool2d kernel_size=2 "
+             "from=%s\nflatten\nlinear%sout_features=3 # %s\n", spaces, name, name, spaces, comment);
+    char path[256];
+    write_text("long.cnn", model, path, sizeof path);
+    cli_result r;
+    CLI_RUN(&r, dir, "explain", "network", "--model", path, "--seed", "3", "--target", "2");
+    expect_agree(&r);
+    assert_non_null(strstr(r.out, "layer 0, line 2: conv2d"));
+    assert_non_null(strstr(r.out, "layer 4, line 6: linear"));
+}
+
+/* Central differences step with the values: 1e6 in conv and 1e8 in linear agree, also beside
+ * small values. */
+static void test_large_values_agree(void **state) {
+    (void)state;
+    cli_result r;
+    CLI_RUN(&r, dir, "explain", "conv", "--input", "1e6 2e6 3e6; 4e6 5e6 6e6; 7e6 8e6 9e6");
+    expect_agree(&r);
+    CLI_RUN(&r, dir, "explain", "conv", "--input", "1e6 2e6 3; 4 5e6 6; 7 8 9e6");
+    expect_agree(&r);
+    CLI_RUN(&r, dir, "explain", "linear", "--input", "1e8 2e8 3e8; -1e8 0 2e8");
+    expect_agree(&r);
+    CLI_RUN(&r, dir, "explain", "linear", "--input", "1e8 2 3; -1 0 2e8");
+    expect_agree(&r);
+    /* The step is in the table, and the rule says what each row is compared with. */
+    assert_non_null(strstr(r.out, "central differences (step 2e+04)"));
+    assert_non_null(strstr(r.out, "Each row is compared with the notes' arithmetic"));
+}
+
+static void test_limits_named(void **state) {
+    (void)state;
+    static char many[8192];
+    size_t at = 0;
+    for (int i = 0; i < 1025; i++) at += (size_t)snprintf(many + at, sizeof many - at, "%s1", i ? "|" : "");
+    BAD("--input: 1025 matrices, but at most 8 are allowed here (the limit on channels and filters)", "conv",
+        "--input", many);
+    BAD("--input: 1025 matrices, but at most 8 are allowed here", "batchnorm", "--input", many);
+    BAD("--kernel: 1025 matrices, but at most 64 are allowed here (the limit on filters × channels)", "conv",
+        "--kernel", many);
+    /* 17×17 numbers: more than a matrix holds, and the message names the 16x16 limit. */
+    static char big[4096];
+    at = 0;
+    for (int i = 0; i < 17; i++)
+        for (int j = 0; j < 17; j++) at += (size_t)snprintf(big + at, sizeof big - at, j ? " 1" : i ? "; 1" : "1");
+    BAD("more than 256 numbers; explain prints every element's derivation, so matrices are limited to 16x16", "relu",
+        "--input", big);
+    BAD("--input: the matrix is 17x17; explain prints every element's derivation, so matrices are limited to 16x16",
+        "conv", "--input", big);
+}
+
+/* fuzz_explain_network's finding (tests/fuzz/regressions/explain_network/conv-stride-7186-phases):
+ * a conv2d of 26 channels with stride 7186 made the parser size the strided input gradient's
+ * workspace over all 7186² phases, for 6 s (23 s in the fuzz build); only the phases with cells
+ * count now. */
+static void test_huge_stride_parses_at_once(void **state) {
+    (void)state;
+    const char *model = "input 26 7 5\nconv2d out_channels=5 kernel_size=4,2 stride=7186\ntanh\n";
+    struct timespec t0, t1;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    cnn_net *net = NULL;
+    assert_int_equal(cnn_net_parse(model, &net), CNN_OK);
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    const double s = (double)(t1.tv_sec - t0.tv_sec) + 1e-9 * (double)(t1.tv_nsec - t0.tv_nsec);
+    if (s > 2.0) fail_msg("parsing took %.1f s", s);
+    int out[3];
+    cnn_net_output_shape(net, out);
+    assert_int_equal(out[0], 5), assert_int_equal(out[1], 1), assert_int_equal(out[2], 1);
+    cnn_net_free(net);
+    char path[256];
+    write_text("stride.cnn", model, path, sizeof path);
+    cli_result r;
+    CLI_RUN(&r, dir, "explain", "network", "--model", path, "--seed", "1");
+    expect_agree(&r);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_help),          cmocka_unit_test(test_chain_defaults),
@@ -1187,6 +1275,8 @@ int main(void) {
         cmocka_unit_test(test_residual_random), cmocka_unit_test(test_network),
         cmocka_unit_test(test_network_graph),
         cmocka_unit_test(test_markdown),      cmocka_unit_test(test_bad_input),
+        cmocka_unit_test(test_network_long_lines), cmocka_unit_test(test_large_values_agree),
+        cmocka_unit_test(test_limits_named),        cmocka_unit_test(test_huge_stride_parses_at_once),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

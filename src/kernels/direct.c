@@ -72,6 +72,9 @@ typedef struct phase1 {
     int e0, dil;        /* tap number i reads dy index j + e0 + i·dil */
 } phase1;
 
+/* PHASES: phase q's first cell is (q − p) mod s, so the phases with cells (start < n) are the
+ * q = (start + p) mod s for start < min(s, n): the loops below visit those alone, in that order, and
+ * never the s² phases of a stride far larger than the input (stride=7186 made parsing take seconds). */
 static int gcd(int a, int b) { return b ? gcd(b, a % b) : a; }
 
 static phase1 phase_of(int q, int s, int k, int d, int p, int n) {
@@ -111,8 +114,9 @@ static int phase_at(const direct_geom *g, int qh, int qw, phase1 *fh, phase1 *fw
 
 static size_t phases_ws(const direct_geom *g) {
     size_t most = 0;
-    for (int qh = 0; qh < g->sh; qh++)
-        for (int qw = 0; qw < g->sw; qw++) {
+    for (int ih = 0; ih < g->sh && ih < g->h; ih++)     /* the phases that have cells (see PHASES) */
+        for (int iw = 0; iw < g->sw && iw < g->w; iw++) {
+            const int qh = (ih + g->ph) % g->sh, qw = (iw + g->pw) % g->sw;
             phase1 fh, fw;
             if (!phase_at(g, qh, qw, &fh, &fw)) continue;
             const direct_geom t = phase_geom(g, &fh, &fw);
@@ -143,8 +147,9 @@ size_t direct16_wti_floats(const direct_geom *g) {
     }
     if (!input_by_phases(g)) return 0;
     size_t n = 0;
-    for (int qh = 0; qh < g->sh; qh++)
-        for (int qw = 0; qw < g->sw; qw++) {
+    for (int ih = 0; ih < g->sh && ih < g->h; ih++)     /* the phases that have cells (see PHASES) */
+        for (int iw = 0; iw < g->sw && iw < g->w; iw++) {
+            const int qh = (ih + g->ph) % g->sh, qw = (iw + g->pw) % g->sw;
             phase1 fh, fw;
             if (!phase_at(g, qh, qw, &fh, &fw)) continue;
             const direct_geom t = phase_geom(g, &fh, &fw);
@@ -234,8 +239,9 @@ void direct16_pack_weights(const direct_geom *g, const float *w, const float *b,
  * direct16_pack_weights packs a layer's weights, with a zero bias. */
 static void pack_phase_weights(const direct_geom *g, const float *w, float *wti) {
     const int taps = g->kh * g->kw, ck = g->c * taps;
-    for (int qh = 0; qh < g->sh; qh++)
-        for (int qw = 0; qw < g->sw; qw++) {
+    for (int ih = 0; ih < g->sh && ih < g->h; ih++)     /* the phases that have cells (see PHASES) */
+        for (int iw = 0; iw < g->sw && iw < g->w; iw++) {
+            const int qh = (ih + g->ph) % g->sh, qw = (iw + g->pw) % g->sw;
             phase1 fh, fw;
             if (!phase_at(g, qh, qw, &fh, &fw)) continue;
             const direct_geom t = phase_geom(g, &fh, &fw);
@@ -513,8 +519,9 @@ static void wide_run(wide_args a, int rows, int nv) {
  * forward pass with the phase's sub-kernels, its output spread onto dx's cells of the phase. A
  * phase that no tap reaches gets zeros. */
 static void input_grad_phases(const direct_geom *g, const float *dy, const float *wti, float *dx, float *ws) {
-    for (int qh = 0; qh < g->sh; qh++)
-        for (int qw = 0; qw < g->sw; qw++) {
+    for (int ih = 0; ih < g->sh && ih < g->h; ih++)     /* the phases that have cells (see PHASES) */
+        for (int iw = 0; iw < g->sw && iw < g->w; iw++) {
+            const int qh = (ih + g->ph) % g->sh, qw = (iw + g->pw) % g->sw;
             phase1 fh, fw;
             const int live = phase_at(g, qh, qw, &fh, &fw);
             if (!live) {

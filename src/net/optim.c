@@ -208,6 +208,11 @@ int cnn_optim_state(const cnn_optim *opt, cnn_tensor *t, int cap) {
 cnn_status cnn_optim_load_state(cnn_optim *opt, const cnn_st *st, int64_t steps) {
     if (!opt || !st) return cnn_fail(CNN_ERR_ARG, "cnn_optim_load_state: NULL argument");
     if (steps < 0) return cnn_fail(CNN_ERR_ARG, "optimizer state: step count %lld is negative", (long long)steps);
+    /* 2^53: beyond it the step count is no longer exact as the double of Adam's bias correction,
+     * and a count near INT64_MAX would overflow at the next step. */
+    if (steps > (INT64_C(1) << 53))
+        return cnn_fail(CNN_ERR_ARG, "optimizer state: step count %lld is more than the limit of 2^53",
+                        (long long)steps);
     const int count = steps ? opt->nbuf * opt->net->nparams : 0;
     for (int pass = 0; pass < 2; pass++) {
         for (int k = 0; k < count; k++) {

@@ -425,6 +425,100 @@ static void matrices(void) {
     for (size_t i = 0; i < sizeof m / sizeof m[0]; i++) put_text("matrix", m[i][0], m[i][1]);
 }
 
+/* ---- checkpoints (fuzz_checkpoint) ---------------------------------------------------------- */
+
+/* A checkpoint of the fuzz target's net after `steps` steps of `kind`, with the metadata cnn train
+ * writes, and `n_edits` pairs of `edits` replacing (or, with a NULL value, removing) keys. */
+static void checkpoint(const char *name, cnn_optim_kind kind, int steps, const char *const *edits, int n_edits) {
+    cnn_net *net = NULL;
+    cnn_optim *opt = NULL;
+    cnn_optim_config cfg = cnn_optim_defaults(kind, 0.01);
+    if (kind == CNN_OPTIM_SGD) cfg.momentum = 0.9;   /* a momentum buffer per parameter */
+    if (cnn_net_parse("input 1 4 4\nconv2d out_channels=2 kernel_size=3\nrelu\nflatten\nlinear out_features=3\n",
+                      &net) || cnn_net_init(net, 1) || cnn_optim_create(net, &cfg, &opt))
+        die(cnn_last_error());
+    for (int i = 0; i < steps; i++) {
+        for (int p = 0; p < cnn_net_param_count(net); p++) {
+            const cnn_param prm = cnn_net_param(net, p);
+            for (int64_t j = 0; j < prm.numel; j++) prm.grad[j] = (float)((j + i) % 5 - 2) / 8.0f;
+        }
+        cnn_optim_step(opt, 0.01);
+    }
+    const char *kv[2 * 40];
+    int n = 0;
+    const char *base[] = {"model", "input 1 4 4\nconv2d out_channels=2 kernel_size=3\nrelu\nflatten\nlinear out_features=3\n",
+                          "data", "safetensors", "epoch", steps ? "1" : "0", "epoch_step", "0", "epoch_loss_sum", "0",
+                          "epoch_correct", "0", "epoch_seconds", "0.5", "samples", "20", "epochs", "3",
+                          "checkpoint_every", "0", "seed", "1", "shuffle", "1", "batch", "10",
+                          "optimizer", kind == CNN_OPTIM_SGD ? "sgd" : kind == CNN_OPTIM_ADAM ? "adam" : "adamw",
+                          "lr", "0.01", "momentum", kind == CNN_OPTIM_SGD ? "0.9" : "0", "nesterov", "0",
+                          "weight_decay", "0", "betas", "0.9,0.999", "eps", "1e-08", "schedule", "constant",
+                          "step_size", "10", "gamma", "0.1", "mean", "0.5,0.5,0.5", "std", "0.25,0.25,0.25"};
+    for (size_t i = 0; i < sizeof base / sizeof base[0]; i += 2) {
+        const char *v = base[i + 1];
+        for (int e = 0; e < n_edits; e++)
+            if (!strcmp(base[i], edits[2 * e])) v = edits[2 * e + 1];
+        if (v) kv[n++] = base[i], kv[n++] = v;
+    }
+    if (cnn_checkpoint_save(at("checkpoint", name), net, opt, kv, n / 2)) die(cnn_last_error());
+    cnn_optim_free(opt);
+    cnn_net_free(net);
+}
+
+static void checkpoints(void) {
+    checkpoint("adam.safetensors", CNN_OPTIM_ADAM, 2, NULL, 0);
+    checkpoint("adamw.safetensors", CNN_OPTIM_ADAMW, 1, NULL, 0);
+    checkpoint("sgd_momentum.safetensors", CNN_OPTIM_SGD, 2, NULL, 0);
+    checkpoint("fresh.safetensors", CNN_OPTIM_SGD, 0, NULL, 0);
+    const char *mid[] = {"epoch_step", "1", "epoch_correct", "4", "epoch_loss_sum", "1.5"};
+    checkpoint("mid_epoch.safetensors", CNN_OPTIM_ADAM, 2, mid, 3);
+    const char *e1[] = {"lr", "nan"}, *e2[] = {"lr", "abc"}, *e3[] = {"optimizer", NULL}, *e4[] = {"epoch", "1"},
+               *e5[] = {"epoch_correct", "1000"}, *e6[] = {"schedule", "linear"}, *e7[] = {"betas", "0.9,1"},
+               *e8[] = {"batch", "0"}, *e9[] = {"epoch_step", "3", "epoch_correct", "0", "epoch_loss_sum", "1"};
+    checkpoint("err_lr_nan.safetensors", CNN_OPTIM_ADAM, 2, e1, 1);
+    checkpoint("err_lr_word.safetensors", CNN_OPTIM_ADAM, 2, e2, 1);
+    checkpoint("err_no_optimizer.safetensors", CNN_OPTIM_ADAM, 2, e3, 1);
+    checkpoint("err_step_zero.safetensors", CNN_OPTIM_ADAM, 0, e4, 1);
+    checkpoint("err_correct.safetensors", CNN_OPTIM_ADAM, 2, e5, 1);
+    checkpoint("err_schedule.safetensors", CNN_OPTIM_ADAM, 2, e6, 1);
+    checkpoint("err_betas.safetensors", CNN_OPTIM_ADAM, 2, e7, 1);
+    checkpoint("err_batch.safetensors", CNN_OPTIM_ADAM, 2, e8, 1);
+    checkpoint("err_epoch_step.safetensors", CNN_OPTIM_ADAM, 2, e9, 3);
+    /* The step count of the library's own key, past every limit: the raw file, edited. */
+    const char *huge[] = {"format", "cnn-checkpoint-1", "step", "9223372036854775807", "epoch", "1"};
+    static float w = 1.0f;
+    const cnn_tensor t[1] = {{.name = "optim.0.weight.exp_avg", .dtype = CNN_F32, .ndim = 1, .shape = {1}, .data = &w}};
+    if (cnn_st_save(at("checkpoint", "err_step_max.safetensors"), t, 1, huge, 3)) die(cnn_last_error());
+}
+
+/* ---- explain network's model path (fuzz_explain_network) ------------------------------------ */
+
+static void explain_models(void) {
+    const char *t = "explain_network";
+    put_text(t, "small.cnn", "input 1 6 6\nconv2d out_channels=3 kernel_size=3 padding=1\nrelu\n"
+                             "maxpool2d kernel_size=2\nflatten\nlinear out_features=3\n");
+    put_text(t, "graph.cnn", "input 3 8 8\nConv2d out_channels=4 kernel_size=3 padding=1 bias=false name=conv1\n"
+                             "BatchNorm2d name=bn1\nReLU name=stem\nconv2d out_channels=4 kernel_size=3 padding=1 "
+                             "bias=false\nbatchnorm2d\nadd from=stem\nrelu name=block\n"
+                             "adaptiveavgpool2d output_size=1\nflatten\ndropout p=0.25\nlinear out_features=3 name=fc\n");
+    put_text(t, "concat.cnn", "input 2 6 6\nconv2d out_channels=3 kernel_size=1 name=a\nsilu name=b\n"
+                              "gelu approximate=tanh from=a name=c\nconcat from=a,b,c\n"
+                              "convtranspose2d out_channels=2 kernel_size=3 stride=2 output_padding=1\n"
+                              "adaptivemaxpool2d output_size=2,3\nsoftmax\nflatten\nbatchnorm1d affine=false\n");
+    put_text(t, "options.cnn", "input 2 7 5\nconv2d out_channels=4 kernel_size=3,2 stride=2,1 padding=1,0 "
+                               "dilation=1,2 groups=2 bias=false\nleakyrelu negative_slope=0.2\n"
+                               "avgpool2d kernel_size=2 stride=1 padding=1 ceil_mode=true count_include_pad=false\n"
+                               "sigmoid\nflatten\nlinear out_features=2 bias=false\ntanh\n");
+    put_text(t, "comments.cnn", "# a comment\n\ninput 1 4 4   # C H W\n  relu  \n\tflatten\x0b\n");
+    /* Lines longer than the 1099 characters explain network once cut them at. */
+    static char long_line[8192];
+    char spaces[2001];
+    memset(spaces, ' ', 2000), spaces[2000] = '\0';
+    snprintf(long_line, sizeof long_line, "input 1 5 5\nconv2d out_channels=2 kernel_size=3%spadding=1\nrelu "
+             "name=r\nmaxpool2d kernel_size=2 from=r\nflatten\nlinear%sout_features=3 # %s\n", spaces, spaces, spaces);
+    put_text(t, "long_lines.cnn", long_line);
+}
+
 int main(int argc, char **argv) {
     if (argc != 2) {
         fprintf(stderr, "usage: make_corpus DIR (run from the repository root)\n");
@@ -439,5 +533,7 @@ int main(int argc, char **argv) {
     cifar();
     images();
     matrices();
+    checkpoints();
+    explain_models();
     return 0;
 }
