@@ -81,35 +81,11 @@ static char *read_text(const char *path) {
     return text;
 }
 
-/* Whether `out` can be written: its directory exists and is writable, and it is not a directory.
- * Prints the reason, naming the path as the user gave it, when not. */
-static int out_writable(const char *out) {
-    struct stat sb;
-    if (!*out || (stat(out, &sb) == 0 && S_ISDIR(sb.st_mode))) {
-        cli_error("export", "--out '%s' is a directory or empty: give a file name", out);
-        return 0;
-    }
-    char dir[4096];
-    const char *slash = strrchr(out, '/');
-    if (!slash) snprintf(dir, sizeof dir, ".");
-    else if (slash == out) snprintf(dir, sizeof dir, "/");
-    else snprintf(dir, sizeof dir, "%.*s", (int)(slash - out), out);
-    if (stat(dir, &sb) != 0 || !S_ISDIR(sb.st_mode)) {
-        cli_error("export", "--out %s: the directory '%s' does not exist", out, dir);
-        return 0;
-    }
-    if (access(dir, W_OK) != 0) {
-        cli_error("export", "--out %s: the directory '%s' is not writable (%s)", out, dir, strerror(errno));
-        return 0;
-    }
-    return 1;
-}
-
 int cmd_export(int argc, char **argv) {
     export_args a;
     const int parsed = parse_args(argc, argv, &a);
     if (parsed >= 0) return parsed;
-    if (!out_writable(a.out)) return EXIT_BAD_INPUT;
+    if (!cli_output_ok("export", "--out", a.out)) return EXIT_BAD_INPUT;
     const cli_file outs[1] = {{"--out", a.out}};
     const cli_file ins[2] = {{"--weights", a.weights}, {"--model", a.model}};
     if (!cli_check_same_files("export", outs, 1, ins, 2, NULL, NULL)) return EXIT_BAD_INPUT;
@@ -124,6 +100,7 @@ int cmd_export(int argc, char **argv) {
     cnn_tensor *t = NULL;
     int rc = EXIT_BAD_INPUT;
     cnn_status st;
+    int saving = 0;
     if ((st = cnn_st_load(a.weights, &wst))) goto fail;
     const char *text = cnn_st_metadata(wst, "model");
     if (a.model) {
@@ -171,6 +148,7 @@ int cmd_export(int argc, char **argv) {
         const char *v = cnn_st_metadata(wst, keep[k]);
         if (v) meta[2 * nm] = keep[k], meta[2 * nm + 1] = v, nm++;
     }
+    saving = 1;   /* from here a failure is the machine's: --out was checked before any work */
     if ((st = cnn_st_save(a.out, t, np + nb, meta, nm))) goto fail;
     long long numel = 0;
     for (int i = 0; i < np; i++) numel += cnn_net_param(net, i).numel;
@@ -179,7 +157,7 @@ int cmd_export(int argc, char **argv) {
     rc = 0;
     goto done;
 fail:
-    rc = cli_report("export", st);
+    rc = saving && st == CNN_ERR_IO ? cli_io_failure("export", st) : cli_report("export", st);
 done:
     free(t);
     free(model_text);

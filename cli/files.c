@@ -9,11 +9,13 @@
 #include "cli.h"
 
 #include <dirent.h>
+#include <errno.h>
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #ifndef PATH_MAX
 #define PATH_MAX 4096
@@ -115,4 +117,32 @@ int cli_check_same_files(const char *cmd, const cli_file *outs, int n_outs, cons
         }
     }
     return 1;
+}
+
+int cli_output_ok(const char *cmd, const char *opt, const char *out) {
+    struct stat sb;
+    if (!*out || (stat(out, &sb) == 0 && S_ISDIR(sb.st_mode))) {
+        cli_error(cmd, "%s '%s' is a directory or empty: give a file name", opt, out);
+        return 0;
+    }
+    char dir[4096];
+    const char *slash = strrchr(out, '/');
+    if (!slash) snprintf(dir, sizeof dir, ".");
+    else if (slash == out) snprintf(dir, sizeof dir, "/");
+    else snprintf(dir, sizeof dir, "%.*s", (int)(slash - out), out);
+    if (stat(dir, &sb) != 0 || !S_ISDIR(sb.st_mode)) {
+        cli_error(cmd, "%s %s: the directory '%s' does not exist", opt, out, dir);
+        return 0;
+    }
+    if (access(dir, W_OK) != 0) {
+        cli_error(cmd, "%s %s: the directory '%s' is not writable (%s)", opt, out, dir, strerror(errno));
+        return 0;
+    }
+    return 1;
+}
+
+int cli_io_failure(const char *cmd, cnn_status st) {
+    (void)st;
+    fprintf(stderr, "cnn %s: %s\n", cmd, cnn_last_error());
+    return EXIT_IO;
 }

@@ -3,6 +3,8 @@
 #ifndef CNN_CLI_FILES_H
 #define CNN_CLI_FILES_H
 
+#include "cnn.h"
+
 /* One file a command reads or writes: the option that names it ("--out") and its path (NULL: not
  * given). An input that is a directory stands for each file in it (a data set's directory). */
 typedef struct cli_file {
@@ -17,5 +19,14 @@ typedef struct cli_file {
  * same file" and returns 0. */
 int cli_check_same_files(const char *cmd, const cli_file *outs, int n_outs, const cli_file *ins, int n_ins,
                          const char *same_ok_in, const char *same_ok_out);
+
+/* Whether output `out` (given as option `opt`) can be written: its directory exists and is
+ * writable, and it is not a directory. Prints the reason, naming the path as the user gave it,
+ * when not. Commands call it before any work, so that a later failure to write is the machine's. */
+int cli_output_ok(const char *cmd, const char *opt, const char *out);
+
+/* Prints the library's message for a write that failed once the work was done (disk full, a
+ * failed rename) and returns EXIT_IO (3). */
+int cli_io_failure(const char *cmd, cnn_status st);
 
 #endif

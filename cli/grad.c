@@ -123,6 +123,7 @@ int cmd_grad(int argc, char **argv) {
     /* Before any work: --out must be replaceable, and none of the inputs. */
     const cli_file out_file[1] = {{"--out", a.out}};
     const cli_file in_files[3] = {{"--model", a.model}, {"--weights", a.weights}, {"--input", a.input}};
+    if (!cli_output_ok("grad", "--out", a.out)) return EXIT_BAD_INPUT;
     if (!cli_check_same_files("grad", out_file, 1, in_files, 3, NULL, NULL)) return EXIT_BAD_INPUT;
     if (cnn_safe_check_target(a.out) != CNN_OK) {
         cli_error("grad", "--out %s", cnn_last_error());
@@ -136,6 +137,7 @@ int cmd_grad(int argc, char **argv) {
     float *dy = NULL;
     int64_t *labels = NULL;
     cnn_status st;
+    int saving = 0;
     rc = EXIT_BAD_INPUT;
 
     if ((st = cnn_net_load(a.model, &net))) goto fail;
@@ -253,13 +255,14 @@ int cmd_grad(int argc, char **argv) {
             outs[at].ndim = value_shape(net, v, n, outs[at].shape);
             at++;
         }
+    saving = 1;   /* from here a failure is the machine's: --out was checked before any work */
     if ((st = cnn_st_save(a.out, outs, count, NULL, 0))) goto fail;
     print_summary(a.out, outs, count);
     rc = 0;
     goto done;
 
 fail:
-    rc = cli_report("grad", st);
+    rc = saving && st == CNN_ERR_IO ? cli_io_failure("grad", st) : cli_report("grad", st);
 done:
     free(outs);
     free(names);

@@ -332,6 +332,39 @@ static void test_write_failure_is_exit_3(void **state) {
     assert_false(tu_exists(ck));
 }
 
+/* grad and export too: an output that cannot be written once the work is done (a file-size limit
+ * standing for a full disk) exits 3 and leaves no file; a missing output directory, found before
+ * any work, is bad usage (2). */
+static void test_grad_export_write_failure_is_exit_3(void **state) {
+    (void)state;
+    char out[512], in[512], missing[512];
+    path(out, "fsize_out.safetensors");
+    path(missing, "no/such/dir/out.safetensors");
+    static const float x[36] = {0}, dy[3] = {1, 0, 0};
+    const cnn_tensor t[2] = {{.name = "input", .dtype = CNN_F32, .ndim = 4, .shape = {1, 1, 6, 6}, .data = (void *)x},
+                             {.name = "grad_output", .dtype = CNN_F32, .ndim = 2, .shape = {1, 3}, .data = (void *)dy}};
+    assert_int_equal(cnn_st_save(path(in, "grad_in.safetensors"), t, 2, NULL, 0), CNN_OK);
+    const char *const grad[] = {"grad", "--model", model_p, "--init", "1", "--input", in, "--out", out, NULL};
+    const char *const export[] = {"export", "--weights", good_p, "--out", out, NULL};
+    const char *const *cmds[2] = {grad, export};
+    for (int c = 0; c < 2; c++) {
+        remove(out);
+        const pid_t pid = spawn(cmds[c], -2, -2, 512);
+        const int code = wait_exit(pid, 60);
+        char err[4096], errp[600];
+        snprintf(errp, sizeof errp, "%s/spawn.stderr", dir);
+        cli_read_file(errp, err, sizeof err);
+        if (code != 3) fail_msg("%s: exit %d, expected 3:\n%s", cmds[c][0], code, err);
+        assert_non_null(strstr(err, out));
+        assert_false(tu_exists(out));
+    }
+    cli_result r;
+    CLI_RUN(&r, dir, "grad", "--model", model_p, "--init", "1", "--input", in, "--out", missing);
+    CLI_EXPECT(&r, 2, missing, "does not exist");
+    CLI_RUN(&r, dir, "export", "--weights", good_p, "--out", missing);
+    CLI_EXPECT(&r, 2, missing, "does not exist");
+}
+
 /* Each limit's message names the limit. */
 static void test_limit_messages(void **state) {
     (void)state;
@@ -369,6 +402,7 @@ int main(void) {
         cmocka_unit_test(test_closed_stdout),
         cmocka_unit_test(test_closed_stderr_keeps_log_clean),
         cmocka_unit_test(test_write_failure_is_exit_3),
+        cmocka_unit_test(test_grad_export_write_failure_is_exit_3),
         cmocka_unit_test(test_limit_messages),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
