@@ -9,6 +9,7 @@
 #define _GNU_SOURCE /* mknod, makedev */
 #include "testutil.h"
 #include "clirun.h"
+#include "testdata.h"
 
 #include <dirent.h>
 #include <sys/stat.h>
@@ -27,7 +28,6 @@ static char *path(char *buf, const char *name) {
     return buf;
 }
 
-static void write_text(const char *p, const char *text) { tu_write_bytes(p, text, strlen(text)); }
 
 static int exists(const char *p) {
     struct stat s;
@@ -54,43 +54,14 @@ static int entries(const char *d) {
     return n;
 }
 
-/* A learnable synthetic data set: class k has a bright 2×2 patch in a k-dependent place. */
-static void make_dataset(const char *p, int n, int n_test) {
-    const int total = n + n_test;
-    float *x = calloc((size_t)total * 36, sizeof *x);
-    int64_t *y = calloc((size_t)total, sizeof *y);
-    assert_true(x && y);
-    uint64_t s = 12345;
-    for (int i = 0; i < total; i++) {
-        const int k = i % 3;
-        y[i] = k;
-        for (int j = 0; j < 36; j++) {
-            s = s * 6364136223846793005ull + 1442695040888963407ull;
-            x[i * 36 + j] = (float)((s >> 40) % 1000) / 4000.0f;
-        }
-        const int r = (k * 2) % 5, c = (k * 3) % 5;
-        for (int a = 0; a < 2; a++)
-            for (int b = 0; b < 2; b++) x[i * 36 + (r + a) * 6 + c + b] += 1.0f;
-    }
-    cnn_tensor t[4] = {
-        {.name = "input", .dtype = CNN_F32, .ndim = 4, .shape = {n, 1, 6, 6}, .data = x},
-        {.name = "target", .dtype = CNN_I64, .ndim = 1, .shape = {n}, .data = y},
-        {.name = "test_input", .dtype = CNN_F32, .ndim = 4, .shape = {n_test, 1, 6, 6}, .data = x + (size_t)n * 36},
-        {.name = "test_target", .dtype = CNN_I64, .ndim = 1, .shape = {n_test}, .data = y + n},
-    };
-    assert_int_equal(cnn_st_save(p, t, 4, NULL, 0), CNN_OK);
-    free(x);
-    free(y);
-}
-
 static int setup(void **state) {
     (void)state;
     snprintf(dir, sizeof dir, "/tmp/cnn_test_files_XXXXXX");
     if (!mkdtemp(dir)) return -1;
-    write_text(path(model_p, "model.cnn"), MODEL);
-    write_text(path(model2_p, "model2.cnn"), MODEL2);
-    make_dataset(path(data_p, "data.safetensors"), 60, 30);
-    make_dataset(path(big_p, "big.safetensors"), 3000, 30);
+    tu_write_text(path(model_p, "model.cnn"), MODEL);
+    tu_write_text(path(model2_p, "model2.cnn"), MODEL2);
+    tu_make_dataset(path(data_p, "data.safetensors"), (tu_dataset){.n = 60, .n_test = 30});
+    tu_make_dataset(path(big_p, "big.safetensors"), (tu_dataset){.n = 3000, .n_test = 30});
     umask(022);
     return 0;
 }
@@ -190,7 +161,7 @@ static void test_symlinks_not_followed(void **state) {
     char work[512], victim[600], ck[600], log[600], plot[600], link[700], buf[64];
     workdir(work, "symlink");
     snprintf(victim, sizeof victim, "%s/victim", work);
-    write_text(victim, "precious\n");
+    tu_write_text(victim, "precious\n");
     snprintf(ck, sizeof ck, "%s/ck.safetensors", work);
     snprintf(log, sizeof log, "%s/log.jsonl", work);
     snprintf(plot, sizeof plot, "%s/curves.png", work);
@@ -254,7 +225,7 @@ static void test_mode_kept(void **state) {
     assert_int_equal(stat(ck, &sb), 0);
     assert_int_equal(sb.st_mode & 07777, 0600);
     assert_int_equal(loads_as(ck, MODEL), 2); /* 2 epochs of one batch of 64 */
-    write_text(w, "old");
+    tu_write_text(w, "old");
     assert_int_equal(chmod(w, 0640), 0);
     CLI_RUN(&r, work, "export", "--weights", ck, "--out", w);
     cli_expect(&r, 0, NULL);
@@ -324,7 +295,7 @@ static void test_stale_lock_taken_over(void **state) {
     workdir(work, "stale");
     snprintf(ck, sizeof ck, "%s/ck.safetensors", work);
     snprintf(lock, sizeof lock, "%s/.ck.safetensors.lock", work);
-    write_text(lock, "999999999\n"); /* a pid no process has */
+    tu_write_text(lock, "999999999\n"); /* a pid no process has */
     cli_result r;
     CLI_RUN(&r, work, "train", "--model", model_p, "--data", data_p, "--out", ck);
     cli_expect(&r, 0, NULL);
@@ -372,8 +343,8 @@ static void test_same_file_clashes(void **state) {
     snprintf(png, sizeof png, "%s/ck.png", work);
     snprintf(log, sizeof log, "%s/log.jsonl", work);
     snprintf(link, sizeof link, "%s/link.safetensors", work);
-    make_dataset(data, 60, 30);
-    write_text(model, MODEL);
+    tu_make_dataset(data, (tu_dataset){.n = 60, .n_test = 30});
+    tu_write_text(model, MODEL);
     cli_result r;
     CLI_RUN(&r, work, "train", "--model", model, "--data", data, "--out", ck, "--log", log);
     cli_expect(&r, 0, NULL);
@@ -398,7 +369,7 @@ static void test_same_file_clashes(void **state) {
     snprintf(ddir, sizeof ddir, "%s/d", work);
     assert_int_equal(mkdir(ddir, 0700), 0);
     snprintf(dfile, sizeof dfile, "%s/train-images-idx3-ubyte", ddir);
-    write_text(dfile, "idx");
+    tu_write_text(dfile, "idx");
     cli_run(&r, work, (const char *const[]){"train", "--model", model, "--data", ddir, "--out", dfile, NULL});
     CLI_EXPECT(&r, 2, "--out", "--data", "are the same file", "train-images-idx3-ubyte");
     char buf[16];
