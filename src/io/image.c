@@ -163,30 +163,41 @@ static int pnm_number(const uint8_t *s, size_t len, size_t *at, long *v, int *ba
     return 1;
 }
 
+/* A netpbm header's width, height and maxval into dims, from s[*at] on: each a number, the size
+ * within IMAGE_MAX_SIDE (checked first, so a huge number is named as too large), width and height
+ * at least 1, maxval 1..65535. `kind` names the format in messages. */
+static cnn_status pnm_header(const char *name, const char *kind, const uint8_t *s, size_t len, size_t *at,
+                             long dims[3]) {
+    int bad = 0;
+    for (int k = 0; k < 3; k++)
+        if (!pnm_number(s, len, at, &dims[k], &bad))
+            return cnn_fail(CNN_ERR_FORMAT, "%s: %s header: %s", name, kind,
+                            bad ? "a character that is not a number" : "truncated");
+    char t0[24], t1[24], t2[24];
+    if (dims[0] > IMAGE_MAX_SIDE || dims[1] > IMAGE_MAX_SIDE)
+        return cnn_fail(CNN_ERR_FORMAT, "%s: %s image is %sx%s, too large (the limit is %dx%d)", name, kind,
+                        pnm_text(t0, dims[0]), pnm_text(t1, dims[1]), IMAGE_MAX_SIDE, IMAGE_MAX_SIDE);
+    if (dims[0] < 1 || dims[1] < 1 || dims[2] < 1 || dims[2] > 65535)
+        return cnn_fail(CNN_ERR_FORMAT, "%s: %s header: width %s, height %s, maxval %s (need width, height >= 1 "
+                        "and maxval 1..65535)", name, kind, pnm_text(t0, dims[0]), pnm_text(t1, dims[1]),
+                        pnm_text(t2, dims[2]));
+    return CNN_OK;
+}
+
 static cnn_status decode_ascii_pnm(const char *name, const uint8_t *s, size_t len, int c, int h, int w, float *out) {
     const int n = s[1] == '2' ? 1 : 3;
     const char *kind = n == 1 ? "P2 (ASCII PGM)" : "P3 (ASCII PPM)";
     size_t at = 2;
     long dims[3];
-    int bad = 0;
-    for (int k = 0; k < 3; k++)
-        if (!pnm_number(s, len, &at, &dims[k], &bad))
-            return cnn_fail(CNN_ERR_FORMAT, "%s: %s header: %s", name, kind,
-                            bad ? "a character that is not a number" : "truncated");
-    char t0[24], t1[24], t2[24];
-    if (dims[0] < 1 || dims[1] < 1 || dims[2] < 1 || dims[2] > 65535)
-        return cnn_fail(CNN_ERR_FORMAT, "%s: %s header: width %s, height %s, maxval %s (need width, height >= 1 "
-                        "and maxval 1..65535)", name, kind, pnm_text(t0, dims[0]), pnm_text(t1, dims[1]),
-                        pnm_text(t2, dims[2]));
-    if (dims[0] > IMAGE_MAX_SIDE || dims[1] > IMAGE_MAX_SIDE)
-        return cnn_fail(CNN_ERR_FORMAT, "%s: image is %sx%s, too large (the limit is %dx%d)", name,
-                        pnm_text(t0, dims[0]), pnm_text(t1, dims[1]), IMAGE_MAX_SIDE, IMAGE_MAX_SIDE);
+    cnn_status hs = pnm_header(name, kind, s, len, &at, dims);
+    if (hs) return hs;
     const size_t count = (size_t)dims[0] * (size_t)dims[1] * (size_t)n;
     if (count > (len - at) / 2) /* each value takes a separator and a digit */
         return cnn_fail(CNN_ERR_FORMAT, "%s: %s: truncated: %ldx%ld needs %zu values, more than %zu bytes hold", name,
                         kind, dims[0], dims[1], count, len - at);
     uint16_t *v = malloc(count * sizeof *v);
     if (!v) return cnn_fail(CNN_ERR_NOMEM, "%s: out of memory for a %ldx%ld image", name, dims[0], dims[1]);
+    int bad = 0;
     for (size_t i = 0; i < count; i++) {
         long x;
         if (!pnm_number(s, len, &at, &x, &bad)) {
@@ -217,19 +228,8 @@ static cnn_status decode_binary_pnm(const char *name, const uint8_t *s, size_t l
     const char *kind = n == 1 ? "PGM" : "PPM";
     size_t at = 2;
     long dims[3];
-    int bad = 0;
-    for (int k = 0; k < 3; k++)
-        if (!pnm_number(s, len, &at, &dims[k], &bad))
-            return cnn_fail(CNN_ERR_FORMAT, "%s: %s header: %s", name, kind,
-                            bad ? "a character that is not a number" : "truncated");
-    char t0[24], t1[24], t2[24];
-    if (dims[0] > IMAGE_MAX_SIDE || dims[1] > IMAGE_MAX_SIDE)
-        return cnn_fail(CNN_ERR_FORMAT, "%s: %s image is %sx%s, too large (the limit is %dx%d)", name, kind,
-                        pnm_text(t0, dims[0]), pnm_text(t1, dims[1]), IMAGE_MAX_SIDE, IMAGE_MAX_SIDE);
-    if (dims[0] < 1 || dims[1] < 1 || dims[2] < 1 || dims[2] > 65535)
-        return cnn_fail(CNN_ERR_FORMAT, "%s: %s header: width %s, height %s, maxval %s (need width, height >= 1 "
-                        "and maxval 1..65535)", name, kind, pnm_text(t0, dims[0]), pnm_text(t1, dims[1]),
-                        pnm_text(t2, dims[2]));
+    cnn_status hs = pnm_header(name, kind, s, len, &at, dims);
+    if (hs) return hs;
     if (at >= len || !(s[at] == ' ' || s[at] == '\t' || s[at] == '\n' || s[at] == '\r' || s[at] == '\v' || s[at] == '\f'))
         return cnn_fail(CNN_ERR_FORMAT, "%s: %s header: %s after maxval", name, kind,
                         at >= len ? "truncated: no whitespace byte" : "a character that is not whitespace");
