@@ -475,6 +475,56 @@ int cnn_data_known(const char *name, int chw[3], float mean[3], float std[3], in
                    const char *const **class_names);
 
 /* ---------------------------------------------------------------------------------------------
+ * Data augmentation (src/io/augment.c)
+ * ------------------------------------------------------------------------------------------- */
+
+/* What to do to each training sample, in this order (torchvision's): crop = P > 0 pads the image
+ * by P pixels on every side (with the fill, or mirrored without repeating the edge when reflect,
+ * PyTorch's padding_mode='reflect') and takes a random window of the image's size from it; flip
+ * mirrors it left to right with probability 1/2; translate = T > 0 shifts it by a random whole
+ * number of pixels in [−T, T] each way (the fill where it leaves the image); cutout = S > 0 sets a
+ * random SxS square to 0 (its centre anywhere on the image, so it may be partly outside; 0 in the
+ * normalised space, as DeVries & Taylor 2017 do it after Normalize). fill[ch] is channel ch's value
+ * of the padding: 0 after cnn_augment_init, the normalised value of a black pixel after
+ * cnn_augment_set_fill. Zero everywhere (cnn_augment_init) does nothing. */
+typedef struct cnn_augment {
+    int crop, reflect, flip, translate, cutout;
+    float fill[3];
+} cnn_augment;
+
+void cnn_augment_init(cnn_augment *a);
+
+/* Parses a comma-separated list of keys into *out (all others off, fill 0):
+ *   crop=P  crop=P:reflect  crop=P:zero  flip  translate=T  cutout=S   (P, T, S whole, >= 1)
+ * as in "crop=4,flip". Errors: CNN_ERR_ARG with a message naming the key (an unknown key, a
+ * missing or malformed value, an empty list). *out is unchanged on error. */
+cnn_status cnn_augment_parse(const char *spec, cnn_augment *out);
+
+/* Writes the canonical text of a (as cnn_augment_parse reads it; "" when nothing is on) to buf, of
+ * cap bytes, truncated to fit; returns its length. */
+int cnn_augment_format(const cnn_augment *a, char *buf, size_t cap);
+
+/* 1 if a does anything to a sample. */
+int cnn_augment_active(const cnn_augment *a);
+
+/* Checks a against images of c x h x w: the padding of crop and translate must be below the
+ * image's smaller side, cutout at most that side. Errors: CNN_ERR_ARG naming the key, CNN_ERR_SHAPE. */
+cnn_status cnn_augment_check(const cnn_augment *a, int c, int h, int w);
+
+/* Sets a->fill to the normalised value of a 0 byte, (0 − mean[ch]) / std[ch], for the first c
+ * channels (0 past them): what padding a black border before normalising gives (cnn_data's mean
+ * and std; a source used unscaled has mean 0 and std 1, and so pads with 0). */
+void cnn_augment_set_fill(cnn_augment *a, int c, const float mean[3], const float std[3]);
+
+/* Writes to out[i] the sample in[i] transformed as a says, for i < n (both [n, c, h, w], not
+ * overlapping; the caller owns both). Sample i's random draws come from a hash of (seed, epoch,
+ * index[i]) alone (index[i]: its index in the data set), so the result does not depend on the
+ * batch, the order or the number of threads (the samples run on the thread pool). Errors:
+ * CNN_ERR_ARG (NULL, overlapping buffers, n < 0, a too large for the images: cnn_augment_check). */
+cnn_status cnn_augment_batch(const cnn_augment *a, const float *in, float *out, int n, int c, int h, int w,
+                             uint64_t seed, uint64_t epoch, const int64_t *index);
+
+/* ---------------------------------------------------------------------------------------------
  * Images
  * ------------------------------------------------------------------------------------------- */
 
