@@ -452,6 +452,8 @@ typedef struct cnn_data {
  *   "mnist", "fashion-mnist"  the IDX files under data_dir/mnist or data_dir/fashion-mnist
  *                             (train-images-idx3-ubyte, ... , raw or .gz);
  *   a directory of IDX files  (train-images*, train-labels*, t10k-images*, t10k-labels*, raw or .gz);
+ *   "cifar10"                 the CIFAR-10 directory data_dir/cifar-10-batches-bin (the binary
+ *                             version; when absent, the CNN_ERR_IO message says where to get it);
  *   a CIFAR-10 directory      (data_batch_*.bin and test_batch.bin, records of 1 + 3072 bytes);
  *   a .safetensors file       holding input [N,C,H,W] F32 and target [N] I64 (or I32), with
  *                             optional test_input and test_target: used as they are, unscaled.

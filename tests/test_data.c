@@ -716,6 +716,35 @@ static void test_cifar(void **state) {
     cnn_data_free(&d);
 }
 
+/* "cifar10" by name: data_dir/cifar-10-batches-bin; absent, the message says where it goes, the
+ * file names, where to get it and that 'make data' cannot. */
+static void test_cifar_by_name(void **state) {
+    (void)state;
+    char root[PATH], dir[PATH];
+    tpath(root, "cifar_named", 1);
+    cnn_data d;
+    assert_status(cnn_data_open("cifar10", root, &d), CNN_ERR_IO);
+    assert_error_contains("cifar-10-batches-bin/data_batch_1.bin");
+    assert_error_contains("data_batch_5.bin");
+    assert_error_contains("test_batch.bin");
+    assert_error_contains("https://www.cs.toronto.edu/~kriz/cifar-10-binary.tar.gz");
+    assert_error_contains("'make data' cannot fetch it");
+    jpath(dir, root, "cifar-10-batches-bin");
+    assert_int_equal(mkdir(dir, 0777), 0);
+    assert_status(cnn_data_open("cifar10", root, &d), CNN_ERR_IO); /* an empty directory */
+    assert_error_contains("not found");
+    const uint8_t l1[2] = {4, 2}, lt[1] = {6};
+    write_cifar(dir, "data_batch_1.bin", 1, l1, 2);
+    write_cifar(dir, "test_batch.bin", 0, lt, 1);
+    assert_status(cnn_data_open("cifar10", root, &d), CNN_OK);
+    assert_string_equal(d.name, "cifar10");
+    assert_int_equal(d.train.n, 2);
+    assert_int_equal(d.test.n, 1);
+    check_cifar_sample(&d.train, 1, 1, 1, 2);
+    check_cifar_sample(&d.test, 0, 0, 0, 6);
+    cnn_data_free(&d);
+}
+
 static void test_cifar_errors(void **state) {
     (void)state;
     char dir[PATH], p[PATH];
@@ -900,6 +929,7 @@ int main(void) {
         cmocka_unit_test(test_idx_dir_channels),
         cmocka_unit_test(test_idx_dir_errors),
         cmocka_unit_test(test_cifar),
+        cmocka_unit_test(test_cifar_by_name),
         cmocka_unit_test(test_cifar_errors),
         cmocka_unit_test(test_safetensors_source),
         cmocka_unit_test(test_safetensors_errors),

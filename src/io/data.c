@@ -633,6 +633,26 @@ done:
     return s;
 }
 
+/* "cifar10": the binary version under data_dir/cifar-10-batches-bin, which no package that
+ * 'make data' can install ships: the message says where to put it and where to get it. */
+static cnn_status open_known_cifar(const char *data_dir, cnn_data *out) {
+    char dir[DATA_PATH_MAX];
+    cnn_status s = join(dir, data_dir, "cifar-10-batches-bin");
+    if (s != CNN_OK) return s;
+    struct listing l;
+    int n_train = 0;
+    if (exists(dir) && list_dir(dir, &l) == CNN_OK) {
+        for (int i = 0; i < l.count; i++) n_train += is_cifar_train(l.names[i]);
+        if (n_train) s = open_cifar(dir, &l, out);
+        listing_free(&l);
+        if (n_train) return s;
+    }
+    return cnn_fail(CNN_ERR_IO, "cifar10: %s/data_batch_1.bin ... data_batch_5.bin and test_batch.bin not found; "
+                    "put the binary version of CIFAR-10 there (the directory cifar-10-batches-bin of "
+                    "https://www.cs.toronto.edu/~kriz/cifar-10-binary.tar.gz, unpacked under %s/). 'make data' "
+                    "cannot fetch it: no package registry here ships it", dir, data_dir);
+}
+
 /* ---------------------------------------------------------------------------------------------
  * safetensors: input [N,C,H,W] F32 and target [N] I64 or I32, optional test_input and test_target
  * ------------------------------------------------------------------------------------------- */
@@ -746,6 +766,8 @@ cnn_status cnn_data_open(const char *source, const char *data_dir, cnn_data *out
         s = open_safetensors(source, out);
     } else if (k && k->by_name) {
         s = open_known_idx(k, data_dir, out);
+    } else if (k) {
+        s = open_known_cifar(data_dir, out);
     } else {
         struct listing l;
         if ((s = list_dir(source, &l)) != CNN_OK) return s;
