@@ -6,7 +6,7 @@
 
 #include "cnn.h"
 
-#define META_CAP 40
+#define META_CAP 64
 
 /* String pairs for a safetensors __metadata__, with room for the values. The model text is the
  * one long value, so it is added by pointer with meta_add_ref. */

@@ -41,6 +41,7 @@
  */
 #include "checkpoint.h"
 #include "resume_meta.h"
+#include "train_data.h"
 #include "cli.h"
 #include "files.h"
 #include "plot.h"
@@ -70,8 +71,11 @@ static const char train_usage[] =
     "                 [--seed S] [--no-shuffle] [--threads T] [--out CKPT.safetensors]\n"
     "                 [--resume CKPT.safetensors] [--log run.jsonl] [--plot curves.svg|png]\n"
     "                 [--checkpoint-every N] [--data-dir DIR]\n"
+    "                 [--augment crop=P[:reflect],flip,translate=T,cutout=S] [--val-split N]\n"
+    "                 [--keep-best] [--patience K]\n"
     "\n"
-    "SOURCE is mnist or fashion-mnist (under data/; 'make data' fetches them), a directory of\n"
+    "SOURCE is mnist or fashion-mnist (under data/; 'make data' fetches them), cifar10 (the binary\n"
+    "version under data/cifar-10-batches-bin/, which you download), a directory of\n"
     "IDX files (raw or .gz), a CIFAR-10 binary directory, or a .safetensors file with input\n"
     "[N,C,H,W] float32 and target [N] int64 (and optional test_input, test_target).\n"
     "Defaults: --epochs 1 --batch 64 --optimizer sgd --lr 0.01 (adam, adamw: 0.001)\n"
@@ -85,7 +89,14 @@ static const char train_usage[] =
     "Ctrl-C (SIGINT) or SIGTERM stops after the current step, writes a checkpoint and prints\n"
     "the command that resumes it. --log writes one JSON object per epoch (JSON Lines); a resumed\n"
     "run's log and plot hold every epoch from the first. --threads defaults to CNN_NUM_THREADS,\n"
-    "else every core.\n";
+    "else every core.\n"
+    "--augment transforms each training sample on the fly (never the validation or test ones):\n"
+    "crop=P pads P pixels (black: the normalised value of a 0 byte; :reflect mirrors) and crops\n"
+    "back at random, flip mirrors half the samples, translate=T shifts up to T pixels each way,\n"
+    "cutout=S zeroes a random SxS square; drawn from (seed, epoch, sample). --val-split N holds\n"
+    "out N training samples (drawn from --seed) and reports them as validation after each epoch.\n"
+    "--keep-best also keeps the checkpoint of the best validation (else test) accuracy in\n"
+    "NAME-best.safetensors beside --out; --patience K stops when it has not improved for K epochs.\n";
 static const char train_example[] =
     "example:\n"
     "  cnn train --model models/lenet5.cnn --data mnist --epochs 3 --optimizer adam --lr 0.001 \\\n"
@@ -104,11 +115,19 @@ typedef struct train_cfg {
     char out_buf[4096];           /* the default path */
     unsigned long long init_seed, seed, epochs, batch, threads, step_size, checkpoint_every;
     int have_init, shuffle;
+    cnn_augment augment;            /* --augment (nothing when not given) */
+    unsigned long long val_split, patience; /* 0: none */
+    int keep_best;
+    char best_buf[4096];            /* the best checkpoint's path (train_best_path) */
+    /* The run's best validation (else test) accuracy so far and its epoch (0: none yet), kept in
+     * the checkpoints for --keep-best and --patience. */
+    double best_acc;
+    unsigned long long best_epoch;
     cnn_optim_config opt;
     cnn_schedule schedule;
     double gamma;
     struct { int epochs, batch, optimizer, lr, momentum, nesterov, wd, schedule, step_size, gamma, seed, shuffle,
-             checkpoint_every; } given;
+             checkpoint_every, augment, val_split, patience, keep_best; } given;
 } train_cfg;
 
 /* Where training stands: `epoch` epochs done and `batch` batches of the next one, whose summed
@@ -158,6 +177,7 @@ static int parse_args(int argc, char **argv, train_cfg *c) {
                *step_size = NULL, *gamma = NULL, *optimizer = NULL, *schedule = NULL, *lr_s = NULL,
                *momentum_s = NULL, *wd_s = NULL;
     int nesterov = 0, no_shuffle = 0;
+    const char *augment = NULL, *val_split = NULL, *patience = NULL;
     const cli_opt opts[] = {
         CLI_VALUE("model", "NET.cnn", &c->model, "the model (see README, 'The model format')"),
         CLI_VALUE("data", "SOURCE", &c->data, "mnist, fashion-mnist, an IDX or CIFAR-10 directory, a .safetensors"),
@@ -182,6 +202,10 @@ static int parse_args(int argc, char **argv, train_cfg *c) {
         CLI_VALUE("log", "run.jsonl", &c->log, "one JSON object per epoch"),
         CLI_VALUE("plot", "curves.svg|png", &c->plot, "loss and accuracy per epoch"),
         CLI_VALUE("checkpoint-every", "N", &every, "also write the checkpoint every N steps"),
+        CLI_VALUE("augment", "KEYS", &augment, "crop=P[:reflect],flip,translate=T,cutout=S of training samples"),
+        CLI_VALUE("val-split", "N", &val_split, "hold out N training samples as validation"),
+        CLI_FLAG("keep-best", &c->keep_best, "also keep the best checkpoint, NAME-best.safetensors"),
+        CLI_VALUE("patience", "K", &patience, "stop when the accuracy has not improved for K epochs"),
         CLI_END,
     };
     const cli_cmd cmd = {"train", train_usage, opts, train_example, NULL};
@@ -206,8 +230,14 @@ static int parse_args(int argc, char **argv, train_cfg *c) {
         (schedule && !cli_choice("train", "--schedule", schedule, schedules, &si)) ||
         (lr_s && !cli_real("train", "--lr", lr_s, 0, 0, &lr)) ||
         (momentum_s && !cli_real("train", "--momentum", momentum_s, 0, 0, &momentum)) ||
-        (wd_s && !cli_real("train", "--weight-decay", wd_s, 0, 0, &wd)))
+        (wd_s && !cli_real("train", "--weight-decay", wd_s, 0, 0, &wd)) ||
+        (val_split && !cli_u64("train", "--val-split", val_split, 1, INT64_MAX, &c->val_split)) ||
+        (patience && !cli_u64("train", "--patience", patience, 1, 100000, &c->patience)))
         return EXIT_BAD_INPUT;
+    if (augment && cnn_augment_parse(augment, &c->augment) != CNN_OK)
+        return cli_usage_error("train", "--augment %s: %s", augment, cnn_last_error());
+    c->given.augment = augment != NULL, c->given.val_split = val_split != NULL;
+    c->given.patience = patience != NULL, c->given.keep_best = c->keep_best;
     const cnn_optim_kind kind = kinds[ki];
     c->schedule = scheds[si];
     c->have_init = init != NULL;
@@ -246,16 +276,6 @@ static int parse_args(int argc, char **argv, train_cfg *c) {
 }
 
 /* ---- the data ------------------------------------------------------------------------------ */
-
-/* Copies the samples idx[0..n-1] of d into x and y. */
-static void gather(const cnn_dataset *d, const int64_t *idx, int n, float *x, int64_t *y) {
-    const size_t chw = (size_t)d->c * d->h * d->w;
-    for (int i = 0; i < n; i++) {
-        const int64_t s = idx ? idx[i] : i;
-        memcpy(x + (size_t)i * chw, d->x + (size_t)s * chw, chw * sizeof *x);
-        y[i] = d->y[s];
-    }
-}
 
 /* The order of epoch e: the identity, or a Fisher-Yates shuffle drawn from (seed, e). */
 static void epoch_order(int64_t *perm, int64_t n, uint64_t seed, uint64_t epoch, int shuffle) {
@@ -834,6 +854,36 @@ static int meta_double(const cnn_st *st, const char *key, double *out) {
     return v && parse_double(v, out);
 }
 
+/* The settings of the data side (--augment, --val-split, --patience, --keep-best) not given on
+ * the command line, and the best accuracy so far, from a checkpoint; older checkpoints have none
+ * of them. Each is checked as its option would be. */
+static int restore_data_settings(const cnn_st *st, const char *path, train_cfg *c) {
+    const char *v, *bad = NULL;
+    unsigned long long u;
+    if (!c->given.augment && (v = cnn_st_metadata(st, "augment")) && *v && cnn_augment_parse(v, &c->augment) != CNN_OK)
+        bad = "augment";
+    if (!c->given.val_split && (v = cnn_st_metadata(st, "val_split"))) {
+        if (!cli_parse_u64(v, &u) || u > INT64_MAX) bad = "val_split";
+        else c->val_split = u;
+    }
+    if (!c->given.patience && (v = cnn_st_metadata(st, "patience"))) {
+        if (!cli_parse_u64(v, &u) || u > 100000) bad = "patience";
+        else c->patience = u;
+    }
+    if (!c->given.keep_best && (v = cnn_st_metadata(st, "keep_best"))) {
+        if (!cli_parse_u64(v, &u) || u > 1) bad = "keep_best";
+        else c->keep_best = (int)u;
+    }
+    double d;
+    if ((v = cnn_st_metadata(st, "best_epoch"))) {
+        if (!cli_parse_u64(v, &u) || u > RESUME_MAX_EPOCHS) bad = "best_epoch";
+        else if (u > 0 && !(meta_double(st, "best_acc", &d) && d >= 0 && d <= 1)) bad = "best_acc";
+        else c->best_epoch = u, c->best_acc = u > 0 ? d : 0;
+    }
+    if (bad) train_error("%s: the checkpoint's __metadata__ has a malformed \"%s\"", path, bad);
+    return !bad;
+}
+
 /* Reads the position and the settings not given on the command line from a checkpoint. */
 static int restore_settings(const cnn_st *st, const char *path, train_cfg *c, train_pos *pos) {
     char why[256];
@@ -876,6 +926,7 @@ static int restore_settings(const cnn_st *st, const char *path, train_cfg *c, tr
     if (!c->given.gamma && meta_double(st, "gamma", &d)) c->gamma = d;
     if (!c->given.epochs && meta_u64(st, "epochs", &u)) c->epochs = u;
     if (!c->given.checkpoint_every && meta_u64(st, "checkpoint_every", &u)) c->checkpoint_every = u;
+    if (!restore_data_settings(st, path, c)) return 0;
     if (!ok) {
         train_error("%s: the checkpoint's __metadata__ is incomplete or malformed", path);
         return 0;
@@ -938,10 +989,44 @@ static int write_checkpoint(const train_cfg *c, const char *model_text, const cn
     meta_add(&m, "step_size", "%llu", c->step_size);
     meta_add(&m, "gamma", "%.17g", c->gamma);
     meta_add(&m, "test_acc", "%.6f", test_acc);
+    char aug[128];
+    cnn_augment_format(&c->augment, aug, sizeof aug);
+    meta_add(&m, "augment", "%s", aug);
+    meta_add(&m, "val_split", "%llu", c->val_split);
+    meta_add(&m, "patience", "%llu", c->patience);
+    meta_add(&m, "keep_best", "%d", c->keep_best);
+    meta_add(&m, "best_epoch", "%llu", c->best_epoch);
+    meta_add(&m, "best_acc", "%.17g", c->best_acc);
+    meta_add(&m, "best_of", "%s", c->val_split ? "validation" : "test");
     meta_add(&m, "mean", "%.9g,%.9g,%.9g", data->mean[0], data->mean[1], data->mean[2]);
     meta_add(&m, "std", "%.9g,%.9g,%.9g", data->std[0], data->std[1], data->std[2]);
     meta_add_ref(&m, "history", h->text ? h->text : "");
     return checkpoint_save(c->out, net, opt, m.kv, m.n, st);
+}
+
+/* Writes the best checkpoint (c->best_buf) atomically: the checkpoint of the end of epoch `epoch`,
+ * whose history holds the epoch's record `rec` too, and in its metadata best_epoch and best_acc. */
+static int write_best(const train_cfg *c, const char *model_text, const cnn_data *data, const cnn_net *net,
+                      const cnn_optim *opt, unsigned long long epoch, unsigned long long step, const history *h,
+                      const char *rec, double test_acc, cnn_status *st) {
+    static train_cfg b; /* large: not on the stack */
+    b = *c;
+    b.out = c->best_buf;
+    history hb = *h; /* the records so far, with this epoch's */
+    const size_t k = strlen(rec);
+    char *text = malloc(h->len + k + 2);
+    if (!text) {
+        *st = cnn_fail(CNN_ERR_NOMEM, "out of memory");
+        return 0;
+    }
+    memcpy(text, h->text ? h->text : "", h->len);
+    memcpy(text + h->len, rec, k);
+    text[h->len + k] = '\n', text[h->len + k + 1] = '\0';
+    hb.text = text, hb.len = h->len + k + 1;
+    const train_pos pos = {.epoch = epoch, .step = step};
+    const int ok = write_checkpoint(&b, model_text, data, net, opt, &pos, &hb, test_acc, st);
+    free(text);
+    return ok;
 }
 
 /* The signal that asked training to stop (SIGINT, SIGTERM, SIGHUP or SIGPIPE), or 0. */
@@ -1011,6 +1096,41 @@ static void print_epoch(unsigned long long e, unsigned long long epochs, double 
     }
 }
 
+/* ---- the data side ------------------------------------------------------------------------- */
+
+/* Once the data is known: checks --augment against its images and sets the padding to black in
+ * its normalisation (torchvision pads before Normalize), holds out --val-split samples into *val,
+ * and checks that --keep-best and --patience have an accuracy to follow. Returns 0 after an error
+ * message (*rc set). */
+static int prepare_data(train_cfg *c, cnn_data *data, cnn_dataset *val, int *rc) {
+    *rc = EXIT_BAD_INPUT;
+    if (cnn_augment_check(&c->augment, data->train.c, data->train.h, data->train.w) != CNN_OK) {
+        char aug[128];
+        cnn_augment_format(&c->augment, aug, sizeof aug);
+        train_error("--augment %s: %s (%s)", aug, cnn_last_error(), c->data);
+        return 0;
+    }
+    cnn_augment_set_fill(&c->augment, data->train.c, data->mean, data->std);
+    if (c->val_split) {
+        if (c->val_split >= (unsigned long long)data->train.n) {
+            train_error("--val-split %llu: %s holds %lld training samples; hold out fewer, so that some are left to "
+                        "train on", c->val_split, c->data, (long long)data->train.n);
+            return 0;
+        }
+        if (!train_val_split(&data->train, (int64_t)c->val_split, c->seed, val)) {
+            train_error("out of memory");
+            *rc = 1;
+            return 0;
+        }
+    }
+    if ((c->keep_best || c->patience) && !val->n && !data->test.n) {
+        train_error("%s: %s has no test split: give --val-split N to have an accuracy to follow", 
+                    c->keep_best ? "--keep-best" : "--patience", c->data);
+        return 0;
+    }
+    return 1;
+}
+
 /* ---- the command --------------------------------------------------------------------------- */
 
 int cmd_train(int argc, char **argv) {
@@ -1041,7 +1161,9 @@ int cmd_train(int argc, char **argv) {
     cnn_optim *opt = NULL;
     cnn_data data;
     memset(&data, 0, sizeof data);
-    float *xb = NULL, *dy = NULL;
+    float *xb = NULL, *dy = NULL, *xa = NULL; /* xa: the samples before augmentation */
+    cnn_dataset val = {0};                     /* --val-split's samples */
+    cnn_safe_lock *best_lock = NULL;
     int64_t *yb = NULL, *perm = NULL;
     cnn_tensor *ostate = NULL; /* the optimizer's state, checked finite after every update */
     int n_ostate = 0;
@@ -1124,6 +1246,7 @@ int cmd_train(int argc, char **argv) {
         train_error("%s: the training split is empty", c.data);
         goto done;
     }
+    if (!prepare_data(&c, &data, &val, &rc)) goto done;
     if ((st = cnn_optim_create(net, &c.opt, &opt))) goto fail;
     if (c.resume && (st = cnn_optim_load_state(opt, wst, (int64_t)step))) {
         cnn_error_prefix(c.resume);
@@ -1146,6 +1269,7 @@ int cmd_train(int argc, char **argv) {
     perm = malloc((size_t)data.train.n * sizeof *perm);
     n_ostate = cnn_optim_state(opt, NULL, 0);
     ostate = malloc((size_t)(n_ostate > 0 ? n_ostate : 1) * sizeof *ostate);
+    if (cnn_augment_active(&c.augment) && !(xa = malloc((size_t)batch * chw * sizeof *xa))) goto nomem;
     if (!xb || !yb || !dy || !perm || !ostate) goto nomem;
     cnn_optim_state(opt, ostate, n_ostate);
     const int64_t steps_per_epoch = (data.train.n + batch - 1) / batch;
@@ -1168,6 +1292,17 @@ int cmd_train(int argc, char **argv) {
         train_error("%s", cnn_last_error());
         goto done;
     }
+    if (c.keep_best) {
+        if (!train_best_path(c.out, c.best_buf, sizeof c.best_buf)) {
+            train_error("--keep-best: the path of %s is too long", c.out);
+            goto done;
+        }
+        if (!check_output("--keep-best", c.best_buf, 0)) goto done;
+        if (cnn_safe_lock_take(c.best_buf, &best_lock) != CNN_OK) {
+            train_error("--keep-best %s: %s", c.best_buf, cnn_last_error());
+            goto done;
+        }
+    }
     /* The log holds the records of the epochs done (a resumed run's history), then one per epoch;
      * it is rewritten whole, as every output is (src/io/safe_write.h), after every epoch. */
     if (c.log && cnn_safe_write_bytes(c.log, hist.text ? hist.text : "", hist.len) != CNN_OK) {
@@ -1186,11 +1321,19 @@ int cmd_train(int argc, char **argv) {
     if (resume_at.batch > 0)
         say(stderr, WRAP_TEXT, "resuming epoch %llu after batch %lld of %lld", start_epoch + 1,
             (long long)resume_at.batch, (long long)steps_per_epoch);
+    if (val.n) say(stderr, WRAP_TEXT, "validation: %lld training samples held out (--val-split, drawn from seed %llu)",
+                   (long long)val.n, c.seed);
+    if (cnn_augment_active(&c.augment)) {
+        char aug[128];
+        cnn_augment_format(&c.augment, aug, sizeof aug);
+        say(stderr, WRAP_TEXT, "augment: %s", aug);
+    }
     if (c.resume && hist.first > 1)
         say(stderr, WRAP_TEXT, "note: %s holds no record of epoch%s 1..%llu; the log and the plot start at epoch %llu",
             c.resume, hist.first > 2 ? "s" : "", hist.first - 1, hist.first);
 
     const int tty = isatty(fileno(stderr));
+    unsigned long long epochs_done = c.epochs; /* less after an early stop */
     training = 1;
     for (unsigned long long e = start_epoch; e < c.epochs; e++) {
         const double lr = cnn_schedule_lr(c.schedule, c.opt.lr, (int)e, (int)c.epochs, (int)c.step_size, c.gamma);
@@ -1207,7 +1350,7 @@ int cmd_train(int argc, char **argv) {
         for (int64_t b = b0; b < steps_per_epoch; b++) {
             const int64_t at = b * batch;
             const int n = (int)(data.train.n - at < batch ? data.train.n - at : batch);
-            gather(&data.train, perm + at, n, xb, yb);
+            train_gather(&data.train, perm + at, n, xb, yb, &c.augment, xa, c.seed, e);
             cnn_net_zero_grad(net);
             /* Dropout's masks are drawn from (seed, step), so that a resumed run draws the same. */
             cnn_net_set_training(net, 1);
@@ -1272,13 +1415,32 @@ int cmd_train(int argc, char **argv) {
             rc = 1;
             goto done;
         }
+        double val_loss = NAN, val_acc = NAN;
+        if (val.n && !evaluate(net, &val, batch, classes, yb, &val_loss, &val_acc, NULL)) {
+            train_error("evaluation failed: %s", cnn_last_error());
+            rc = 1;
+            goto done;
+        }
         print_epoch(e + 1, c.epochs, train_loss, train_acc, data.test.n > 0, test_loss, test_acc, secs, ips);
+        if (val.n) say(stderr, WRAP_TEXT, "  validation loss %.4f acc %.2f%%", val_loss, 100 * val_acc);
         char rec[512], tl[32] = "null", ta[32] = "null";
         if (data.test.n) snprintf(tl, sizeof tl, "%.6f", test_loss), snprintf(ta, sizeof ta, "%.6f", test_acc);
         snprintf(rec, sizeof rec, "{\"epoch\": %llu, \"step\": %llu, \"lr\": %.9g, \"train_loss\": %.6f, "
                                   "\"train_acc\": %.6f, \"test_loss\": %s, \"test_acc\": %s, \"seconds\": %.3f, "
                                   "\"images_per_s\": %.1f}",
                  e + 1, step, lr, train_loss, train_acc, tl, ta, secs, ips);
+        if (val.n) { /* the validation figures go in before the closing brace */
+            const size_t k = strlen(rec) - 1;
+            snprintf(rec + k, sizeof rec - k, ", \"val_loss\": %.6f, \"val_acc\": %.6f}", val_loss, val_acc);
+        }
+        /* The best accuracy so far (validation, else test), with the best checkpoint written before
+         * the epoch's: a crash between them redoes the epoch, which writes the same best again. */
+        const double acc = val.n ? val_acc : test_acc;
+        if (!isnan(acc) && (!c.best_epoch || acc > c.best_acc)) {
+            c.best_acc = acc, c.best_epoch = e + 1;
+            if (c.keep_best && !write_best(&c, model_text, &data, net, opt, e + 1, step, &hist, rec, test_acc, &st))
+                goto fail;
+        }
         if (!history_add(&hist, rec)) goto nomem;
         /* The log is rewritten whole, atomically. One that cannot be written (a full disk) ends the
          * run, after the checkpoint of the epoch (whose record it holds in its history). */
@@ -1306,6 +1468,13 @@ int cmd_train(int argc, char **argv) {
                 goto done;
             }
         }
+        if (c.patience && c.best_epoch && e + 1 - c.best_epoch >= c.patience && e + 1 < c.epochs) {
+            say(stderr, WRAP_TEXT, "early stop: the %s accuracy has not improved for %llu epoch%s (--patience %llu); "
+                "the best was %.2f%% after epoch %llu", val.n ? "validation" : "test", e + 1 - c.best_epoch,
+                e + 1 - c.best_epoch == 1 ? "" : "s", c.patience, 100 * c.best_acc, c.best_epoch);
+            epochs_done = e + 1;
+            break;
+        }
         if ((stop_signal || streams_failed()) && e + 1 < c.epochs) {
             rc = stop_training(&c, model_text, &data, net, opt, &done_pos, &hist, steps_per_epoch, test_acc,
                                last_checkpoint);
@@ -1313,8 +1482,11 @@ int cmd_train(int argc, char **argv) {
         }
     }
     end_bar();
-    if (data.test.n) say(stdout, WRAP_TEXT, "test accuracy %.2f%% after %llu epoch(s)", 100 * test_acc, c.epochs);
+    if (data.test.n) say(stdout, WRAP_TEXT, "test accuracy %.2f%% after %llu epoch(s)", 100 * test_acc, epochs_done);
     say(stdout, WRAP_TEXT, "checkpoint %s", c.out);
+    if (c.keep_best && c.best_epoch)
+        say(stdout, WRAP_TEXT, "best checkpoint %s (%s accuracy %.2f%% after epoch %llu)", c.best_buf,
+            val.n ? "validation" : "test", 100 * c.best_acc, c.best_epoch);
     if (c.plot) say(stdout, WRAP_TEXT, "plot %s", c.plot);
     /* Every epoch is done and in the checkpoint; but a message that was lost is still an error. */
     rc = stop_signal == SIGPIPE ? 128 + SIGPIPE : streams_failed() ? EXIT_IO : 0;
@@ -1331,6 +1503,8 @@ fail:
 done:
     end_bar();
     for (int i = 0; i < 3; i++) cnn_safe_lock_release(locks[i]);
+    cnn_safe_lock_release(best_lock);
+    free(xa), free(val.x), free(val.y);
     free(xb), free(yb), free(dy), free(perm), free(model_text), free(old_log), free(ostate);
     history_free(&hist);
     cnn_optim_free(opt);
