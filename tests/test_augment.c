@@ -204,7 +204,7 @@ static void test_cutout(void **state) {
 
 static void test_same_bits_any_threads_and_batches(void **state) {
     (void)state;
-    enum { N = 64, C = 3, H = 12, W = 10 };
+    enum { N = 64, C = 3, H = 32, W = 30 }; /* 184,320 floats: enough for the thread pool */
     const size_t chw = (size_t)C * H * W;
     float *in = malloc(N * chw * sizeof *in), *o1 = malloc(N * chw * sizeof *o1), *o2 = malloc(N * chw * sizeof *o2),
           *o3 = malloc(N * chw * sizeof *o3);
