@@ -230,14 +230,16 @@ cnn_status cnn_augment_batch(const cnn_augment *a, const float *in, float *out, 
     /* A sample costs about a nanosecond a pixel: a batch of 64 Fashion-MNIST images takes some
      * 50 us on one thread, less than waking a second thread costs on a busy machine, so only
      * batches of more than AUGMENT_PARALLEL_MIN floats go to the thread pool. */
-    const long pooled = (size_t)n * chw > AUGMENT_PARALLEL_MIN ? n : 0;
-    PARALLEL_FOR(i, pooled) {
-        const draws d = sample_draws(a, h, w, seed, epoch, index[i]);
-        augment_one(a, in + (size_t)i * chw, out + (size_t)i * chw, c, h, w, &d);
-    }
-    for (long i = 0; !pooled && i < n; i++) {
-        const draws d = sample_draws(a, h, w, seed, epoch, index[i]);
-        augment_one(a, in + (size_t)i * chw, out + (size_t)i * chw, c, h, w, &d);
+    if ((size_t)n * chw > AUGMENT_PARALLEL_MIN) {
+        PARALLEL_FOR(i, n) {
+            const draws d = sample_draws(a, h, w, seed, epoch, index[i]);
+            augment_one(a, in + (size_t)i * chw, out + (size_t)i * chw, c, h, w, &d);
+        }
+    } else {
+        for (long i = 0; i < n; i++) {
+            const draws d = sample_draws(a, h, w, seed, epoch, index[i]);
+            augment_one(a, in + (size_t)i * chw, out + (size_t)i * chw, c, h, w, &d);
+        }
     }
     return CNN_OK;
 }
