@@ -181,7 +181,7 @@ static int parse_args(int argc, char **argv, train_cfg *c) {
     const cli_opt opts[] = {
         CLI_VALUE("model", "NET.cnn", &c->model, "the model (see README, 'The model format')"),
         CLI_VALUE("data", "SOURCE", &c->data, "mnist, fashion-mnist, an IDX or CIFAR-10 directory, a .safetensors"),
-        CLI_VALUE("data-dir", "DIR", &c->data_dir, "where mnist and fashion-mnist are (default data/)"),
+        CLI_VALUE("data-dir", "DIR", &c->data_dir, "where mnist, fashion-mnist and cifar10 are (default data/)"),
         CLI_VALUE("weights", "INIT.safetensors", &c->weights, "initial weights"),
         CLI_VALUE("init", "SEED", &init, "PyTorch's default initialisation from SEED (default: --seed)"),
         CLI_VALUE("epochs", "E", &epochs, "epochs in all, resumed ones included (default 1)"),
@@ -1124,7 +1124,7 @@ static int prepare_data(train_cfg *c, cnn_data *data, cnn_dataset *val, int *rc)
         }
     }
     if ((c->keep_best || c->patience) && !val->n && !data->test.n) {
-        train_error("%s: %s has no test split: give --val-split N to have an accuracy to follow", 
+        train_error("%s: %s has no test split: give --val-split N to have an accuracy to follow",
                     c->keep_best ? "--keep-best" : "--patience", c->data);
         return 0;
     }
