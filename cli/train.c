@@ -1298,6 +1298,9 @@ int cmd_train(int argc, char **argv) {
             goto done;
         }
         if (!check_output("--keep-best", c.best_buf, 0)) goto done;
+        const cli_file best_outs[4] = {{"--keep-best", c.best_buf}, {"--out", c.out}, {"--log", c.log},
+                                       {"--plot", c.plot}};
+        if (!cli_check_same_files("train", best_outs, 4, ins, 4, "--resume", "--out")) goto done;
         if (cnn_safe_lock_take(c.best_buf, &best_lock) != CNN_OK) {
             train_error("--keep-best %s: %s", c.best_buf, cnn_last_error());
             goto done;

@@ -224,6 +224,11 @@ static void test_bad_input(void **state) {
     CLI_RUN(&r, dir, "train", "--model", model_p, "--data", notest_p, "--keep-best", "--out", ck);
     CLI_EXPECT(&r, 2, "--keep-best", "no test split", "--val-split");
     assert_false(tu_exists(ck));
+    char clash[512];
+    tu_join(clash, dir, "bad-best.safetensors"); /* the best checkpoint's path of --out bad.safetensors */
+    CLI_RUN(&r, dir, "train", "--model", model_p, "--data", small_p, "--keep-best", "--out", ck, "--log", clash);
+    CLI_EXPECT(&r, 2, "--keep-best", "same file");
+    assert_false(tu_exists(ck));
     CLI_RUN(&r, dir, "train", "--help");
     cli_expect(&r, 0, NULL);
     const char *const opts[] = {"--augment", "--val-split", "--keep-best", "--patience", "cifar10", NULL};
