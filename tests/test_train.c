@@ -35,9 +35,11 @@ static int teardown(void **state) {
 
 /* ---- PyTorch parity: five steps of cnn train against torch.optim ------------------------- */
 
-static void parity(const char *name) {
-    char fx[256], m[512], d[512], w[512], e[512], args_p[512], out[512], args[512];
-    snprintf(fx, sizeof fx, "tests/train_fixtures/%s", name);
+/* Every parameter, buffer and optimizer state of the case's expected.safetensors (F64; I64
+ * num_batches_tracked exactly) against cnn train's checkpoint, within 1e-5 relative L2. */
+static void parity_in(const char *root, const char *name) {
+    char fx[512], m[640], d[640], w[640], e[640], args_p[640], out[512], args[512];
+    snprintf(fx, sizeof fx, "%s/%s", root, name);
     snprintf(m, sizeof m, "%s/model.cnn", fx);
     snprintf(d, sizeof d, "%s/data.safetensors", fx);
     snprintf(w, sizeof w, "%s/init.safetensors", fx);
@@ -56,11 +58,19 @@ static void parity(const char *name) {
     assert_int_equal(cnn_st_load(out, &got), CNN_OK);
     assert_int_equal(cnn_st_load(e, &want), CNN_OK);
     int checked = 0;
+    double worst = 0;
     for (int i = 0; i < cnn_st_count(want); i++) {
         const cnn_tensor *tw = cnn_st_tensor(want, i);
         if (!strncmp(tw->name, "f32.", 4) || !strcmp(tw->name, "loss")) continue;
         const cnn_tensor *tg = cnn_st_find(got, tw->name);
         if (!tg) fail_msg("%s: the checkpoint lacks %s", name, tw->name);
+        if (tw->dtype == CNN_I64) {   /* num_batches_tracked */
+            assert_int_equal(tg->dtype, CNN_I64);
+            assert_int_equal(cnn_tensor_numel(tg), cnn_tensor_numel(tw));
+            assert_memory_equal(tg->data, tw->data, (size_t)cnn_tensor_numel(tw) * sizeof(int64_t));
+            checked++;
+            continue;
+        }
         assert_int_equal(tg->dtype, CNN_F32);
         assert_int_equal(cnn_tensor_numel(tg), cnn_tensor_numel(tw));
         double num = 0, den = 0;
@@ -70,13 +80,17 @@ static void parity(const char *name) {
         }
         const double rel = sqrt(num) / (sqrt(den) > 1e-12 ? sqrt(den) : 1e-12);
         if (!(rel <= 1e-5)) fail_msg("%s: %s differs from torch.optim by %.3e (relative L2)", name, tw->name, rel);
+        worst = rel > worst ? rel : worst;
         checked++;
     }
+    print_message("%s: %d tensors, worst relative L2 error %.2e\n", name, checked, worst);
     assert_true(checked >= 4);
     assert_string_equal(cnn_st_metadata(got, "step"), "5");
     cnn_st_free(got);
     cnn_st_free(want);
 }
+
+static void parity(const char *name) { parity_in("tests/train_fixtures", name); }
 
 static void test_parity_sgd(void **s) { (void)s, parity("sgd"); }
 static void test_parity_sgd_momentum(void **s) { (void)s, parity("sgd_momentum"); }
@@ -84,6 +98,34 @@ static void test_parity_sgd_nesterov_wd(void **s) { (void)s, parity("sgd_nestero
 static void test_parity_adam(void **s) { (void)s, parity("adam"); }
 static void test_parity_adam_wd(void **s) { (void)s, parity("adam_wd"); }
 static void test_parity_adamw(void **s) { (void)s, parity("adamw"); }
+static void test_parity_res_onecycle(void **s) { (void)s, parity("res_onecycle"); }
+static void test_parity_res_onecycle_nomomentum(void **s) { (void)s, parity("res_onecycle_nomomentum"); }
+static void test_parity_res_onecycle_adam(void **s) { (void)s, parity("res_onecycle_adam"); }
+static void test_parity_res_warmup_cosine(void **s) { (void)s, parity("res_warmup_cosine"); }
+static void test_parity_res_label_smoothing(void **s) { (void)s, parity("res_label_smoothing"); }
+static void test_parity_res_clip(void **s) { (void)s, parity("res_clip"); }
+static void test_parity_res_no_decay(void **s) { (void)s, parity("res_no_decay"); }
+
+/* ResNet-20 at batch 2: its expected files would be megabytes, so torch makes them now
+ * (tools/make_train_fixtures.py --live; python3-torch is needed, make test installs it). */
+static void parity_live(const char *name) {
+    char root[512], out_p[640], err_p[640];
+    path(root, "live");
+    mkdir(root, 0700);
+    snprintf(out_p, sizeof out_p, "%s/%s.out", root, name);
+    snprintf(err_p, sizeof err_p, "%s/%s.err", root, name);
+    const char *const py[] = {"/usr/bin/python3", "tools/make_train_fixtures.py", "--live", name, root, NULL};
+    const char *const env[] = {"PYTHONDONTWRITEBYTECODE", "1", "OMP_NUM_THREADS", "1", NULL};
+    const int ws = cli_run_program(py, ".", out_p, err_p, env, NULL);
+    if (!WIFEXITED(ws) || WEXITSTATUS(ws) != 0) {
+        static char errs[1 << 14];
+        cli_read_file(err_p, errs, sizeof errs);
+        fail_msg("tools/make_train_fixtures.py --live %s failed (python3-torch is needed):\n%s", name, errs);
+    }
+    parity_in(root, name);
+}
+static void test_parity_resnet20_onecycle(void **s) { (void)s, parity_live("resnet20_onecycle"); }
+static void test_parity_resnet20_warmup_cosine(void **s) { (void)s, parity_live("resnet20_warmup_cosine"); }
 
 /* ---- resume and determinism --------------------------------------------------------------- */
 
@@ -377,6 +419,15 @@ int main(void) {
         cmocka_unit_test(test_parity_adam),
         cmocka_unit_test(test_parity_adam_wd),
         cmocka_unit_test(test_parity_adamw),
+        cmocka_unit_test(test_parity_res_onecycle),
+        cmocka_unit_test(test_parity_res_onecycle_nomomentum),
+        cmocka_unit_test(test_parity_res_onecycle_adam),
+        cmocka_unit_test(test_parity_res_warmup_cosine),
+        cmocka_unit_test(test_parity_res_label_smoothing),
+        cmocka_unit_test(test_parity_res_clip),
+        cmocka_unit_test(test_parity_res_no_decay),
+        cmocka_unit_test(test_parity_resnet20_onecycle),
+        cmocka_unit_test(test_parity_resnet20_warmup_cosine),
         cmocka_unit_test(test_resume_is_exact),
         cmocka_unit_test(test_graph_resume_and_threads_are_exact),
         cmocka_unit_test(test_determinism),
