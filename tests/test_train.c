@@ -411,6 +411,80 @@ static void test_bad_options(void **state) {
     expect_bad(&r, NULL, "nesterov");
 }
 
+/* The recipe's options: each bad value exits 2 with a message naming the option, before any
+ * training (no checkpoint). */
+static void test_bad_recipe_options(void **state) {
+    (void)state;
+    char out[512];
+    path(out, "bad_recipe.safetensors");
+    static const char *const cases[][5] = {
+        {"--schedule", "multistep", "--milestones", "4,2", "--milestones 4,2"},
+        {"--schedule", "multistep", "--milestones", "2,2", "--milestones 2,2"},
+        {"--schedule", "multistep", "--milestones", "0,3", "--milestones 0,3"},
+        {"--schedule", "multistep", "--milestones", "2,x", "--milestones 2,x"},
+        {"--schedule", "multistep", "--milestones", "-1", "--milestones -1"},
+        {"--schedule", "multistep", "--milestones", "2,", "--milestones 2,"},
+        {"--schedule", "cosine", "--milestones", "2,4", "--milestones belongs to --schedule multistep"},
+        {"--schedule", "multistep", "--gamma", "0.5", "--schedule multistep needs --milestones"},
+        {"--label-smoothing", "1", "--epochs", "1", "--label-smoothing 1"},
+        {"--label-smoothing", "-0.1", "--epochs", "1", "--label-smoothing -0.1"},
+        {"--label-smoothing", "nan", "--epochs", "1", "--label-smoothing nan"},
+        {"--clip-grad-norm", "0", "--epochs", "1", "--clip-grad-norm 0"},
+        {"--clip-grad-norm", "-1", "--epochs", "1", "--clip-grad-norm -1"},
+        {"--clip-grad-norm", "inf", "--epochs", "1", "--clip-grad-norm inf"},
+        {"--warmup", "-3", "--epochs", "1", "--warmup -3"},
+        {"--warmup", "3", "--schedule", "onecycle", "--warmup"},
+        {"--schedule-per", "batch", "--epochs", "1", "--schedule-per batch"},
+        {"--schedule-per", "epoch", "--schedule", "onecycle", "--schedule-per epoch"},
+        {"--schedule", "twocycle", "--epochs", "1", "--schedule twocycle"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        cli_result r;
+        CLI_RUN(&r, dir, "train", "--model", model_p, "--data", data_p, "--out", out, cases[i][0], cases[i][1],
+                cases[i][2], cases[i][3]);
+        expect_bad(&r, out, cases[i][4]);
+    }
+    /* --help lists every one of them */
+    cli_result r;
+    CLI_RUN(&r, dir, "train", "--help");
+    CLI_EXPECT(&r, 0, NULL);
+    static const char *const words[] = {"--schedule-per", "--milestones", "--warmup", "--label-smoothing",
+                                        "--clip-grad-norm", "--no-decay-bn-bias", "onecycle", "OneCycleLR",
+                                        "LinearLR(start_factor=1/N", "clip_grad_norm_(", "MultiStepLR"};
+    for (size_t i = 0; i < sizeof words / sizeof words[0]; i++)
+        if (!strstr(r.out, words[i])) fail_msg("cnn train --help lacks '%s':\n%s", words[i], r.out);
+}
+
+/* The recipe's settings are in the checkpoint's metadata, and --resume takes them from there. */
+static void test_recipe_metadata(void **state) {
+    (void)state;
+    char out[512];
+    path(out, "recipe_meta.safetensors");
+    cli_result r;
+    CLI_RUN(&r, dir, "train", "--model", model_p, "--data", data_p, "--epochs", "1", "--batch", "8", "--out", out,
+            "--schedule", "multistep", "--schedule-per", "step", "--milestones", "3,5", "--warmup", "2",
+            "--label-smoothing", "0.2", "--clip-grad-norm", "0.75", "--no-decay-bn-bias", "--weight-decay", "0.01");
+    CLI_EXPECT(&r, 0, "epoch 1/1");
+    cnn_st *st = NULL;
+    assert_int_equal(cnn_st_load(out, &st), CNN_OK);
+    assert_string_equal(cnn_st_metadata(st, "schedule"), "multistep");
+    assert_string_equal(cnn_st_metadata(st, "schedule_per"), "step");
+    assert_string_equal(cnn_st_metadata(st, "milestones"), "3,5");
+    assert_string_equal(cnn_st_metadata(st, "warmup"), "2");
+    assert_string_equal(cnn_st_metadata(st, "label_smoothing"), "0.20000000000000001");
+    assert_string_equal(cnn_st_metadata(st, "clip_grad_norm"), "0.75");
+    assert_string_equal(cnn_st_metadata(st, "no_decay_bn_bias"), "1");
+    cnn_st_free(st);
+    /* resumed for a second epoch with none of them given: the run's own settings go on */
+    CLI_RUN(&r, dir, "train", "--model", model_p, "--data", data_p, "--resume", out, "--epochs", "2");
+    CLI_EXPECT(&r, 0, "epoch 2/2");
+    assert_int_equal(cnn_st_load(out, &st), CNN_OK);
+    assert_string_equal(cnn_st_metadata(st, "milestones"), "3,5");
+    assert_string_equal(cnn_st_metadata(st, "label_smoothing"), "0.20000000000000001");
+    assert_string_equal(cnn_st_metadata(st, "no_decay_bn_bias"), "1");
+    cnn_st_free(st);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_parity_sgd),
@@ -428,6 +502,8 @@ int main(void) {
         cmocka_unit_test(test_parity_res_no_decay),
         cmocka_unit_test(test_parity_resnet20_onecycle),
         cmocka_unit_test(test_parity_resnet20_warmup_cosine),
+        cmocka_unit_test(test_bad_recipe_options),
+        cmocka_unit_test(test_recipe_metadata),
         cmocka_unit_test(test_resume_is_exact),
         cmocka_unit_test(test_graph_resume_and_threads_are_exact),
         cmocka_unit_test(test_determinism),
