@@ -112,7 +112,9 @@ LIVE_BATCH = 2
 LIVE = {
     "resnet20_onecycle": SGD_RECIPE + " --schedule onecycle --label-smoothing 0.1 --clip-grad-norm 1 "
                          "--no-decay-bn-bias",
-    "resnet20_warmup_cosine": SGD_RECIPE.replace("--lr 0.1", "--lr 0.02") + " --schedule cosine --schedule-per step "
+    # (at a higher rate and without clipping its trajectories get chaotic: two float32 builds of cnn
+    # part by 10% after five steps on some seeds)
+    "resnet20_warmup_cosine": SGD_RECIPE.replace("--lr 0.1", "--lr 0.005") + " --schedule cosine --schedule-per step "
                               "--warmup 2 --no-decay-bn-bias",
 }
 BUFFERS = {"sgd": ["momentum_buffer"], "adam": ["exp_avg", "exp_avg_sq"], "adamw": ["exp_avg", "exp_avg_sq"]}
