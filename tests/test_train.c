@@ -455,6 +455,48 @@ static void test_bad_recipe_options(void **state) {
         if (!strstr(r.out, words[i])) fail_msg("cnn train --help lacks '%s':\n%s", words[i], r.out);
 }
 
+/* The recipe on the graph with batch norm: 1 and 2 threads give the same bits (clipping's norm is
+ * summed in one order), and each option changes the result (it was applied). */
+static void test_recipe_threads_and_effect(void **state) {
+    (void)state;
+    static const char graph[] = "input 1 6 6\nconv2d out_channels=3 kernel_size=3 padding=1 bias=false name=c1\n"
+                                "batchnorm2d name=bn\nrelu name=a\nconv2d out_channels=3 kernel_size=3 padding=1\n"
+                                "add from=a\nadaptiveavgpool2d output_size=1\nflatten\nlinear out_features=4\n";
+    char m[512], a[512], b[512], c[512];
+    tu_write_text(path(m, "recipe_graph.cnn"), graph);
+    path(a, "recipe_t1.safetensors");
+    path(b, "recipe_t2.safetensors");
+    path(c, "recipe_other.safetensors");
+#define RECIPE(clip, smooth, sched, wd)                                                                   \
+    "--epochs", "2", "--batch", "8", "--seed", "3", "--lr", "0.1", "--momentum", "0.9", "--nesterov",          \
+        "--weight-decay", wd, "--schedule", sched, "--label-smoothing", smooth, "--clip-grad-norm", clip,        \
+        "--no-decay-bn-bias"
+    cli_result r;
+    CLI_RUN(&r, dir, "train", "--model", m, "--data", data_p, RECIPE("0.3", "0.1", "onecycle", "0.01"), "--threads",
+            "1", "--out", a);
+    CLI_EXPECT(&r, 0, "epoch 2/2");
+    CLI_RUN(&r, dir, "train", "--model", m, "--data", data_p, RECIPE("0.3", "0.1", "onecycle", "0.01"), "--threads",
+            "2", "--out", b);
+    CLI_EXPECT(&r, 0, "epoch 2/2");
+    assert_true(tu_same_tensors(a, b, "") >= 11);
+    /* without one option at a time, the weights differ */
+    static const char *const drop[][4] = {{"100", "0.1", "onecycle", "0.01"}, {"0.3", "0", "onecycle", "0.01"},
+                                          {"0.3", "0.1", "constant", "0.01"}, {"0.3", "0.1", "onecycle", "0"}};
+    for (size_t i = 0; i < sizeof drop / sizeof drop[0]; i++) {
+        CLI_RUN(&r, dir, "train", "--model", m, "--data", data_p, RECIPE(drop[i][0], drop[i][1], drop[i][2], drop[i][3]),
+                "--out", c);
+        CLI_EXPECT(&r, 0, "epoch 2/2");
+        cnn_st *sa = NULL, *sc = NULL;
+        assert_int_equal(cnn_st_load(a, &sa), CNN_OK);
+        assert_int_equal(cnn_st_load(c, &sc), CNN_OK);
+        const cnn_tensor *wa = cnn_st_find(sa, "c1.weight"), *wc = cnn_st_find(sc, "c1.weight");
+        if (!memcmp(wa->data, wc->data, 27 * sizeof(float))) fail_msg("variant %zu changed nothing", i);
+        cnn_st_free(sa);
+        cnn_st_free(sc);
+    }
+#undef RECIPE
+}
+
 /* The recipe's settings are in the checkpoint's metadata, and --resume takes them from there. */
 static void test_recipe_metadata(void **state) {
     (void)state;
@@ -504,6 +546,7 @@ int main(void) {
         cmocka_unit_test(test_parity_resnet20_warmup_cosine),
         cmocka_unit_test(test_bad_recipe_options),
         cmocka_unit_test(test_recipe_metadata),
+        cmocka_unit_test(test_recipe_threads_and_effect),
         cmocka_unit_test(test_resume_is_exact),
         cmocka_unit_test(test_graph_resume_and_threads_are_exact),
         cmocka_unit_test(test_determinism),
