@@ -71,8 +71,10 @@ static int check_name(const cnn_st *st, const char *key, const char *const *name
     if (!v) return 1;
     for (int i = 0; names[i]; i++)
         if (!strcmp(v, names[i])) return 1;
-    return fail(msg, cap, "__metadata__ \"%s\" is '%.40s', not one of %s, %s, %s", key, v, names[0], names[1],
-                names[2]);
+    char list[256] = "";
+    for (int i = 0, at = 0; names[i] && at < (int)sizeof list; i++)
+        at += snprintf(list + at, sizeof list - (size_t)at, "%s%s", i ? ", " : "", names[i]);
+    return fail(msg, cap, "__metadata__ \"%s\" is '%.40s', not one of %s", key, v, list);
 }
 
 /* Whether a tensor of optimizer state holds anything but zeros (the dtypes a state is saved in). */
@@ -112,7 +114,9 @@ int resume_meta_check(const cnn_st *st, char *msg, size_t cap) {
         !check_count(st, "shuffle", 0, 0, 1, &u, NULL, msg, cap) ||
         !check_count(st, "nesterov", 0, 0, 1, &u, NULL, msg, cap) ||
         !check_count(st, "step_size", 0, 1, INT32_MAX, &u, NULL, msg, cap) ||
-        !check_count(st, "checkpoint_every", 0, 0, UINT64_MAX, &u, NULL, msg, cap))
+        !check_count(st, "checkpoint_every", 0, 0, UINT64_MAX, &u, NULL, msg, cap) ||
+        !check_count(st, "warmup", 0, 0, 1000000000, &u, NULL, msg, cap) ||
+        !check_count(st, "no_decay_bn_bias", 0, 0, 1, &u, NULL, msg, cap))
         return 0;
     /* torch's own checks: lr, momentum, weight_decay, eps >= 0 (and finite here); gamma > 0 as
      * cnn train --gamma requires. */
@@ -122,7 +126,9 @@ int resume_meta_check(const cnn_st *st, char *msg, size_t cap) {
         !check_number(st, "eps", 0, 0, HUGE_VAL, 0, ">= 0", &d, NULL, msg, cap) ||
         !check_number(st, "gamma", 0, 0, HUGE_VAL, 0, "> 0", &gamma, &has, msg, cap) ||
         !check_number(st, "epoch_seconds", 0, 0, HUGE_VAL, 0, ">= 0", &d, NULL, msg, cap) ||
-        !check_number(st, "epoch_loss_sum", 0, 0, HUGE_VAL, 0, ">= 0", &loss_sum, NULL, msg, cap))
+        !check_number(st, "epoch_loss_sum", 0, 0, HUGE_VAL, 0, ">= 0", &loss_sum, NULL, msg, cap) ||
+        !check_number(st, "label_smoothing", 0, 0, 1, 1, "in [0, 1)", &d, NULL, msg, cap) ||
+        !check_number(st, "clip_grad_norm", 0, 0, HUGE_VAL, 0, ">= 0", &d, NULL, msg, cap))
         return 0;
     if (has && !(gamma > 0)) return fail(msg, cap, "__metadata__ \"gamma\" is '%.40s', not a finite number > 0",
                                      cnn_st_metadata(st, "gamma"));
@@ -135,10 +141,12 @@ int resume_meta_check(const cnn_st *st, char *msg, size_t cap) {
                         betas);
     }
     static const char *const optimizers[] = {"sgd", "adam", "adamw", NULL};
-    static const char *const schedules[] = {"constant", "step", "cosine", NULL};
-    const char *optimizer, *schedule;
+    static const char *const schedules[] = {"constant", "step", "cosine", "multistep", "onecycle", NULL};
+    static const char *const pers[] = {"epoch", "step", NULL};
+    const char *optimizer, *schedule, *per;
     if (!check_name(st, "optimizer", optimizers, &optimizer, msg, cap) ||
-        !check_name(st, "schedule", schedules, &schedule, msg, cap))
+        !check_name(st, "schedule", schedules, &schedule, msg, cap) ||
+        !check_name(st, "schedule_per", pers, &per, msg, cap))
         return 0;
 
     /* The counts against each other. */

@@ -67,7 +67,10 @@ static const char train_usage[] =
     "usage: cnn train --model NET.cnn --data SOURCE [--weights INIT.safetensors | --init SEED]\n"
     "                 [--epochs E] [--batch B] [--optimizer sgd|adam|adamw] [--lr LR]\n"
     "                 [--momentum M] [--nesterov] [--weight-decay WD]\n"
-    "                 [--schedule constant|step|cosine] [--step-size S] [--gamma G]\n"
+    "                 [--schedule constant|step|cosine|multistep|onecycle]\n"
+    "                 [--schedule-per step|epoch] [--step-size S] [--gamma G]\n"
+    "                 [--milestones M1,M2,...] [--warmup N] [--label-smoothing E]\n"
+    "                 [--clip-grad-norm C] [--no-decay-bn-bias]\n"
     "                 [--seed S] [--no-shuffle] [--threads T] [--out CKPT.safetensors]\n"
     "                 [--resume CKPT.safetensors] [--log run.jsonl] [--plot curves.svg|png]\n"
     "                 [--checkpoint-every N] [--data-dir DIR]\n"
@@ -96,7 +99,21 @@ static const char train_usage[] =
     "cutout=S zeroes a random SxS square; drawn from (seed, epoch, sample). --val-split N holds\n"
     "out N training samples (drawn from --seed) and reports them as validation after each epoch.\n"
     "--keep-best also keeps the checkpoint of the best validation (else test) accuracy in\n"
-    "NAME-best.safetensors beside --out; --patience K stops when it has not improved for K epochs.\n";
+    "NAME-best.safetensors beside --out; --patience K stops when it has not improved for K epochs.\n"
+    "\n"
+    "Schedules, as torch.optim.lr_scheduler computes them (T: the run's epochs, or its steps\n"
+    "with --schedule-per step): step is StepLR(step_size, gamma), cosine CosineAnnealingLR(T_max\n"
+    "= T), multistep MultiStepLR(milestones, gamma), milestones in epochs (steps with\n"
+    "--schedule-per step). onecycle is OneCycleLR(max_lr = --lr, total_steps = epochs x steps\n"
+    "per epoch) with its defaults (pct_start 0.3, cos, div_factor 25, final_div_factor 1e4),\n"
+    "stepped after every batch; it cycles SGD's momentum (Adam's beta1) from 0.95 to 0.85 and\n"
+    "back whatever --momentum says, as torch does (with SGD and --momentum 0 too: the momentum\n"
+    "buffers then exist). --warmup N multiplies the rate of step k by min(1, (k+1)/N):\n"
+    "LinearLR(start_factor=1/N, end_factor=1, total_iters=N-1) stepped per batch, chained with\n"
+    "the schedule (not with onecycle). --label-smoothing is CrossEntropyLoss(label_smoothing=E)\n"
+    "(the test loss stays plain cross-entropy); --clip-grad-norm is clip_grad_norm_(params, C)\n"
+    "after each backward; --no-decay-bn-bias gives weight decay only to conv and linear weights\n"
+    "(batch norm's parameters and every bias get none). --resume restores all of these.\n";
 static const char train_example[] =
     "example:\n"
     "  cnn train --model models/lenet5.cnn --data mnist --epochs 3 --optimizer adam --lr 0.001 \\\n"
@@ -126,8 +143,14 @@ typedef struct train_cfg {
     cnn_optim_config opt;
     cnn_schedule schedule;
     double gamma;
+    /* the recipe: schedule clock, milestones, warm-up steps, label smoothing, clipping (0: none) */
+    int per_step, n_milestones;
+    int64_t milestones[CNN_MAX_MILESTONES];
+    unsigned long long warmup;
+    double label_smoothing, clip;
     struct { int epochs, batch, optimizer, lr, momentum, nesterov, wd, schedule, step_size, gamma, seed, shuffle,
-             checkpoint_every, augment, val_split, patience, keep_best; } given;
+             checkpoint_every, augment, val_split, patience, keep_best,
+             per_step, milestones, warmup, label_smoothing, clip, no_decay; } given;
 } train_cfg;
 
 /* Where training stands: `epoch` epochs done and `batch` batches of the next one, whose summed
@@ -149,8 +172,27 @@ static int parse_double(const char *s, double *out) {
 static const char *optim_name(cnn_optim_kind k) {
     return k == CNN_OPTIM_ADAM ? "adam" : k == CNN_OPTIM_ADAMW ? "adamw" : "sgd";
 }
+static const char *const schedule_names[] = {"constant", "step", "cosine", "multistep", "onecycle", NULL};
+
 static const char *schedule_name(cnn_schedule s) {
-    return s == CNN_SCHEDULE_STEP ? "step" : s == CNN_SCHEDULE_COSINE ? "cosine" : "constant";
+    return s >= CNN_SCHEDULE_CONSTANT && s <= CNN_SCHEDULE_ONECYCLE ? schedule_names[s] : "constant";
+}
+
+/* "M1,M2,...": positive whole numbers, strictly increasing, at most CNN_MAX_MILESTONES; "" is none. */
+static int parse_milestones(const char *v, int64_t *m, int *n) {
+    *n = 0;
+    while (*v) {
+        if (*v < '0' || *v > '9' || *n == CNN_MAX_MILESTONES) return 0;
+        char *end;
+        errno = 0;
+        const unsigned long long u = strtoull(v, &end, 10);
+        if (errno || u < 1 || u > INT32_MAX || (*n && (int64_t)u <= m[*n - 1])) return 0;
+        m[(*n)++] = (int64_t)u;
+        if (*end == ',' && end[1]) end++;
+        else if (*end) return 0;
+        v = end;
+    }
+    return 1;
 }
 
 static int parse_optim(const char *v, cnn_optim_kind *k) {
@@ -162,10 +204,23 @@ static int parse_optim(const char *v, cnn_optim_kind *k) {
 }
 
 static int parse_schedule(const char *v, cnn_schedule *s) {
-    if (!strcmp(v, "constant")) *s = CNN_SCHEDULE_CONSTANT;
-    else if (!strcmp(v, "step")) *s = CNN_SCHEDULE_STEP;
-    else if (!strcmp(v, "cosine")) *s = CNN_SCHEDULE_COSINE;
-    else return 0;
+    for (int i = 0; schedule_names[i]; i++)
+        if (!strcmp(v, schedule_names[i])) return *s = (cnn_schedule)i, 1;
+    return 0;
+}
+
+/* The recipe's options against each other, after --resume has filled in the rest; 0 and a
+ * message naming the option when they disagree. */
+static int recipe_ok(const train_cfg *c) {
+    if (c->n_milestones && c->schedule != CNN_SCHEDULE_MULTISTEP)
+        return !cli_usage_error("train", "--milestones belongs to --schedule multistep (the schedule is %s)",
+                                schedule_name(c->schedule));
+    if (!c->n_milestones && c->schedule == CNN_SCHEDULE_MULTISTEP)
+        return !cli_usage_error("train", "--schedule multistep needs --milestones M1,M2,...");
+    if (c->warmup && c->schedule == CNN_SCHEDULE_ONECYCLE)
+        return !cli_usage_error("train", "--warmup: onecycle warms up itself; give one or the other");
+    if (c->given.per_step && !c->per_step && c->schedule == CNN_SCHEDULE_ONECYCLE)
+        return !cli_usage_error("train", "--schedule-per epoch: onecycle is always stepped per batch");
     return 1;
 }
 
@@ -175,8 +230,9 @@ static int parse_args(int argc, char **argv, train_cfg *c) {
     c->epochs = 1, c->batch = 64, c->step_size = 1, c->gamma = 0.1, c->shuffle = 1;
     const char *init = NULL, *seed = NULL, *epochs = NULL, *batch = NULL, *every = NULL, *threads = NULL,
                *step_size = NULL, *gamma = NULL, *optimizer = NULL, *schedule = NULL, *lr_s = NULL,
-               *momentum_s = NULL, *wd_s = NULL;
-    int nesterov = 0, no_shuffle = 0;
+               *momentum_s = NULL, *wd_s = NULL, *per = NULL, *milestones = NULL, *warmup = NULL, *smooth = NULL,
+               *clip = NULL;
+    int nesterov = 0, no_shuffle = 0, no_decay = 0;
     const char *augment = NULL, *val_split = NULL, *patience = NULL;
     const cli_opt opts[] = {
         CLI_VALUE("model", "NET.cnn", &c->model, "the model (see README, 'The model format')"),
@@ -191,9 +247,15 @@ static int parse_args(int argc, char **argv, train_cfg *c) {
         CLI_VALUE("momentum", "M", &momentum_s, "SGD's momentum (default 0)"),
         CLI_FLAG("nesterov", &nesterov, "Nesterov momentum"),
         CLI_VALUE("weight-decay", "WD", &wd_s, "weight decay (default 0; adamw: 0.01)"),
-        CLI_VALUE("schedule", "NAME", &schedule, "constant (default), step or cosine, per epoch"),
-        CLI_VALUE("step-size", "S", &step_size, "step schedule: epochs between decays (default 1)"),
-        CLI_VALUE("gamma", "G", &gamma, "step schedule: the decay factor (default 0.1)"),
+        CLI_VALUE("schedule", "NAME", &schedule, "constant (default), step, cosine, multistep or onecycle"),
+        CLI_VALUE("schedule-per", "step|epoch", &per, "the schedule's clock (default epoch; onecycle: step)"),
+        CLI_VALUE("step-size", "S", &step_size, "step schedule: epochs (steps) between decays (default 1)"),
+        CLI_VALUE("gamma", "G", &gamma, "step and multistep: the decay factor (default 0.1)"),
+        CLI_VALUE("milestones", "M1,M2,...", &milestones, "multistep: epochs (steps) of the decays, increasing"),
+        CLI_VALUE("warmup", "N", &warmup, "linear warm-up over the first N steps (default 0)"),
+        CLI_VALUE("label-smoothing", "E", &smooth, "CrossEntropyLoss(label_smoothing=E), E in [0, 1)"),
+        CLI_VALUE("clip-grad-norm", "C", &clip, "clip_grad_norm_ of the gradients to C (> 0)"),
+        CLI_FLAG("no-decay-bn-bias", &no_decay, "no weight decay for batch norm's parameters and biases"),
         CLI_VALUE("seed", "S", &seed, "the seed of the shuffles and dropout (default 0)"),
         CLI_FLAG("no-shuffle", &no_shuffle, "keep the data's order"),
         CLI_VALUE("threads", "T", &threads, "threads, 1 to 1024 (default: $CNN_NUM_THREADS, else every core)"),
@@ -214,8 +276,7 @@ static int parse_args(int argc, char **argv, train_cfg *c) {
 
     static const char *const optimizers[] = {"sgd", "adam", "adamw", NULL};
     static const cnn_optim_kind kinds[] = {CNN_OPTIM_SGD, CNN_OPTIM_ADAM, CNN_OPTIM_ADAMW};
-    static const char *const schedules[] = {"constant", "step", "cosine", NULL};
-    static const cnn_schedule scheds[] = {CNN_SCHEDULE_CONSTANT, CNN_SCHEDULE_STEP, CNN_SCHEDULE_COSINE};
+    static const char *const pers[] = {"epoch", "step", NULL};
     int ki = 0, si = 0;
     double lr = NAN, momentum = 0, wd = NAN;
     if ((init && !cli_u64("train", "--init", init, 0, ~0ULL, &c->init_seed)) ||
@@ -227,7 +288,11 @@ static int parse_args(int argc, char **argv, train_cfg *c) {
         (step_size && !cli_u64("train", "--step-size", step_size, 1, INT_MAX, &c->step_size)) ||
         (gamma && !cli_real("train", "--gamma", gamma, 0, 1, &c->gamma)) ||
         (optimizer && !cli_choice("train", "--optimizer", optimizer, optimizers, &ki)) ||
-        (schedule && !cli_choice("train", "--schedule", schedule, schedules, &si)) ||
+        (schedule && !cli_choice("train", "--schedule", schedule, schedule_names, &si)) ||
+        (per && !cli_choice("train", "--schedule-per", per, pers, &c->per_step)) ||
+        (warmup && !cli_u64("train", "--warmup", warmup, 0, 1000000000, &c->warmup)) ||
+        (smooth && !cli_real("train", "--label-smoothing", smooth, 0, 0, &c->label_smoothing)) ||
+        (clip && !cli_real("train", "--clip-grad-norm", clip, 0, 1, &c->clip)) ||
         (lr_s && !cli_real("train", "--lr", lr_s, 0, 0, &lr)) ||
         (momentum_s && !cli_real("train", "--momentum", momentum_s, 0, 0, &momentum)) ||
         (wd_s && !cli_real("train", "--weight-decay", wd_s, 0, 0, &wd)) ||
@@ -238,8 +303,13 @@ static int parse_args(int argc, char **argv, train_cfg *c) {
         return cli_usage_error("train", "--augment %s: %s", augment, cnn_last_error());
     c->given.augment = augment != NULL, c->given.val_split = val_split != NULL;
     c->given.patience = patience != NULL, c->given.keep_best = c->keep_best;
+    if (smooth && !(c->label_smoothing < 1))
+        return cli_usage_error("train", "--label-smoothing %s: expected a number in [0, 1)", smooth);
+    if (milestones && (!*milestones || !parse_milestones(milestones, c->milestones, &c->n_milestones)))
+        return cli_usage_error("train", "--milestones %s: expected whole numbers >= 1, strictly increasing, "
+                               "separated by commas (at most %d)", milestones, CNN_MAX_MILESTONES);
     const cnn_optim_kind kind = kinds[ki];
-    c->schedule = scheds[si];
+    c->schedule = (cnn_schedule)si;
     c->have_init = init != NULL;
     if (no_shuffle) c->shuffle = 0;
     c->given.epochs = epochs != NULL, c->given.batch = batch != NULL, c->given.optimizer = optimizer != NULL;
@@ -247,6 +317,8 @@ static int parse_args(int argc, char **argv, train_cfg *c) {
     c->given.wd = wd_s != NULL, c->given.schedule = schedule != NULL, c->given.step_size = step_size != NULL;
     c->given.gamma = gamma != NULL, c->given.seed = seed != NULL, c->given.shuffle = no_shuffle;
     c->given.checkpoint_every = every != NULL;
+    c->given.per_step = per != NULL, c->given.milestones = milestones != NULL, c->given.warmup = warmup != NULL;
+    c->given.label_smoothing = smooth != NULL, c->given.clip = clip != NULL, c->given.no_decay = no_decay;
     /* Every option given, in the user's order and by its full name (cli_parse took the line, so
      * each "--x" is one option's name or unique prefix), for the resume command. */
     for (int i = 1; i < argc && strcmp(argv[i], "--"); i++) {
@@ -270,7 +342,9 @@ static int parse_args(int argc, char **argv, train_cfg *c) {
     c->opt = cnn_optim_defaults(kind, isnan(lr) ? (kind == CNN_OPTIM_SGD ? 0.01 : 0.001) : lr);
     c->opt.momentum = momentum;
     c->opt.nesterov = nesterov;
+    c->opt.no_decay_bn_bias = no_decay;
     if (!isnan(wd)) c->opt.weight_decay = wd;
+    if (!c->resume && !recipe_ok(c)) return EXIT_BAD_INPUT;
     if (!c->have_init) c->init_seed = c->seed;
     return -1;
 }
@@ -926,6 +1000,15 @@ static int restore_settings(const cnn_st *st, const char *path, train_cfg *c, tr
     if (!c->given.gamma && meta_double(st, "gamma", &d)) c->gamma = d;
     if (!c->given.epochs && meta_u64(st, "epochs", &u)) c->epochs = u;
     if (!c->given.checkpoint_every && meta_u64(st, "checkpoint_every", &u)) c->checkpoint_every = u;
+    /* the recipe (checkpoints older than it lack these keys: their runs had none of it) */
+    if (!c->given.per_step && (v = cnn_st_metadata(st, "schedule_per")))
+        ok = ok && (!strcmp(v, "step") || !strcmp(v, "epoch")), c->per_step = !strcmp(v, "step");
+    if (!c->given.milestones && c->schedule == CNN_SCHEDULE_MULTISTEP && (v = cnn_st_metadata(st, "milestones")))
+        ok = ok && parse_milestones(v, c->milestones, &c->n_milestones);
+    if (!c->given.warmup && meta_u64(st, "warmup", &u)) c->warmup = u;
+    if (!c->given.label_smoothing && meta_double(st, "label_smoothing", &d)) c->label_smoothing = d;
+    if (!c->given.clip && meta_double(st, "clip_grad_norm", &d)) c->clip = d;
+    if (!c->given.no_decay && meta_u64(st, "no_decay_bn_bias", &u)) c->opt.no_decay_bn_bias = u != 0;
     if (!restore_data_settings(st, path, c)) return 0;
     if (!ok) {
         train_error("%s: the checkpoint's __metadata__ is incomplete or malformed", path);
@@ -937,10 +1020,13 @@ static int restore_settings(const cnn_st *st, const char *path, train_cfg *c, tr
                       : c->epochs < 1 || c->epochs > 100000 ? "epochs"
                       : c->step_size < 1 || c->step_size > INT_MAX ? "step_size"
                       : !(c->gamma > 0) ? "gamma"
+                      : c->warmup > 1000000000 ? "warmup"
+                      : !(c->label_smoothing >= 0 && c->label_smoothing < 1) ? "label_smoothing"
+                      : !(c->clip >= 0) || isinf(c->clip) ? "clip_grad_norm"
                       : NULL;
     if (bad)
         train_error("%s: the checkpoint's __metadata__ has an out-of-range %s (see cnn train --help)", path, bad);
-    return !bad;
+    return !bad && recipe_ok(c);
 }
 
 static char *read_text(const char *path) {
@@ -988,6 +1074,15 @@ static int write_checkpoint(const train_cfg *c, const char *model_text, const cn
     meta_add(&m, "schedule", "%s", schedule_name(c->schedule));
     meta_add(&m, "step_size", "%llu", c->step_size);
     meta_add(&m, "gamma", "%.17g", c->gamma);
+    meta_add(&m, "schedule_per", "%s", c->per_step ? "step" : "epoch");
+    char ms[CNN_MAX_MILESTONES * 12] = "";
+    for (int i = 0, at = 0; i < c->n_milestones; i++)
+        at += snprintf(ms + at, sizeof ms - (size_t)at, "%s%lld", i ? "," : "", (long long)c->milestones[i]);
+    meta_add(&m, "milestones", "%s", ms);
+    meta_add(&m, "warmup", "%llu", c->warmup);
+    meta_add(&m, "label_smoothing", "%.17g", c->label_smoothing);
+    meta_add(&m, "clip_grad_norm", "%.17g", c->clip);
+    meta_add(&m, "no_decay_bn_bias", "%d", c->opt.no_decay_bn_bias);
     meta_add(&m, "test_acc", "%.6f", test_acc);
     char aug[128];
     cnn_augment_format(&c->augment, aug, sizeof aug);
@@ -1247,7 +1342,12 @@ int cmd_train(int argc, char **argv) {
         goto done;
     }
     if (!prepare_data(&c, &data, &val, &rc)) goto done;
-    if ((st = cnn_optim_create(net, &c.opt, &opt))) goto fail;
+    /* onecycle sets SGD's momentum at every step, 0.95 first, even when --momentum is 0 (torch's
+     * param group then gets momentum too, and its buffers): the optimizer is made with buffers. */
+    cnn_optim_config ocfg = c.opt;
+    if (c.schedule == CNN_SCHEDULE_ONECYCLE && ocfg.kind == CNN_OPTIM_SGD && ocfg.momentum == 0 && !ocfg.nesterov)
+        ocfg.momentum = 0.95;
+    if ((st = cnn_optim_create(net, &ocfg, &opt))) goto fail;
     if (c.resume && (st = cnn_optim_load_state(opt, wst, (int64_t)step))) {
         cnn_error_prefix(c.resume);
         goto fail;
@@ -1273,6 +1373,15 @@ int cmd_train(int argc, char **argv) {
     if (!xb || !yb || !dy || !perm || !ostate) goto nomem;
     cnn_optim_state(opt, ostate, n_ostate);
     const int64_t steps_per_epoch = (data.train.n + batch - 1) / batch;
+    cnn_schedule_config sched = {.kind = c.schedule, .base = c.opt.lr, .per_step = c.per_step,
+                                 .total_steps = (int64_t)c.epochs * steps_per_epoch, .steps_per_epoch = steps_per_epoch,
+                                 .step_size = (int64_t)c.step_size, .gamma = c.gamma, .n_milestones = c.n_milestones,
+                                 .warmup = (int64_t)c.warmup};
+    memcpy(sched.milestones, c.milestones, sizeof c.milestones);
+    if (cnn_schedule_check(&sched) != CNN_OK) {
+        train_error("%s", cnn_last_error());
+        goto done;
+    }
     if (resume_at.batch > 0 && (resume_at.samples != data.train.n || resume_at.batch > steps_per_epoch)) {
         train_error("%s was written in the middle of an epoch of %lld samples; %s holds %lld: resume it on the same "
                     "data", c.resume, (long long)resume_at.samples, c.data, (long long)data.train.n);
@@ -1339,7 +1448,7 @@ int cmd_train(int argc, char **argv) {
     unsigned long long epochs_done = c.epochs; /* less after an early stop */
     training = 1;
     for (unsigned long long e = start_epoch; e < c.epochs; e++) {
-        const double lr = cnn_schedule_lr(c.schedule, c.opt.lr, (int)e, (int)c.epochs, (int)c.step_size, c.gamma);
+        double lr = cnn_schedule_at(&sched, (int64_t)e * steps_per_epoch, NULL); /* the epoch's last, for the log */
         epoch_order(perm, data.train.n, c.seed, e, c.shuffle);
         /* A resumed epoch skips the batches its checkpoint had done, and goes on from their totals. */
         const train_pos *from = e == start_epoch ? &resume_at : NULL;
@@ -1361,7 +1470,7 @@ int cmd_train(int argc, char **argv) {
             float loss;
             cnn_net_forward(net, xb, n);
             const float *y = cnn_net_output(net);
-            cnn_loss_cross_entropy(y, yb, n, classes, &loss, dy);
+            cnn_loss_cross_entropy_smooth(y, yb, n, classes, c.label_smoothing, &loss, dy);
             for (int i = 0; i < n; i++) correct += argmax(y + (size_t)i * classes, classes) == yb[i];
             cnn_net_backward(net, dy);
             if (!isfinite(loss) || !grads_finite(net)) {
@@ -1375,6 +1484,10 @@ int cmd_train(int argc, char **argv) {
                 rc = 1;
                 goto done;
             }
+            if (c.clip > 0) cnn_net_clip_grad_norm(net, c.clip, NULL);
+            double momentum;
+            lr = cnn_schedule_at(&sched, (int64_t)e * steps_per_epoch + b, &momentum);
+            if (!isnan(momentum)) cnn_optim_set_momentum(opt, momentum);
             cnn_optim_step(opt, lr);
             step++;
             char bad[512];

@@ -423,6 +423,13 @@ void cnn_net_zero_grad(cnn_net *net);
 cnn_status cnn_loss_cross_entropy(const float *logits, const int64_t *target, int n, int classes,
                                   float *loss, float *dx);
 
+/* CrossEntropyLoss(label_smoothing = eps): *loss = mean over the batch of
+ * (1 − eps)·(lse(x) − x[target]) + eps·mean_k(lse(x) − x[k]); dx (if not NULL) =
+ * (softmax(x) − (1 − eps)·onehot − eps/classes)/n. eps 0 is cnn_loss_cross_entropy.
+ * Errors: those of cnn_loss_cross_entropy, and CNN_ERR_ARG for eps outside [0, 1). */
+cnn_status cnn_loss_cross_entropy_smooth(const float *logits, const int64_t *target, int n, int classes,
+                                         double eps, float *loss, float *dx);
+
 /* Mean squared error over `count` elements: *loss = mean((y − t)²); when dy is not NULL,
  * dy = 2(y − t)/count. Errors: CNN_ERR_ARG. */
 cnn_status cnn_loss_mse(const float *y, const float *t, int64_t count, float *loss, float *dy);
@@ -554,6 +561,10 @@ typedef struct cnn_optim_config {
     int nesterov;                 /* SGD; needs momentum > 0 and dampening 0 */
     double weight_decay;          /* SGD and Adam: g += wd·p; AdamW: p *= 1 − lr·wd */
     double beta1, beta2, eps;     /* Adam, AdamW: 0.9, 0.999, 1e-8 */
+    int no_decay_bn_bias;         /* 1: no weight decay for the parameters of batch-norm layers
+                                   * (weight and bias) and for every bias (a parameter named
+                                   * "….bias"): torch's two param groups, [conv/linear weights:
+                                   * weight_decay] and [the rest: 0]. Default 0: decay everything. */
 } cnn_optim_config;
 
 /* torch.optim's defaults for `kind` with learning rate lr (weight_decay 0, or 0.01 for AdamW). */
@@ -575,6 +586,19 @@ void cnn_optim_step(cnn_optim *opt, double lr);
 /* The number of steps taken (Adam's t). */
 int64_t cnn_optim_step_count(const cnn_optim *opt);
 
+/* Sets the momentum of the following steps (SGD's momentum, Adam's and AdamW's beta1), as a
+ * scheduler that cycles momentum (OneCycleLR) writes it into torch's param group; rounded to float
+ * in each step as the other hyperparameters are. Errors: CNN_ERR_ARG (NULL, a value outside [0, 1),
+ * or a nonzero momentum for an SGD optimizer created with momentum 0, which has no buffers). */
+cnn_status cnn_optim_set_momentum(cnn_optim *opt, double momentum);
+
+/* torch.nn.utils.clip_grad_norm_(parameters, max_norm) over every gradient of `net`: the L2 norm
+ * of each parameter's gradient, then the norm of those norms, in float as torch 1.13 does;
+ * coef = max_norm / (total + 1e-6), and when coef < 1 every gradient is multiplied by it. The
+ * norm is summed in one fixed order (the same bits for any thread count). *total (may be NULL)
+ * gets the norm before clipping. Errors: CNN_ERR_ARG (NULL net, max_norm not finite or ≤ 0). */
+cnn_status cnn_net_clip_grad_norm(cnn_net *net, double max_norm, double *total);
+
 /* The optimizer's state as tensors named "optim.<param>.<buffer>" (momentum_buffer for SGD;
  * exp_avg and exp_avg_sq for Adam and AdamW), F32, each with its parameter's shape. Fills up to
  * `cap` tensors of `t` and returns how many there are in all; the tensors' names and data belong
@@ -587,13 +611,55 @@ int cnn_optim_state(const cnn_optim *opt, cnn_tensor *t, int cap);
  * CNN_ERR_NONFINITE, each naming the tensor; CNN_ERR_ARG for negative steps. */
 cnn_status cnn_optim_load_state(cnn_optim *opt, const cnn_st *st, int64_t steps);
 
-typedef enum cnn_schedule { CNN_SCHEDULE_CONSTANT = 0, CNN_SCHEDULE_STEP, CNN_SCHEDULE_COSINE } cnn_schedule;
+typedef enum cnn_schedule {
+    CNN_SCHEDULE_CONSTANT = 0, CNN_SCHEDULE_STEP, CNN_SCHEDULE_COSINE, CNN_SCHEDULE_MULTISTEP,
+    CNN_SCHEDULE_ONECYCLE
+} cnn_schedule;
 
 /* The learning rate for (0-based) epoch e of `epochs`: constant; StepLR, base·gamma^floor(e /
  * step_size) (multiplied once per boundary, as torch does); CosineAnnealingLR with T_max = epochs,
  * eta_min 0, base·(1 + cos(π·e/epochs))/2. NaN for arguments that make no schedule (e < 0,
- * step_size < 1, cosine with epochs < 1). */
+ * step_size < 1, cosine with epochs < 1, multistep and onecycle: see cnn_schedule_at). */
 double cnn_schedule_lr(cnn_schedule s, double base, int epoch, int epochs, int step_size, double gamma);
+
+#define CNN_MAX_MILESTONES 64
+
+/* A whole schedule, evaluated at any step of a run of `total_steps` steps of `steps_per_epoch`
+ * each. `per_step` 0: the schedule's clock t is the epoch (step / steps_per_epoch), 1: the step;
+ * onecycle always runs per step. With T the length of the run on that clock (epochs, or
+ * total_steps):
+ *   constant   base
+ *   step       StepLR(step_size, gamma): base·gamma^floor(t / step_size)
+ *   cosine     CosineAnnealingLR(T_max = T, eta_min 0): base·(1 + cos(π·t/T))/2
+ *   multistep  MultiStepLR(milestones, gamma): base·gamma^(number of milestones ≤ t); the
+ *              milestones strictly increasing, ≥ 1, at most CNN_MAX_MILESTONES
+ *   onecycle   OneCycleLR(max_lr = base, total_steps; pct_start 0.3, anneal cos, div_factor 25,
+ *              final_div_factor 1e4, three_phase False, cycle_momentum 0.85..0.95)
+ * warmup N > 0 multiplies the value at step k by min(1, (k + 1)/N): torch's chained
+ * LinearLR(start_factor = 1/N, end_factor 1, total_iters = N − 1), stepped per batch beside the
+ * schedule's own scheduler (not with onecycle, which warms up itself). */
+typedef struct cnn_schedule_config {
+    cnn_schedule kind;
+    double base;                  /* --lr; max_lr for onecycle */
+    int per_step;
+    int64_t total_steps, steps_per_epoch;
+    int64_t step_size;            /* step */
+    double gamma;                 /* step, multistep */
+    int n_milestones;
+    int64_t milestones[CNN_MAX_MILESTONES];
+    int64_t warmup;
+} cnn_schedule_config;
+
+/* Checks a schedule. Errors: CNN_ERR_ARG naming the setting (base not finite or < 0, steps < 1,
+ * step_size < 1, gamma not finite or ≤ 0, milestones not strictly increasing positive, warmup < 0
+ * or with onecycle). */
+cnn_status cnn_schedule_check(const cnn_schedule_config *s);
+
+/* The learning rate of (0-based) step k of the run, in double; *momentum (may be NULL) gets
+ * onecycle's momentum (SGD's momentum, Adam's beta1) for that step, and NAN for the other kinds
+ * (which leave momentum alone). Equal to torch 1.13's schedulers to 1e-12 relative. NaN for a
+ * schedule that cnn_schedule_check rejects, or k outside 0..total_steps − 1. */
+double cnn_schedule_at(const cnn_schedule_config *s, int64_t k, double *momentum);
 
 /* ---------------------------------------------------------------------------------------------
  * Checkpoints: a training run's state in one safetensors file, to resume it exactly

@@ -152,8 +152,8 @@ static void test_train_forms(void **state) {
             "--no-shuffle", oo);
     CLI_EXPECT(&r, 0, "epoch 2/2");
     CLI_RUN(&r, dir, "train", "--mod", model_p, "--data", data_p, "--ep=2", "--ba", "6", "--opt", "sgd", "--lr=0.05",
-            "--mom", "0.9", "--nes", "--weight-d=0.001", "--sc", "step", "--step", "1", "--ga=0.5", "--see", "7",
-            "--no", "--ou", o3);
+            "--mom", "0.9", "--nes", "--weight-d=0.001", "--schedule", "step", "--step", "1", "--ga=0.5", "--see", "7",
+            "--no-s", "--ou", o3);
     CLI_EXPECT(&r, 0, "epoch 2/2");
     assert_true(tu_same_tensors(o1, o2, " (train, --opt=value)") > 4);
     assert_true(tu_same_tensors(o1, o3, " (train, prefixes)") > 4);

@@ -261,20 +261,45 @@ static void test_sigkill_20_times(void **state) {
                   restarts, in_start, mid_write, reached, (unsigned long long)kill_seed);
 }
 
+/* The recipe's settings (issue 14): SGD with Nesterov momentum and weight decay off for biases,
+ * OneCycleLR over the run's 150 steps (its momentum cycling too), label smoothing and clipping. */
+#define RECIPE_ARGS(out)                                                                                         \
+    "train", "--model", model_p, "--data", data_p, "--epochs", "2", "--batch", "8", "--optimizer", "sgd", "--lr", \
+        "0.05", "--momentum", "0.9", "--nesterov", "--weight-decay", "0.001", "--no-decay-bn-bias", "--schedule",  \
+        "onecycle", "--label-smoothing", "0.1", "--clip-grad-norm", "0.5", "--seed", "7", "--checkpoint-every", "4", \
+        "--out", (out)
+
 /* SIGINT or SIGTERM while training: a checkpoint, the command that resumes it, and that command
  * ends exactly where the uninterrupted run did. */
-static void stop_and_resume(int sig, const char *name, const char *what) {
-    char ck[512];
+static void stop_and_resume_run(int sig, const char *name, const char *what, int recipe) {
+    char ck[512], recipe_ref[512];
     path(ck, name);
+    const char *ref = ref_p, *done = "epoch 6/6";
+    double seconds = train_seconds;
+    long long steps = 450;
+    int tensors = 12;
+    if (recipe) {   /* its own reference, never interrupted */
+        path(recipe_ref, "recipe_reference.safetensors");
+        ref = recipe_ref, done = "epoch 2/2", steps = 150, tensors = 8;
+        const pid_t pid = spawn((const char *const[]){RECIPE_ARGS(recipe_ref), NULL});
+        wait_training(pid);
+        const double t0 = tu_now();
+        int ws;
+        assert_true(wait_for(pid, 600, &ws));
+        assert_true(WIFEXITED(ws) && WEXITSTATUS(ws) == 0);
+        seconds = tu_now() - t0;
+        assert_int_equal(checkpoint_step(ref), steps);
+    }
     uint64_t s = kill_seed ^ (uint64_t)sig;
     for (int attempt = 0;; attempt++) {
         assert_true(attempt < 20);
         remove(ck);
-        const pid_t pid = spawn((const char *const[]){TRAIN_ARGS(ck), NULL});
+        const pid_t pid = recipe ? spawn((const char *const[]){RECIPE_ARGS(ck), NULL})
+                                 : spawn((const char *const[]){TRAIN_ARGS(ck), NULL});
         /* Once training has started ("training ..." on stderr), at a random moment in it. */
         int ws;
         wait_training(pid);
-        if (wait_for(pid, train_seconds * (double)(rng(&s) % 500) / 1000.0, &ws)) continue; /* ended first: again */
+        if (wait_for(pid, seconds * (double)(rng(&s) % 500) / 1000.0, &ws)) continue; /* ended first: again */
         kill(pid, sig);
         assert_int_equal(waitpid(pid, &ws, 0), pid);
         const char *err = read_stderr();
@@ -287,14 +312,21 @@ static void stop_and_resume(int sig, const char *name, const char *what) {
             fail_msg("%s: stderr does not say what happened and how to resume:\n%s", what, err);
         snprintf(want, sizeof want, "--resume %s --out %s", ck, ck);
         assert_non_null(strstr(err, want));
-        assert_true(checkpoint_step(ck) < 450);
+        assert_true(checkpoint_step(ck) < steps);
         break;
     }
     /* Resume as the message says (the settings come from the checkpoint). */
     cli_result r;
     CLI_RUN(&r, dir, "train", "--model", model_p, "--data", data_p, "--resume", ck, "--out", ck);
-    CLI_EXPECT(&r, 0, "epoch 6/6");
-    assert_int_equal(same_tensors_seed(ref_p, ck), 12);
+    CLI_EXPECT(&r, 0, done);
+    assert_int_equal(same_tensors_seed(ref, ck), tensors);
+}
+
+static void stop_and_resume(int sig, const char *name, const char *what) { stop_and_resume_run(sig, name, what, 0); }
+
+/* The same with the recipe: the schedule, its momentum, clipping and smoothing go on exactly. */
+static void test_recipe_sigint_resumes_exactly(void **s) {
+    (void)s, stop_and_resume_run(SIGINT, "recipe.safetensors", "interrupted (SIGINT)", 1);
 }
 
 static void test_sigint_stops_cleanly(void **s) { (void)s, stop_and_resume(SIGINT, "sigint.safetensors", "interrupted (SIGINT)"); }
@@ -430,6 +462,7 @@ int main(void) {
         cmocka_unit_test(test_sigkill_20_times),
         cmocka_unit_test(test_sigint_stops_cleanly),
         cmocka_unit_test(test_sigterm_stops_cleanly),
+        cmocka_unit_test(test_recipe_sigint_resumes_exactly),
         cmocka_unit_test(test_sigint_without_out),
         cmocka_unit_test(test_mid_epoch_needs_same_batch_and_data),
         cmocka_unit_test(test_hostile_checkpoint_settings),

@@ -35,9 +35,11 @@ static int teardown(void **state) {
 
 /* ---- PyTorch parity: five steps of cnn train against torch.optim ------------------------- */
 
-static void parity(const char *name) {
-    char fx[256], m[512], d[512], w[512], e[512], args_p[512], out[512], args[512];
-    snprintf(fx, sizeof fx, "tests/train_fixtures/%s", name);
+/* Every parameter, buffer and optimizer state of the case's expected.safetensors (F64; I64
+ * num_batches_tracked exactly) against cnn train's checkpoint, within 1e-5 relative L2. */
+static void parity_in(const char *root, const char *name) {
+    char fx[512], m[640], d[640], w[640], e[640], args_p[640], out[512], args[512];
+    snprintf(fx, sizeof fx, "%s/%s", root, name);
     snprintf(m, sizeof m, "%s/model.cnn", fx);
     snprintf(d, sizeof d, "%s/data.safetensors", fx);
     snprintf(w, sizeof w, "%s/init.safetensors", fx);
@@ -56,11 +58,19 @@ static void parity(const char *name) {
     assert_int_equal(cnn_st_load(out, &got), CNN_OK);
     assert_int_equal(cnn_st_load(e, &want), CNN_OK);
     int checked = 0;
+    double worst = 0;
     for (int i = 0; i < cnn_st_count(want); i++) {
         const cnn_tensor *tw = cnn_st_tensor(want, i);
         if (!strncmp(tw->name, "f32.", 4) || !strcmp(tw->name, "loss")) continue;
         const cnn_tensor *tg = cnn_st_find(got, tw->name);
         if (!tg) fail_msg("%s: the checkpoint lacks %s", name, tw->name);
+        if (tw->dtype == CNN_I64) {   /* num_batches_tracked */
+            assert_int_equal(tg->dtype, CNN_I64);
+            assert_int_equal(cnn_tensor_numel(tg), cnn_tensor_numel(tw));
+            assert_memory_equal(tg->data, tw->data, (size_t)cnn_tensor_numel(tw) * sizeof(int64_t));
+            checked++;
+            continue;
+        }
         assert_int_equal(tg->dtype, CNN_F32);
         assert_int_equal(cnn_tensor_numel(tg), cnn_tensor_numel(tw));
         double num = 0, den = 0;
@@ -70,13 +80,17 @@ static void parity(const char *name) {
         }
         const double rel = sqrt(num) / (sqrt(den) > 1e-12 ? sqrt(den) : 1e-12);
         if (!(rel <= 1e-5)) fail_msg("%s: %s differs from torch.optim by %.3e (relative L2)", name, tw->name, rel);
+        worst = rel > worst ? rel : worst;
         checked++;
     }
+    print_message("%s: %d tensors, worst relative L2 error %.2e\n", name, checked, worst);
     assert_true(checked >= 4);
     assert_string_equal(cnn_st_metadata(got, "step"), "5");
     cnn_st_free(got);
     cnn_st_free(want);
 }
+
+static void parity(const char *name) { parity_in("tests/train_fixtures", name); }
 
 static void test_parity_sgd(void **s) { (void)s, parity("sgd"); }
 static void test_parity_sgd_momentum(void **s) { (void)s, parity("sgd_momentum"); }
@@ -84,6 +98,34 @@ static void test_parity_sgd_nesterov_wd(void **s) { (void)s, parity("sgd_nestero
 static void test_parity_adam(void **s) { (void)s, parity("adam"); }
 static void test_parity_adam_wd(void **s) { (void)s, parity("adam_wd"); }
 static void test_parity_adamw(void **s) { (void)s, parity("adamw"); }
+static void test_parity_res_onecycle(void **s) { (void)s, parity("res_onecycle"); }
+static void test_parity_res_onecycle_nomomentum(void **s) { (void)s, parity("res_onecycle_nomomentum"); }
+static void test_parity_res_onecycle_adam(void **s) { (void)s, parity("res_onecycle_adam"); }
+static void test_parity_res_warmup_cosine(void **s) { (void)s, parity("res_warmup_cosine"); }
+static void test_parity_res_label_smoothing(void **s) { (void)s, parity("res_label_smoothing"); }
+static void test_parity_res_clip(void **s) { (void)s, parity("res_clip"); }
+static void test_parity_res_no_decay(void **s) { (void)s, parity("res_no_decay"); }
+
+/* ResNet-20 at batch 2: its expected files would be megabytes, so torch makes them now
+ * (tools/make_train_fixtures.py --live; python3-torch is needed, make test installs it). */
+static void parity_live(const char *name) {
+    char root[512], out_p[640], err_p[640];
+    path(root, "live");
+    mkdir(root, 0700);
+    snprintf(out_p, sizeof out_p, "%s/%s.out", root, name);
+    snprintf(err_p, sizeof err_p, "%s/%s.err", root, name);
+    const char *const py[] = {"/usr/bin/python3", "tools/make_train_fixtures.py", "--live", name, root, NULL};
+    const char *const env[] = {"PYTHONDONTWRITEBYTECODE", "1", "OMP_NUM_THREADS", "1", NULL};
+    const int ws = cli_run_program(py, ".", out_p, err_p, env, NULL);
+    if (!WIFEXITED(ws) || WEXITSTATUS(ws) != 0) {
+        static char errs[1 << 14];
+        cli_read_file(err_p, errs, sizeof errs);
+        fail_msg("tools/make_train_fixtures.py --live %s failed (python3-torch is needed):\n%s", name, errs);
+    }
+    parity_in(root, name);
+}
+static void test_parity_resnet20_onecycle(void **s) { (void)s, parity_live("resnet20_onecycle"); }
+static void test_parity_resnet20_warmup_cosine(void **s) { (void)s, parity_live("resnet20_warmup_cosine"); }
 
 /* ---- resume and determinism --------------------------------------------------------------- */
 
@@ -369,6 +411,122 @@ static void test_bad_options(void **state) {
     expect_bad(&r, NULL, "nesterov");
 }
 
+/* The recipe's options: each bad value exits 2 with a message naming the option, before any
+ * training (no checkpoint). */
+static void test_bad_recipe_options(void **state) {
+    (void)state;
+    char out[512];
+    path(out, "bad_recipe.safetensors");
+    static const char *const cases[][5] = {
+        {"--schedule", "multistep", "--milestones", "4,2", "--milestones 4,2"},
+        {"--schedule", "multistep", "--milestones", "2,2", "--milestones 2,2"},
+        {"--schedule", "multistep", "--milestones", "0,3", "--milestones 0,3"},
+        {"--schedule", "multistep", "--milestones", "2,x", "--milestones 2,x"},
+        {"--schedule", "multistep", "--milestones", "-1", "--milestones -1"},
+        {"--schedule", "multistep", "--milestones", "2,", "--milestones 2,"},
+        {"--schedule", "cosine", "--milestones", "2,4", "--milestones belongs to --schedule multistep"},
+        {"--schedule", "multistep", "--gamma", "0.5", "--schedule multistep needs --milestones"},
+        {"--label-smoothing", "1", "--epochs", "1", "--label-smoothing 1"},
+        {"--label-smoothing", "-0.1", "--epochs", "1", "--label-smoothing -0.1"},
+        {"--label-smoothing", "nan", "--epochs", "1", "--label-smoothing nan"},
+        {"--clip-grad-norm", "0", "--epochs", "1", "--clip-grad-norm 0"},
+        {"--clip-grad-norm", "-1", "--epochs", "1", "--clip-grad-norm -1"},
+        {"--clip-grad-norm", "inf", "--epochs", "1", "--clip-grad-norm inf"},
+        {"--warmup", "-3", "--epochs", "1", "--warmup -3"},
+        {"--warmup", "3", "--schedule", "onecycle", "--warmup"},
+        {"--schedule-per", "batch", "--epochs", "1", "--schedule-per batch"},
+        {"--schedule-per", "epoch", "--schedule", "onecycle", "--schedule-per epoch"},
+        {"--schedule", "twocycle", "--epochs", "1", "--schedule twocycle"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        cli_result r;
+        CLI_RUN(&r, dir, "train", "--model", model_p, "--data", data_p, "--out", out, cases[i][0], cases[i][1],
+                cases[i][2], cases[i][3]);
+        expect_bad(&r, out, cases[i][4]);
+    }
+    /* --help lists every one of them */
+    cli_result r;
+    CLI_RUN(&r, dir, "train", "--help");
+    CLI_EXPECT(&r, 0, NULL);
+    static const char *const words[] = {"--schedule-per", "--milestones", "--warmup", "--label-smoothing",
+                                        "--clip-grad-norm", "--no-decay-bn-bias", "onecycle", "OneCycleLR",
+                                        "LinearLR(start_factor=1/N", "clip_grad_norm_(", "MultiStepLR"};
+    for (size_t i = 0; i < sizeof words / sizeof words[0]; i++)
+        if (!strstr(r.out, words[i])) fail_msg("cnn train --help lacks '%s':\n%s", words[i], r.out);
+}
+
+/* The recipe on the graph with batch norm: 1 and 2 threads give the same bits (clipping's norm is
+ * summed in one order), and each option changes the result (it was applied). */
+static void test_recipe_threads_and_effect(void **state) {
+    (void)state;
+    static const char graph[] = "input 1 6 6\nconv2d out_channels=3 kernel_size=3 padding=1 bias=false name=c1\n"
+                                "batchnorm2d name=bn\nrelu name=a\nconv2d out_channels=3 kernel_size=3 padding=1\n"
+                                "add from=a\nadaptiveavgpool2d output_size=1\nflatten\nlinear out_features=4\n";
+    char m[512], a[512], b[512], c[512];
+    tu_write_text(path(m, "recipe_graph.cnn"), graph);
+    path(a, "recipe_t1.safetensors");
+    path(b, "recipe_t2.safetensors");
+    path(c, "recipe_other.safetensors");
+#define RECIPE(clip, smooth, sched, wd)                                                                   \
+    "--epochs", "2", "--batch", "8", "--seed", "3", "--lr", "0.1", "--momentum", "0.9", "--nesterov",          \
+        "--weight-decay", wd, "--schedule", sched, "--label-smoothing", smooth, "--clip-grad-norm", clip,        \
+        "--no-decay-bn-bias"
+    cli_result r;
+    CLI_RUN(&r, dir, "train", "--model", m, "--data", data_p, RECIPE("0.3", "0.1", "onecycle", "0.01"), "--threads",
+            "1", "--out", a);
+    CLI_EXPECT(&r, 0, "epoch 2/2");
+    CLI_RUN(&r, dir, "train", "--model", m, "--data", data_p, RECIPE("0.3", "0.1", "onecycle", "0.01"), "--threads",
+            "2", "--out", b);
+    CLI_EXPECT(&r, 0, "epoch 2/2");
+    assert_true(tu_same_tensors(a, b, "") >= 11);
+    /* without one option at a time, the weights differ */
+    static const char *const drop[][4] = {{"100", "0.1", "onecycle", "0.01"}, {"0.3", "0", "onecycle", "0.01"},
+                                          {"0.3", "0.1", "constant", "0.01"}, {"0.3", "0.1", "onecycle", "0"}};
+    for (size_t i = 0; i < sizeof drop / sizeof drop[0]; i++) {
+        CLI_RUN(&r, dir, "train", "--model", m, "--data", data_p, RECIPE(drop[i][0], drop[i][1], drop[i][2], drop[i][3]),
+                "--out", c);
+        CLI_EXPECT(&r, 0, "epoch 2/2");
+        cnn_st *sa = NULL, *sc = NULL;
+        assert_int_equal(cnn_st_load(a, &sa), CNN_OK);
+        assert_int_equal(cnn_st_load(c, &sc), CNN_OK);
+        const cnn_tensor *wa = cnn_st_find(sa, "c1.weight"), *wc = cnn_st_find(sc, "c1.weight");
+        if (!memcmp(wa->data, wc->data, 27 * sizeof(float))) fail_msg("variant %zu changed nothing", i);
+        cnn_st_free(sa);
+        cnn_st_free(sc);
+    }
+#undef RECIPE
+}
+
+/* The recipe's settings are in the checkpoint's metadata, and --resume takes them from there. */
+static void test_recipe_metadata(void **state) {
+    (void)state;
+    char out[512];
+    path(out, "recipe_meta.safetensors");
+    cli_result r;
+    CLI_RUN(&r, dir, "train", "--model", model_p, "--data", data_p, "--epochs", "1", "--batch", "8", "--out", out,
+            "--schedule", "multistep", "--schedule-per", "step", "--milestones", "3,5", "--warmup", "2",
+            "--label-smoothing", "0.2", "--clip-grad-norm", "0.75", "--no-decay-bn-bias", "--weight-decay", "0.01");
+    CLI_EXPECT(&r, 0, "epoch 1/1");
+    cnn_st *st = NULL;
+    assert_int_equal(cnn_st_load(out, &st), CNN_OK);
+    assert_string_equal(cnn_st_metadata(st, "schedule"), "multistep");
+    assert_string_equal(cnn_st_metadata(st, "schedule_per"), "step");
+    assert_string_equal(cnn_st_metadata(st, "milestones"), "3,5");
+    assert_string_equal(cnn_st_metadata(st, "warmup"), "2");
+    assert_string_equal(cnn_st_metadata(st, "label_smoothing"), "0.20000000000000001");
+    assert_string_equal(cnn_st_metadata(st, "clip_grad_norm"), "0.75");
+    assert_string_equal(cnn_st_metadata(st, "no_decay_bn_bias"), "1");
+    cnn_st_free(st);
+    /* resumed for a second epoch with none of them given: the run's own settings go on */
+    CLI_RUN(&r, dir, "train", "--model", model_p, "--data", data_p, "--resume", out, "--epochs", "2");
+    CLI_EXPECT(&r, 0, "epoch 2/2");
+    assert_int_equal(cnn_st_load(out, &st), CNN_OK);
+    assert_string_equal(cnn_st_metadata(st, "milestones"), "3,5");
+    assert_string_equal(cnn_st_metadata(st, "label_smoothing"), "0.20000000000000001");
+    assert_string_equal(cnn_st_metadata(st, "no_decay_bn_bias"), "1");
+    cnn_st_free(st);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_parity_sgd),
@@ -377,6 +535,18 @@ int main(void) {
         cmocka_unit_test(test_parity_adam),
         cmocka_unit_test(test_parity_adam_wd),
         cmocka_unit_test(test_parity_adamw),
+        cmocka_unit_test(test_parity_res_onecycle),
+        cmocka_unit_test(test_parity_res_onecycle_nomomentum),
+        cmocka_unit_test(test_parity_res_onecycle_adam),
+        cmocka_unit_test(test_parity_res_warmup_cosine),
+        cmocka_unit_test(test_parity_res_label_smoothing),
+        cmocka_unit_test(test_parity_res_clip),
+        cmocka_unit_test(test_parity_res_no_decay),
+        cmocka_unit_test(test_parity_resnet20_onecycle),
+        cmocka_unit_test(test_parity_resnet20_warmup_cosine),
+        cmocka_unit_test(test_bad_recipe_options),
+        cmocka_unit_test(test_recipe_metadata),
+        cmocka_unit_test(test_recipe_threads_and_effect),
         cmocka_unit_test(test_resume_is_exact),
         cmocka_unit_test(test_graph_resume_and_threads_are_exact),
         cmocka_unit_test(test_determinism),

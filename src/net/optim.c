@@ -117,17 +117,40 @@ void cnn_optim_free(cnn_optim *opt) {
     free(opt);
 }
 
+/* With no_decay_bn_bias, parameter i is decayed only when it is neither a batch-norm layer's nor
+ * a bias: torch's param groups [conv and linear weights] and [batch norm, biases]. */
+static int decays(const cnn_optim *opt, int i) {
+    if (!opt->cfg.no_decay_bn_bias) return 1;
+    const cnn_param *p = &opt->net->params[i];
+    const cnn_layer_kind k = opt->net->nodes[p->layer].l.kind;
+    if (k == CNN_LAYER_BATCHNORM2D || k == CNN_LAYER_BATCHNORM1D) return 0;
+    const size_t len = strlen(p->name);
+    return !(len >= 5 && !strcmp(p->name + len - 5, ".bias"));
+}
+
+/* The elements [lo, hi) of the parameter arena: one run of parameters with the same decay flag.
+ * Returns the next parameter after the run. */
+static int decay_run(const cnn_optim *opt, int i, size_t *lo, size_t *hi, int *decay) {
+    const cnn_net *net = opt->net;
+    *decay = decays(opt, i);
+    *lo = (size_t)(net->params[i].data - net->pdata);
+    int j = i + 1;
+    while (j < net->nparams && decays(opt, j) == *decay) j++;
+    *hi = j < net->nparams ? (size_t)(net->params[j].data - net->pdata) : net->param_total;
+    return j;
+}
+
 /* SGD: g ← g + wd·p; with momentum μ: buf ← g on the first step, else buf ← μ·buf + (1 − dampening)·g;
  * nesterov: g ← g + μ·buf, else g ← buf; p ← p − lr·g. */
-static void sgd_step(cnn_optim *opt, double lr) {
+static void sgd_run(cnn_optim *opt, double lr, size_t lo, size_t n, int decay) {
     const cnn_optim_config *c = &opt->cfg;
     float *p = opt->net->pdata, *buf = opt->state;
     const float *grad = opt->net->gdata;
-    const size_t n = opt->net->param_total;
-    const int decay = c->weight_decay != 0, momentum = c->momentum != 0, first = opt->steps == 0;
+    const int momentum = c->momentum != 0 && opt->nbuf, first = opt->steps == 0;
+    decay = decay && c->weight_decay != 0;
     const float wd = (float)c->weight_decay, mu = (float)c->momentum, keep = (float)(1 - c->dampening);
     const float neg_lr = (float)-lr;
-    for (size_t i = 0; i < n; i++) {
+    for (size_t i = lo; i < n; i++) {
         float g = grad[i];
         if (decay) g = g + wd * p[i];
         if (momentum) {
@@ -145,19 +168,20 @@ static void sgd_step(cnn_optim *opt, double lr) {
 /* Adam (and AdamW, whose decay is p ← p·(1 − lr·wd) first, with no wd term in g), at step t ≥ 1:
  * g ← g + wd·p; m ← β1·m + (1 − β1)·g; v ← β2·v + (1 − β2)·g²;
  * p ← p − (lr / (1 − β1ᵗ)) · m / (√v / √(1 − β2ᵗ) + eps). */
-static void adam_step(cnn_optim *opt, double lr) {
+static void adam_run(cnn_optim *opt, double lr, size_t lo, size_t n, int decay_flag) {
     const cnn_optim_config *c = &opt->cfg;
-    const size_t n = opt->net->param_total;
-    float *p = opt->net->pdata, *m = opt->state, *v = opt->state + n;
+    const size_t total = opt->net->param_total;
+    float *p = opt->net->pdata, *m = opt->state, *v = opt->state + total;
     const float *grad = opt->net->gdata;
-    const int adamw = c->kind == CNN_OPTIM_ADAMW, decay = c->weight_decay != 0 && !adamw;
+    const int adamw = c->kind == CNN_OPTIM_ADAMW && decay_flag && c->weight_decay != 0,
+              decay = c->kind != CNN_OPTIM_ADAMW && decay_flag && c->weight_decay != 0;
     const double t = (double)(opt->steps + 1);
     const double bias1 = 1 - pow(c->beta1, t), bias2 = 1 - pow(c->beta2, t);
     const float shrink = (float)(1 - lr * c->weight_decay), wd = (float)c->weight_decay;
     const float b1 = (float)c->beta1, one_b1 = (float)(1 - c->beta1);
     const float b2 = (float)c->beta2, one_b2 = (float)(1 - c->beta2);
     const float neg_step = (float)-(lr / bias1), bias2_sqrt = (float)sqrt(bias2), eps = (float)c->eps;
-    for (size_t i = 0; i < n; i++) {
+    for (size_t i = lo; i < n; i++) {
         if (adamw) p[i] = p[i] * shrink;
         float g = grad[i];
         if (decay) g = g + wd * p[i];
@@ -172,9 +196,56 @@ static void adam_step(cnn_optim *opt, double lr) {
 
 void cnn_optim_step(cnn_optim *opt, double lr) {
     if (!opt) return;
-    if (opt->cfg.kind == CNN_OPTIM_SGD) sgd_step(opt, lr);
-    else adam_step(opt, lr);
+    for (int i = 0; i < opt->net->nparams;) {
+        size_t lo, hi;
+        int decay;
+        i = decay_run(opt, i, &lo, &hi, &decay);
+        if (opt->cfg.kind == CNN_OPTIM_SGD) sgd_run(opt, lr, lo, hi, decay);
+        else adam_run(opt, lr, lo, hi, decay);
+    }
     opt->steps++;
+}
+
+cnn_status cnn_optim_set_momentum(cnn_optim *opt, double momentum) {
+    if (!opt) return cnn_fail(CNN_ERR_ARG, "cnn_optim_set_momentum: NULL optimizer");
+    if (!(momentum >= 0 && momentum < 1))
+        return cnn_fail(CNN_ERR_ARG, "optimizer %s: momentum %g must be in [0, 1)", kind_name(opt->cfg.kind), momentum);
+    if (opt->cfg.kind != CNN_OPTIM_SGD) {
+        opt->cfg.beta1 = momentum;
+        return CNN_OK;
+    }
+    if (momentum != 0 && !opt->nbuf)
+        return cnn_fail(CNN_ERR_ARG, "optimizer sgd: created without momentum, it has no buffers for momentum %g",
+                        momentum);
+    if (momentum == 0 && opt->cfg.nesterov)
+        return cnn_fail(CNN_ERR_ARG, "optimizer sgd: nesterov needs momentum > 0");
+    opt->cfg.momentum = momentum;
+    return CNN_OK;
+}
+
+/* torch 1.13's clip_grad_norm_: norms = [‖g_i‖ for each parameter], total = ‖stack(norms)‖, both
+ * float32 tensors (each sum of squares is taken here in double, in element order, then rounded);
+ * coef = max_norm / (total + 1e-6) as a float32 tensor op, clamped to at most 1; g ← g·coef. */
+cnn_status cnn_net_clip_grad_norm(cnn_net *net, double max_norm, double *total) {
+    if (total) *total = NAN;
+    if (!net) return cnn_fail(CNN_ERR_ARG, "cnn_net_clip_grad_norm: NULL net");
+    if (!(max_norm > 0) || isinf(max_norm))
+        return cnn_fail(CNN_ERR_ARG, "clip_grad_norm: max_norm %g must be finite and > 0", max_norm);
+    double sum = 0;
+    for (int i = 0; i < net->nparams; i++) {
+        const cnn_param *p = &net->params[i];
+        double s = 0;
+        for (int64_t k = 0; k < p->numel; k++) s += (double)p->grad[k] * p->grad[k];
+        const float norm = (float)sqrt(s);
+        sum += (double)norm * norm;
+    }
+    const float tot = (float)sqrt(sum);
+    if (total) *total = tot;
+    float coef = (float)max_norm / (tot + 1e-6f);
+    if (coef > 1.0f) coef = 1.0f;
+    if (coef < 1.0f)
+        for (size_t k = 0; k < net->param_total; k++) net->gdata[k] = net->gdata[k] * coef;
+    return CNN_OK;
 }
 
 int64_t cnn_optim_step_count(const cnn_optim *opt) { return opt ? opt->steps : 0; }
@@ -245,7 +316,7 @@ cnn_status cnn_optim_load_state(cnn_optim *opt, const cnn_st *st, int64_t steps)
 /* StepLR multiplies the rate by gamma at each boundary, as torch's chained form does, so that the
  * value is bitwise torch's (past 1000 boundaries, base·gamma^k at once); CosineAnnealingLR is its
  * closed form with eta_min 0. Arguments that make no schedule (a negative epoch, step_size < 1,
- * epochs < 1 for cosine, an unknown kind) give NaN, so that a caller that forgot to check them
+ * epochs < 1 for cosine, an unknown kind, multistep and onecycle) give NaN, so that a caller that forgot to check them
  * sees it at once. */
 double cnn_schedule_lr(cnn_schedule s, double base, int epoch, int epochs, int step_size, double gamma) {
     if (epoch < 0) return NAN;
@@ -263,6 +334,7 @@ double cnn_schedule_lr(cnn_schedule s, double base, int epoch, int epochs, int s
     case CNN_SCHEDULE_COSINE:
         if (epochs < 1) return NAN;
         return base * (1 + cos(PI * (double)epoch / (double)epochs)) / 2;
+    default: /* multistep and onecycle need more than these arguments: cnn_schedule_at */
+        return NAN;
     }
-    return NAN;
 }
