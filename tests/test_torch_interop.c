@@ -115,9 +115,71 @@ static void test_checkpoint_loads_strictly_into_pytorch(void **state) {
     print_message("%s", text);
 }
 
+/* The repository's ResNets (the README's recipes train them): a checkpoint of `cnn train` with the
+ * recipe's options (batch norm, residual adds, augmentation, one-cycle, label smoothing) loads into
+ * tools/cnnmodel.py's module strictly and gives cnn's eval-mode outputs. C x S x S is the model's
+ * input; two training steps are enough to move every running statistic. */
+static void repository_model(const char *model, int c, int s, const char *name) {
+    char data[512], ck[512], in[512], out[512], log[512], sub[600];
+    snprintf(sub, sizeof sub, "%s.data.safetensors", name);
+    tu_make_dataset(path(data, sub), (tu_dataset){.n = 16, .channels = c, .size = s, .classes = 10, .seed = 99,
+                                                  .patch = 4});
+    snprintf(sub, sizeof sub, "%s.ck.safetensors", name);
+    path(ck, sub);
+    cli_result r;
+    CLI_RUN(&r, dir, "train", "--model", model, "--data", data, "--epochs", "1", "--batch", "8", "--optimizer", "sgd",
+            "--lr", "0.1", "--momentum", "0.9", "--nesterov", "--weight-decay", "5e-4", "--no-decay-bn-bias",
+            "--schedule", "onecycle", "--label-smoothing", "0.1", "--augment", "crop=2,flip", "--init", "5", "--out",
+            ck, "--threads", "1");
+    CLI_EXPECT(&r, 0, "epoch 1/1");
+
+    /* 3 inputs and a grad_output of the model's 10 classes. */
+    const int per = c * s * s;
+    float *x = malloc((size_t)3 * per * sizeof *x), g[3 * 10];
+    assert_non_null(x);
+    uint64_t seed = 31;
+    for (int i = 0; i < 3 * per; i++) x[i] = 2.0f * tu_next_float(&seed) - 1.0f;
+    for (int i = 0; i < 30; i++) g[i] = tu_next_float(&seed) - 0.5f;
+    cnn_tensor t[2] = {
+        {.name = "input", .dtype = CNN_F32, .ndim = 4, .shape = {3, c, s, s}, .data = x},
+        {.name = "grad_output", .dtype = CNN_F32, .ndim = 2, .shape = {3, 10}, .data = g},
+    };
+    snprintf(sub, sizeof sub, "%s.in.safetensors", name);
+    assert_int_equal(cnn_st_save(path(in, sub), t, 2, NULL, 0), CNN_OK);
+    free(x);
+    snprintf(sub, sizeof sub, "%s.out.safetensors", name);
+    path(out, sub);
+    CLI_RUN(&r, dir, "grad", "--model", model, "--weights", ck, "--input", in, "--out", out, "--eval");
+    cli_expect(&r, 0, NULL);
+
+    snprintf(sub, sizeof sub, "%s.check.log", name);
+    const char *argv[] = {PYTHON, "tools/check_state_dict.py", "--model", model, "--checkpoint", ck, "--input", in,
+                          "--cnn-output", out, NULL};
+    const int ws = cli_run_program(argv, NULL, path(log, sub), NULL, NULL, NULL);
+    static char text[1 << 16];
+    cli_read_file(log, text, sizeof text);
+    if (!WIFEXITED(ws) || WEXITSTATUS(ws) != 0)
+        fail_msg("%s tools/check_state_dict.py on %s %s:\n%s", PYTHON, model, WIFEXITED(ws) ? "failed" : "was killed",
+                 text);
+    if (!strstr(text, "loaded with strict=True") || !strstr(text, "\nok\n"))
+        fail_msg("tools/check_state_dict.py on %s did not report a strict load and 'ok':\n%s", model, text);
+}
+
+static void test_resnet_fashion_loads_strictly(void **state) {
+    (void)state;
+    repository_model("models/resnet-fashion.cnn", 1, 28, "resnet-fashion");
+}
+
+static void test_resnet20_loads_strictly(void **state) {
+    (void)state;
+    repository_model("models/resnet20.cnn", 3, 32, "resnet20");
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_checkpoint_loads_strictly_into_pytorch),
+        cmocka_unit_test(test_resnet_fashion_loads_strictly),
+        cmocka_unit_test(test_resnet20_loads_strictly),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
