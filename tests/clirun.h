@@ -102,6 +102,52 @@ static inline int cli_run_program(const char *const *argv, const char *cwd, cons
     return ws;
 }
 
+/* Starts the CLI with `args` (NULL-terminated) and does not wait: stdin from /dev/null, stdout
+ * into `out`, stderr into `err` (both removed first, so that nothing of an earlier run is read as
+ * this one's), in cli_cwd if set. Returns its pid; exit status 126: a file or cli_cwd could not be
+ * opened, 127: the CLI could not be run. For tests that signal a run in the middle. */
+static inline pid_t cli_spawn(const char *const *args, const char *out, const char *err) {
+    const char *argv[96];
+    int argc = 0;
+    argv[argc++] = cli_cwd ? cli_bin_abs() : cli_bin();
+    for (int i = 0; args[i] && argc < 95; i++) argv[argc++] = args[i];
+    argv[argc] = NULL;
+    remove(out), remove(err);
+    fflush(NULL);
+    const pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        const int in = open("/dev/null", O_RDONLY);
+        const int o = open(out, O_WRONLY | O_CREAT | O_TRUNC, 0600), e = open(err, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+        if (in < 0 || o < 0 || e < 0) _exit(126);
+        dup2(in, STDIN_FILENO), dup2(o, STDOUT_FILENO), dup2(e, STDERR_FILENO);
+        close(in), close(o), close(e);
+        if (cli_cwd && chdir(cli_cwd) != 0) _exit(126);
+        execv(argv[0], (char *const *)argv);
+        _exit(127);
+    }
+    return pid;
+}
+#define CLI_SPAWN(out, err, ...) cli_spawn((const char *const[]){__VA_ARGS__, NULL}, (out), (err))
+
+/* Waits until the file `err` (a spawned run's stderr) holds `text`, for up to `seconds`. Fails the
+ * test, with what the run wrote, if pid exits first or the time runs out (then it is killed). */
+static inline void cli_wait_for_text(pid_t pid, const char *err, const char *text, double seconds) {
+    static char buf[1 << 16];
+    const struct timespec tick = {0, 1000 * 1000};
+    for (long waited = 0; !strstr(cli_read_file(err, buf, sizeof buf), text); waited++) {
+        int ws;
+        if (waitpid(pid, &ws, WNOHANG) == pid)
+            fail_msg("the run ended (status %d) before it wrote \"%s\":\n%s", ws, text, buf);
+        if (waited > seconds * 1000) {
+            kill(pid, SIGKILL);
+            waitpid(pid, &ws, 0);
+            fail_msg("the run did not write \"%s\" within %g s; killed:\n%s", text, seconds, buf);
+        }
+        nanosleep(&tick, NULL);
+    }
+}
+
 /* Runs the CLI with `args` (NULL-terminated); the output files go into `dir`. */
 static inline void cli_run(cli_result *r, const char *dir, const char *const *args) {
     char out_path[1024], err_path[1024];

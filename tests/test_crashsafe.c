@@ -45,29 +45,10 @@ static void make_dataset(const char *p, int n, int n_test, uint64_t salt) {
 /* Starts the CLI with `args` (NULL-terminated), stdout and stderr to dir/spawn.stdout and
  * dir/spawn.stderr, in cli_cwd if set, without waiting for it. */
 static pid_t spawn(const char *const *args) {
-    const char *argv[64];
-    int argc = 0;
-    argv[argc++] = cli_cwd ? cli_bin_abs() : cli_bin();
-    for (int i = 0; args[i]; i++) argv[argc++] = args[i];
-    argv[argc] = NULL;
     char out[80], err[80];
     snprintf(out, sizeof out, "%s/spawn.stdout", dir);
     snprintf(err, sizeof err, "%s/spawn.stderr", dir);
-    remove(err); /* so that nothing of an earlier run is read as this one's */
-    fflush(NULL);
-    const pid_t pid = fork();
-    assert_true(pid >= 0);
-    if (pid == 0) {
-        const int in = open("/dev/null", O_RDONLY);
-        const int o = open(out, O_WRONLY | O_CREAT | O_TRUNC, 0600), e = open(err, O_WRONLY | O_CREAT | O_TRUNC, 0600);
-        if (in < 0 || o < 0 || e < 0) _exit(126);
-        dup2(in, 0), dup2(o, 1), dup2(e, 2);
-        close(in), close(o), close(e);
-        if (cli_cwd && chdir(cli_cwd) != 0) _exit(126);
-        execv(argv[0], (char *const *)argv);
-        _exit(127);
-    }
-    return pid;
+    return cli_spawn(args, out, err);
 }
 
 /* Waits up to `seconds` for pid to exit; returns 1 with its status in *ws, or 0 if it still runs. */

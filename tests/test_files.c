@@ -250,27 +250,10 @@ static void test_two_writers_one_out(void **state) {
     static char err[1 << 16];
     for (int trial = 0; trial < 20; trial++) {
         remove(ck);
-        remove(err_p); /* else the last trial's "training " is read before this one's child writes */
-        fflush(NULL);
-        const pid_t pid = fork();
-        assert_true(pid >= 0);
-        if (pid == 0) {
-            const int in = open("/dev/null", O_RDONLY);
-            const int o = open(out_p, O_WRONLY | O_CREAT | O_TRUNC, 0600), e = open(err_p, O_WRONLY | O_CREAT | O_TRUNC, 0600);
-            if (in < 0 || o < 0 || e < 0) _exit(126);
-            dup2(in, 0), dup2(o, 1), dup2(e, 2);
-            execl(cli_bin(), cli_bin(), "train", "--model", model_p, "--data", big_p, "--epochs", "2", "--batch", "16",
-                  "--threads", "1", "--out", ck, (char *)NULL);
-            _exit(127);
-        }
+        const pid_t pid = CLI_SPAWN(out_p, err_p, "train", "--model", model_p, "--data", big_p, "--epochs", "2",
+                                    "--batch", "16", "--threads", "1", "--out", ck);
         /* The lock is taken before anything is loaded; "training " is printed after. */
-        for (int k = 0; !strstr(cli_read_file(err_p, err, sizeof err), "training "); k++) {
-            int ws;
-            if (k > 60000) kill(pid, SIGKILL);
-            if (waitpid(pid, &ws, WNOHANG) == pid) fail_msg("trial %d: the first run ended before training:\n%s", trial, err);
-            if (k > 60000) fail_msg("trial %d: the first run never began training", trial);
-            usleep(1000);
-        }
+        cli_wait_for_text(pid, err_p, "training ", 60);
         assert_int_equal(kill(pid, SIGSTOP), 0);
         cli_result r;
         CLI_RUN(&r, work, "train", "--model", model2_p, "--data", data_p, "--out", ck);

@@ -317,24 +317,11 @@ static void test_sigint_resume_command_runs(void **state) {
     const char *line = NULL;
     for (int attempt = 0; attempt < 20 && !line; attempt++) {
         remove(ck);
-        fflush(NULL);
-        const pid_t pid = fork();
-        assert_true(pid >= 0);
-        if (pid == 0) {
-            const int in = open("/dev/null", O_RDONLY);
-            const int o = open(out_p, O_WRONLY | O_CREAT | O_TRUNC, 0600), e = open(err_p, O_WRONLY | O_CREAT | O_TRUNC, 0600);
-            if (in < 0 || o < 0 || e < 0) _exit(126);
-            dup2(in, 0), dup2(o, 1), dup2(e, 2);
-            execl(cli_bin(), cli_bin(), "train", "--model", model_p, "--data", big_p, "--epochs", "3", "--batch", "8",
-                  "--optimizer", "adam", "--lr", "0.01", "--seed", "7", "--checkpoint-every", "4", "--threads", "1",
-                  "--no-shuffle", "--log", log, "--plot", plot, "--out", ck, (char *)NULL);
-            _exit(127);
-        }
-        const double until = tu_now() + 60;
-        while (!strstr(cli_read_file(err_p, err, sizeof err), "training ") && tu_now() < until) {
-            int ws;
-            if (waitpid(pid, &ws, WNOHANG) == pid) fail_msg("the run ended before training:\n%s", err);
-        }
+        const pid_t pid = CLI_SPAWN(out_p, err_p, "train", "--model", model_p, "--data", big_p, "--epochs", "3",
+                                    "--batch", "8", "--optimizer", "adam", "--lr", "0.01", "--seed", "7",
+                                    "--checkpoint-every", "4", "--threads", "1", "--no-shuffle", "--log", log,
+                                    "--plot", plot, "--out", ck);
+        cli_wait_for_text(pid, err_p, "training ", 60);
         kill(pid, SIGINT);
         int ws;
         assert_int_equal(waitpid(pid, &ws, 0), pid);

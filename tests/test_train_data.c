@@ -57,23 +57,9 @@ static int interrupted_run(const char *ck) {
     snprintf(err_p, sizeof err_p, "%s/int.stderr", dir);
     snprintf(out_p, sizeof out_p, "%s/int.stdout", dir);
     remove(ck);
-    fflush(NULL);
-    const pid_t pid = fork();
-    assert_true(pid >= 0);
-    if (pid == 0) {
-        const int in = open("/dev/null", O_RDONLY);
-        const int o = open(out_p, O_WRONLY | O_CREAT | O_TRUNC, 0600), e = open(err_p, O_WRONLY | O_CREAT | O_TRUNC, 0600);
-        if (in < 0 || o < 0 || e < 0) _exit(126);
-        dup2(in, 0), dup2(o, 1), dup2(e, 2);
-        execl(cli_bin(), cli_bin(), "train", "--model", model_p, "--data", data_p, "--epochs", "2", AUG_ARGS,
-              "--checkpoint-every", "4", "--threads", "1", "--out", ck, (char *)NULL);
-        _exit(127);
-    }
-    const double until = tu_now() + 60;
-    while (!strstr(cli_read_file(err_p, err, sizeof err), "augment: ") && tu_now() < until) {
-        int ws;
-        if (waitpid(pid, &ws, WNOHANG) == pid) fail_msg("the run ended before training:\n%s", err);
-    }
+    const pid_t pid = CLI_SPAWN(out_p, err_p, "train", "--model", model_p, "--data", data_p, "--epochs", "2", AUG_ARGS,
+                                "--checkpoint-every", "4", "--threads", "1", "--out", ck);
+    cli_wait_for_text(pid, err_p, "augment: ", 60);
     kill(pid, SIGINT);
     int ws;
     assert_int_equal(waitpid(pid, &ws, 0), pid);
