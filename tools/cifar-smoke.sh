@@ -21,5 +21,5 @@ secs=$(sed -n 's/.*"seconds": \([0-9.]*\).*/\1/p' "$dir/resnet20.jsonl" | tail -
 awk -v s="$secs" -v n="$n" -v t="$threads" 'BEGIN {
     e = s * 50000 / n
     printf "\n%d images in %.1f s of training on %d thread(s): %.0f images/s\n", n, s, t, n / s
-    printf "extrapolated: %.0f s (%.1f min) per epoch of CIFAR-10's 50,000 training images\n", e, e / 60
-    printf "  30 epochs %.1f h, 182 epochs (He et al.'s 64k steps) %.1f h\n", 30 * e / 3600, 182 * e / 3600 }'
+    printf "extrapolated: %.0f s (%.1f min) per epoch of the 50,000 training images of CIFAR-10\n", e, e / 60
+    printf "  30 epochs %.1f h, 182 epochs (the 64k steps of He et al.) %.1f h\n", 30 * e / 3600, 182 * e / 3600 }'
