@@ -86,22 +86,6 @@ static void wait_training(pid_t pid) {
     }
 }
 
-/* The whole file in a malloc'd buffer (NULL if absent), its length in *len. */
-static unsigned char *slurp(const char *p, size_t *len) {
-    FILE *f = fopen(p, "rb");
-    *len = 0;
-    if (!f) return NULL;
-    size_t cap = 1 << 16;
-    unsigned char *b = malloc(cap);
-    assert_non_null(b);
-    for (size_t k; (k = fread(b + *len, 1, cap - *len, f)) > 0;) {
-        *len += k;
-        if (*len == cap) assert_non_null(b = realloc(b, cap *= 2));
-    }
-    fclose(f);
-    return b;
-}
-
 /* The step count in a checkpoint's metadata; fails unless it loads as a training checkpoint. */
 static long long checkpoint_step(const char *p) {
     cnn_st *st = NULL;
@@ -182,7 +166,7 @@ static void test_sigkill_20_times(void **state) {
     while (kills < 20) {
         assert_true(++runs < 200);
         size_t old_len;
-        unsigned char *old = slurp(ck, &old_len);
+        unsigned char *old = tu_slurp(ck, &old_len);
         const long long old_step = old ? checkpoint_step(ck) : -1;
         remove(tmp); /* what a kill leaves of a write in progress: this run's alone is counted */
         const pid_t pid = old ? spawn((const char *const[]){TRAIN_ARGS(ck), "--resume", ck, NULL})
@@ -213,7 +197,7 @@ static void test_sigkill_20_times(void **state) {
         mid_write += tu_exists(tmp);
         /* The checkpoint is the old one, byte for byte, or a complete newer one. */
         size_t len;
-        unsigned char *now_bytes = slurp(ck, &len);
+        unsigned char *now_bytes = tu_slurp(ck, &len);
         if (!now_bytes && old)
             fail_msg("kill %d: the checkpoint disappeared (kill seed %llu)", kills, (unsigned long long)kill_seed);
         if (now_bytes && !(old && len == old_len && !memcmp(old, now_bytes, len))) {

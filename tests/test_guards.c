@@ -28,22 +28,6 @@ static const char MODEL[] = "input 1 6 6\nconv2d out_channels=3 kernel_size=3 pa
 /* The data sets' bright patch: class k's 2×2 square at row 2k, column k. */
 static void patch_at(int k, int *row, int *col) { *row = 2 * k, *col = k; }
 
-/* The whole file in a malloc'd buffer (NULL if absent), its length in *len. */
-static unsigned char *slurp(const char *p, size_t *len) {
-    FILE *f = fopen(p, "rb");
-    *len = 0;
-    if (!f) return NULL;
-    size_t cap = 1 << 16;
-    unsigned char *b = malloc(cap);
-    assert_non_null(b);
-    for (size_t k; (k = fread(b + *len, 1, cap - *len, f)) > 0;) {
-        *len += k;
-        if (*len == cap) assert_non_null(b = realloc(b, cap *= 2));
-    }
-    fclose(f);
-    return b;
-}
-
 /* Fails unless p loads as a training checkpoint whose every F32 tensor is finite. */
 static void assert_loads_finite(const char *p) {
     cnn_st *st = NULL;
@@ -63,7 +47,7 @@ static void assert_loads_finite(const char *p) {
 /* Copies a file. */
 static void copy_file(const char *from, const char *to) {
     size_t n;
-    unsigned char *b = slurp(from, &n);
+    unsigned char *b = tu_slurp(from, &n);
     assert_non_null(b);
     FILE *f = fopen(to, "wb");
     assert_non_null(f);
@@ -74,7 +58,7 @@ static void copy_file(const char *from, const char *to) {
 
 static int same_bytes(const char *a, const char *b) {
     size_t na, nb;
-    unsigned char *x = slurp(a, &na), *y = slurp(b, &nb);
+    unsigned char *x = tu_slurp(a, &na), *y = tu_slurp(b, &nb);
     const int same = x && y && na == nb && !memcmp(x, y, na);
     free(x), free(y);
     return same;

@@ -50,15 +50,6 @@ static const char *workdir(char *buf, const char *name) {
     return buf;
 }
 
-static const char *meta(const char *ck, const char *key, char *buf, size_t len) {
-    cnn_st *st = NULL;
-    if (cnn_st_load(ck, &st) != CNN_OK) fail_msg("%s does not load: %s", ck, cnn_last_error());
-    const char *v = cnn_st_metadata(st, key);
-    snprintf(buf, len, "%s", v ? v : "(none)");
-    cnn_st_free(st);
-    return buf;
-}
-
 /* ---- no lost work ------------------------------------------------------------------------- */
 
 /* Without --out: a checkpoint under runs/ of the working directory, named at the start and at the
@@ -73,7 +64,7 @@ static void test_default_checkpoint(void **state) {
     CLI_RUN(&r, dir, "train", "--model", model_p, "--data", data_p, "--batch", "8", "--seed", "1");
     CLI_EXPECT(&r, 0, "checkpoint runs/model-data.safetensors after every epoch (no --out given)", "epoch 1/1");
     assert_non_null(strstr(r.out, "checkpoint runs/model-data.safetensors\n"));
-    assert_string_equal(meta(ck, "epoch", buf, sizeof buf), "1");
+    assert_string_equal(tu_meta(ck, "epoch", buf, sizeof buf), "1");
     CLI_RUN(&r, dir, "eval", "--model", model_p, "--weights", "runs/model-data.safetensors", "--data", data_p);
     CLI_EXPECT(&r, 0, NULL);
     assert_non_null(strstr(r.out, "\naccuracy "));
@@ -83,13 +74,13 @@ static void test_default_checkpoint(void **state) {
     CLI_EXPECT(&r, 0, "checkpoint runs/model-data-2.safetensors after every epoch (no --out given)");
     assert_non_null(strstr(r.out, "checkpoint runs/model-data-2.safetensors\n"));
     assert_true(tu_exists(ck2));
-    assert_string_equal(meta(ck, "seed", buf, sizeof buf), "1");
+    assert_string_equal(tu_meta(ck, "seed", buf, sizeof buf), "1");
 
     /* A resume without --out goes on in the checkpoint it resumes. */
     CLI_RUN(&r, dir, "train", "--model", model_p, "--data", data_p, "--resume", "runs/model-data.safetensors",
             "--epochs", "2");
     CLI_EXPECT(&r, 0, "checkpoint runs/model-data.safetensors after every epoch (the checkpoint resumed", "epoch 2/2");
-    assert_string_equal(meta(ck, "epoch", buf, sizeof buf), "2");
+    assert_string_equal(tu_meta(ck, "epoch", buf, sizeof buf), "2");
     cli_cwd = NULL;
 }
 
@@ -351,7 +342,7 @@ static void test_sigint_resume_command_runs(void **state) {
     assert_int_equal(read_log(log, rec, 8), 3);
     for (int i = 0; i < 3; i++) assert_int_equal(rec[i].epoch, i + 1);
     char buf[64];
-    assert_string_equal(meta(ck, "step", buf, sizeof buf), "225"); /* 3 epochs of 75 steps */
+    assert_string_equal(tu_meta(ck, "step", buf, sizeof buf), "225"); /* 3 epochs of 75 steps */
     cli_read_file(plot, buf, sizeof buf);
     assert_memory_equal(buf, "\x89PNG", 4);
 }
@@ -545,7 +536,7 @@ static void test_terminal_resume_command_runs(void **state) {
     if (rc != 0) fail_msg("the pasted command\n%s\nfailed (%d):\n%s", cmd, rc, err);
     assert_non_null(strstr(err, "epoch 2/2"));
     char buf[64];
-    assert_string_equal(meta(ck, "step", buf, sizeof buf), "150");
+    assert_string_equal(tu_meta(ck, "step", buf, sizeof buf), "150");
 }
 
 int main(void) {

@@ -37,15 +37,6 @@ static int teardown(void **state) {
     return tu_remove_tree(dir);
 }
 
-static const char *meta(const char *ck, const char *key, char *buf, size_t len) {
-    cnn_st *st = NULL;
-    if (cnn_st_load(ck, &st) != CNN_OK) fail_msg("%s does not load: %s", ck, cnn_last_error());
-    const char *v = cnn_st_metadata(st, key);
-    snprintf(buf, len, "%s", v ? v : "(none)");
-    cnn_st_free(st);
-    return buf;
-}
-
 #define AUG_ARGS "--batch", "8", "--optimizer", "adam", "--lr", "0.01", "--seed", "5", "--augment", \
                  "crop=2:reflect,flip,translate=1,cutout=2"
 
@@ -67,7 +58,7 @@ static int interrupted_run(const char *ck) {
     cli_read_file(err_p, err, sizeof err);
     if (!WIFEXITED(ws) || WEXITSTATUS(ws) != 130) fail_msg("status %d, expected exit 130:\n%s", ws, err);
     char v[64];
-    return strcmp(meta(ck, "epoch_step", v, sizeof v), "0") != 0;
+    return strcmp(tu_meta(ck, "epoch_step", v, sizeof v), "0") != 0;
 }
 
 static void test_augment_resumes_mid_epoch_bit_for_bit(void **state) {
@@ -81,7 +72,7 @@ static void test_augment_resumes_mid_epoch_bit_for_bit(void **state) {
     CLI_RUN(&r, dir, "train", "--model", model_p, "--data", data_p, "--epochs", "2", AUG_ARGS, "--threads", "1", "--out",
             straight);
     CLI_EXPECT(&r, 0, "augment: crop=2:reflect,flip,translate=1,cutout=2", "epoch 2/2");
-    assert_string_equal(meta(straight, "augment", v, sizeof v), "crop=2:reflect,flip,translate=1,cutout=2");
+    assert_string_equal(tu_meta(straight, "augment", v, sizeof v), "crop=2:reflect,flip,translate=1,cutout=2");
     CLI_RUN(&r, dir, "train", "--model", model_p, "--data", data_p, "--epochs", "2", AUG_ARGS, "--threads", "2", "--out",
             two);
     CLI_EXPECT(&r, 0, "epoch 2/2");
@@ -140,7 +131,7 @@ static void test_val_split_and_keep_best(void **state) {
     CLI_EXPECT(&r, 0, "validation: 100 training samples held out", "(500 train, 30 test)", "validation loss");
     double acc[8];
     assert_int_equal(val_records(slog, acc, 8), 3);
-    assert_string_equal(meta(straight, "val_split", v, sizeof v), "100");
+    assert_string_equal(tu_meta(straight, "val_split", v, sizeof v), "100");
 
     /* 2 epochs with --keep-best, then a resume to 3 that restores --val-split and --keep-best. */
     CLI_RUN(&r, dir, "train", "--model", model_p, "--data", data_p, "--epochs", "2", "--batch", "16", "--seed", "2",
@@ -151,9 +142,9 @@ static void test_val_split_and_keep_best(void **state) {
     const int b2 = acc[1] > acc[0] ? 2 : 1;
     snprintf(v, sizeof v, "%d", b2);
     char got[128];
-    assert_string_equal(meta(best, "best_epoch", got, sizeof got), v);
-    assert_string_equal(meta(best, "epoch", got, sizeof got), v);
-    assert_true(fabs(atof(meta(best, "best_acc", got, sizeof got)) - acc[b2 - 1]) < 1e-6);
+    assert_string_equal(tu_meta(best, "best_epoch", got, sizeof got), v);
+    assert_string_equal(tu_meta(best, "epoch", got, sizeof got), v);
+    assert_true(fabs(atof(tu_meta(best, "best_acc", got, sizeof got)) - acc[b2 - 1]) < 1e-6);
     CLI_RUN(&r, dir, "train", "--model", model_p, "--data", data_p, "--resume", ck, "--epochs", "3", "--log", log);
     CLI_EXPECT(&r, 0, "validation: 100 training samples held out", "epoch 3/3");
     assert_true(tu_same_tensors(ck, straight, "resumed with --val-split") >= 4);
@@ -162,14 +153,14 @@ static void test_val_split_and_keep_best(void **state) {
     for (int i = 0; i < 3; i++) assert_true(acc2[i] == acc[i]);
     const int b3 = acc[2] > acc[b2 - 1] ? 3 : b2;
     snprintf(v, sizeof v, "%d", b3);
-    assert_string_equal(meta(best, "best_epoch", got, sizeof got), v);
-    assert_string_equal(meta(ck, "best_epoch", got, sizeof got), v);
+    assert_string_equal(tu_meta(best, "best_epoch", got, sizeof got), v);
+    assert_string_equal(tu_meta(ck, "best_epoch", got, sizeof got), v);
 
     /* A resume at lr 0: the accuracy stays that of epoch 3, never better than the best so far,
      * so the best checkpoint is not replaced (it would be, were the best not restored). */
     CLI_RUN(&r, dir, "train", "--model", model_p, "--data", data_p, "--resume", ck, "--epochs", "4", "--lr", "0");
     CLI_EXPECT(&r, 0, "epoch 4/4");
-    assert_string_equal(meta(best, "best_epoch", got, sizeof got), v);
+    assert_string_equal(tu_meta(best, "best_epoch", got, sizeof got), v);
 }
 
 static void test_patience_stops_early(void **state) {
@@ -184,8 +175,8 @@ static void test_patience_stops_early(void **state) {
                "epoch 3/10");
     assert_non_null(strstr(r.out, "after 3 epoch(s)"));
     assert_null(strstr(r.err, "epoch 4/10"));
-    assert_string_equal(meta(ck, "epoch", v, sizeof v), "3");
-    assert_string_equal(meta(ck, "patience", v, sizeof v), "2");
+    assert_string_equal(tu_meta(ck, "epoch", v, sizeof v), "3");
+    assert_string_equal(tu_meta(ck, "patience", v, sizeof v), "2");
 }
 
 static void test_bad_input(void **state) {

@@ -5,6 +5,33 @@
 
 #include <time.h>
 
+/* The whole file at p in a malloc'd buffer (NULL if absent; the caller frees it), its length in *len. */
+static inline unsigned char *tu_slurp(const char *p, size_t *len) {
+    FILE *f = fopen(p, "rb");
+    *len = 0;
+    if (!f) return NULL;
+    size_t cap = 1 << 16;
+    unsigned char *b = malloc(cap);
+    assert_non_null(b);
+    for (size_t k; (k = fread(b + *len, 1, cap - *len, f)) > 0;) {
+        *len += k;
+        if (*len == cap) assert_non_null(b = realloc(b, cap *= 2));
+    }
+    fclose(f);
+    return b;
+}
+
+/* The __metadata__ value `key` of the checkpoint ck, copied into buf ("(none)" when absent); fails
+ * the test unless ck loads. */
+static inline const char *tu_meta(const char *ck, const char *key, char *buf, size_t len) {
+    cnn_st *st = NULL;
+    if (cnn_st_load(ck, &st) != CNN_OK) fail_msg("%s does not load: %s", ck, cnn_last_error());
+    const char *v = cnn_st_metadata(st, key);
+    snprintf(buf, len, "%s", v ? v : "(none)");
+    cnn_st_free(st);
+    return buf;
+}
+
 /* Makes /tmp/cnn_<name>_XXXXXX into dir (64 bytes); 0, or -1 if it cannot (for a cmocka setup). */
 static inline int tu_make_temp_dir(char dir[64], const char *name) {
     if (snprintf(dir, 64, "/tmp/cnn_%s_XXXXXX", name) >= 64) return -1;

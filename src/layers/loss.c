@@ -18,16 +18,34 @@
 #include <math.h>
 #include <stdlib.h>
 
+/* log Σ_j exp(x_j), shifted by the largest x_j so that no exp overflows. */
+static double log_sum_exp_ref(const double *xs, int classes) {
+    double m = xs[0];
+    for (int j = 1; j < classes; j++) m = xs[j] > m ? xs[j] : m;
+    double sum = 0.0;
+    for (int j = 0; j < classes; j++) sum += exp(xs[j] - m);
+    return m + log(sum);
+}
+
+double loss_cross_entropy_ref(const double *x, const int64_t *target, int n, int classes, double *dx) {
+    double total = 0.0;
+    for (int s = 0; s < n; s++) {
+        const double *xs = x + (size_t)s * classes;
+        const double lse = log_sum_exp_ref(xs, classes);
+        total += lse - xs[target[s]];
+        if (dx)
+            for (int j = 0; j < classes; j++)
+                dx[(size_t)s * classes + j] = (exp(xs[j] - lse) - (j == target[s])) / n;
+    }
+    return total / n;
+}
+
 double loss_cross_entropy_smooth_ref(const double *x, const int64_t *target, int n, int classes, double eps,
                                      double *dx) {
     double total = 0.0;
     for (int s = 0; s < n; s++) {
         const double *xs = x + (size_t)s * classes;
-        double m = xs[0];
-        for (int j = 1; j < classes; j++) m = xs[j] > m ? xs[j] : m;
-        double sum = 0.0;
-        for (int j = 0; j < classes; j++) sum += exp(xs[j] - m);
-        const double lse = m + log(sum);
+        const double lse = log_sum_exp_ref(xs, classes);
         double smooth = 0.0;   /* Σ_j (lse − x_j) */
         for (int j = 0; j < classes; j++) smooth += lse - xs[j];
         total += (1 - eps) * (lse - xs[target[s]]) + eps / classes * smooth;
@@ -38,11 +56,6 @@ double loss_cross_entropy_smooth_ref(const double *x, const int64_t *target, int
             }
     }
     return total / n;
-}
-
-/* With eps 0 the smoothed loss is the plain one, operation for operation: (1 − 0)·t + 0 = t. */
-double loss_cross_entropy_ref(const double *x, const int64_t *target, int n, int classes, double *dx) {
-    return loss_cross_entropy_smooth_ref(x, target, n, classes, 0.0, dx);
 }
 
 double loss_mse_ref(const double *y, const double *t, int64_t count, double *dy) {
@@ -56,22 +69,36 @@ double loss_mse_ref(const double *y, const double *t, int64_t count, double *dy)
 }
 
 /* The float versions read float and accumulate in double, one sample at a time. */
-cnn_status cnn_loss_cross_entropy(const float *logits, const int64_t *target, int n, int classes, float *loss,
-                                  float *dx) {
+/* The arguments both cross-entropies need, with the same messages. */
+static cnn_status check_cross_entropy(const float *logits, const int64_t *target, int n, int classes,
+                                      const float *loss) {
     if (!logits || !target || !loss || n < 1 || classes < 1)
         return cnn_fail(CNN_ERR_ARG, "cross_entropy: need logits, targets, a loss pointer, n >= 1 and classes >= 1");
     for (int s = 0; s < n; s++)
         if (target[s] < 0 || target[s] >= classes)
             return cnn_fail(CNN_ERR_ARG, "cross_entropy: target[%d] = %lld is outside 0..%d", s, (long long)target[s],
                             classes - 1);
+    return CNN_OK;
+}
+
+/* log Σ_j exp(x_j) in double, shifted by the largest x_j; *xsum (when not NULL) gets Σ_j x_j. */
+static double log_sum_exp(const float *xs, int classes, double *xsum) {
+    double m = xs[0];
+    for (int j = 1; j < classes; j++) m = xs[j] > m ? xs[j] : m;
+    double sum = 0.0, xs_sum = 0.0;
+    for (int j = 0; j < classes; j++) sum += exp((double)xs[j] - m), xs_sum += xs[j];
+    if (xsum) *xsum = xs_sum;
+    return m + log(sum);
+}
+
+cnn_status cnn_loss_cross_entropy(const float *logits, const int64_t *target, int n, int classes, float *loss,
+                                  float *dx) {
+    cnn_status st = check_cross_entropy(logits, target, n, classes, loss);
+    if (st) return st;
     double total = 0.0;
     for (int s = 0; s < n; s++) {
         const float *xs = logits + (size_t)s * classes;
-        double m = xs[0];
-        for (int j = 1; j < classes; j++) m = xs[j] > m ? xs[j] : m;
-        double sum = 0.0;
-        for (int j = 0; j < classes; j++) sum += exp((double)xs[j] - m);
-        const double lse = m + log(sum);
+        const double lse = log_sum_exp(xs, classes, NULL);
         total += lse - xs[target[s]];
         if (dx)
             for (int j = 0; j < classes; j++)
@@ -86,21 +113,14 @@ cnn_status cnn_loss_cross_entropy_smooth(const float *logits, const int64_t *tar
     if (!(eps >= 0 && eps < 1))
         return cnn_fail(CNN_ERR_ARG, "cross_entropy: label smoothing %g must be in [0, 1)", eps);
     if (eps == 0) return cnn_loss_cross_entropy(logits, target, n, classes, loss, dx);
-    if (!logits || !target || !loss || n < 1 || classes < 1)
-        return cnn_fail(CNN_ERR_ARG, "cross_entropy: need logits, targets, a loss pointer, n >= 1 and classes >= 1");
-    for (int s = 0; s < n; s++)
-        if (target[s] < 0 || target[s] >= classes)
-            return cnn_fail(CNN_ERR_ARG, "cross_entropy: target[%d] = %lld is outside 0..%d", s, (long long)target[s],
-                            classes - 1);
+    cnn_status st = check_cross_entropy(logits, target, n, classes, loss);
+    if (st) return st;
     double total = 0.0;
     const double off = eps / classes;
     for (int s = 0; s < n; s++) {
         const float *xs = logits + (size_t)s * classes;
-        double m = xs[0];
-        for (int j = 1; j < classes; j++) m = xs[j] > m ? xs[j] : m;
-        double sum = 0.0, xsum = 0.0;
-        for (int j = 0; j < classes; j++) sum += exp((double)xs[j] - m), xsum += xs[j];
-        const double lse = m + log(sum);
+        double xsum;
+        const double lse = log_sum_exp(xs, classes, &xsum);
         total += (1 - eps) * (lse - xs[target[s]]) + off * (classes * lse - xsum);
         if (dx)
             for (int j = 0; j < classes; j++)
