@@ -1448,7 +1448,8 @@ int cmd_train(int argc, char **argv) {
     unsigned long long epochs_done = c.epochs; /* less after an early stop */
     training = 1;
     for (unsigned long long e = start_epoch; e < c.epochs; e++) {
-        double lr = cnn_schedule_at(&sched, (int64_t)e * steps_per_epoch, NULL); /* the epoch's last, for the log */
+        /* The rate of the epoch's first step; each step sets its own, and the log records the last. */
+        double lr = cnn_schedule_at(&sched, (int64_t)e * steps_per_epoch, NULL);
         epoch_order(perm, data.train.n, c.seed, e, c.shuffle);
         /* A resumed epoch skips the batches its checkpoint had done, and goes on from their totals. */
         const train_pos *from = e == start_epoch ? &resume_at : NULL;
