@@ -353,14 +353,11 @@ static int parse_args(int argc, char **argv, train_cfg *c) {
 
 /* The order of epoch e: the identity, or a Fisher-Yates shuffle drawn from (seed, e). */
 static void epoch_order(int64_t *perm, int64_t n, uint64_t seed, uint64_t epoch, int shuffle) {
-    for (int64_t i = 0; i < n; i++) perm[i] = i;
-    if (!shuffle) return;
-    uint64_t state = seed ^ (0xD1B54A32D192ED03ull * (epoch + 1));
-    for (int64_t i = n - 1; i > 0; i--) {
-        const int64_t j = (int64_t)(rng_next(&state) % (uint64_t)(i + 1));
-        const int64_t t = perm[i];
-        perm[i] = perm[j], perm[j] = t;
+    if (shuffle) {
+        rng_permutation(perm, n, seed ^ (0xD1B54A32D192ED03ull * (epoch + 1)));
+        return;
     }
+    for (int64_t i = 0; i < n; i++) perm[i] = i;
 }
 
 static int argmax(const float *v, int n) {

@@ -20,13 +20,7 @@ int train_val_split(cnn_dataset *train, int64_t n_val, uint64_t seed, cnn_datase
         return 0;
     }
     /* A stream of its own (not the epochs' shuffles): the seed mixed with a constant. */
-    uint64_t state = seed ^ 0x5851F42D4C957F2Dull;
-    for (int64_t i = 0; i < n; i++) perm[i] = i;
-    for (int64_t i = n - 1; i > 0; i--) {
-        const int64_t j = (int64_t)(rng_next(&state) % (uint64_t)(i + 1));
-        const int64_t t = perm[i];
-        perm[i] = perm[j], perm[j] = t;
-    }
+    rng_permutation(perm, n, seed ^ 0x5851F42D4C957F2Dull);
     for (int64_t i = n_keep; i < n; i++) held[perm[i]] = 1;
     int64_t k = 0, v = 0;
     for (int64_t i = 0; i < n; i++) {

@@ -14,4 +14,14 @@ static inline uint64_t rng_next(uint64_t *state) {
 /* Uniform in [0, 1), with 53 random bits. */
 static inline double rng_uniform(uint64_t *state) { return (double)(rng_next(state) >> 11) * 0x1.0p-53; }
 
+/* perm[0..n) = a Fisher-Yates shuffle of 0..n-1 drawn from the stream seeded with `state`. */
+static inline void rng_permutation(int64_t *perm, int64_t n, uint64_t state) {
+    for (int64_t i = 0; i < n; i++) perm[i] = i;
+    for (int64_t i = n - 1; i > 0; i--) {
+        const int64_t j = (int64_t)(rng_next(&state) % (uint64_t)(i + 1));
+        const int64_t t = perm[i];
+        perm[i] = perm[j], perm[j] = t;
+    }
+}
+
 #endif
