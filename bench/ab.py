@@ -7,7 +7,8 @@ For a change to the core (the graph of issue 11, say): build the commit before i
 checkout (`git worktree add ../old COMMIT && make -C ../old build/bench_cnn`), then run this from
 the new one. Each workload runs A, B, A, B, ... one process per run (--runs 1 each), so that both
 see the same state of a noisy machine, and the table gives both medians and B/A as a speed ratio
-(above 1: B is faster), whatever the unit. Without WORKLOADs: the LeNet-5 and convolution rows of
+(above 1: B is faster, or smaller for memory), whatever the unit; run it from the repository root
+(the ResNet-20 rows read models/resnet20.cnn). Without WORKLOADs: the LeNet-5 and convolution rows of
 `make bench`.
 """
 import argparse
@@ -18,7 +19,7 @@ import sys
 
 DEFAULT = ["lenet_train_64", "lenet_train_256", "lenet_infer_1", "lenet_infer_256"] + [
     f"conv_{c}_{k}" for c in ("i", "ii", "iii", "iv", "v") for k in ("f", "fb")]
-METRICS = {"images_per_s": True, "latency_us": False, "ms": False}   # higher is better?
+METRICS = {"images_per_s": True, "latency_us": False, "ms": False, "rss_mib": False}   # higher is better?
 
 
 def run(binary, workload, threads):

@@ -11,6 +11,16 @@
  *   lenet_infer_256      LeNet-5 forward of 256 images: images/s
  *   conv_i .. conv_v     conv2d forward, and forward+backward (dX and dW): ms and GFLOP/s
  *   maxpool, avgpool, relu   forward+backward on N64 C64 56×56: ms
+ *   resnet20_train_128   ResNet-20 (models/resnet20.cnn, read from the working directory) training
+ *                        steps at batch 128, batch norm in training mode, SGD momentum: images/s
+ *   resnet20_infer_1     ResNet-20 forward of one image in eval mode: latency in µs
+ *   resnet20_infer_256   ResNet-20 forward of 256 images in eval mode: images/s
+ *   resnet20_mem_128     peak resident memory (getrusage) of a process that ran 3 training steps
+ *                        of ResNet-20 at batch 128: MiB
+ *   conv_r16, conv_r32, conv_r64, conv_r16s2, conv_r32s2   ResNet-20's 3×3 convolutions at batch
+ *                        128 (no bias): forward (_f) and forward+backward (_fb), ms and GFLOP/s
+ *   batchnorm_f, batchnorm_fb   batchnorm2d in training mode on N128 C16 32×32: ms
+ *   addrelu_f, addrelu_fb       add of two N128 C16 32×32 tensors, then relu: ms
  *
  * Workloads of cnn alone (bench/blas.py times them in the own-kernel and OpenBLAS builds; run.py
  * does not ask for them):
@@ -32,6 +42,7 @@ char *openblas_get_corename(void);
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <time.h>
 
 static double now(void) {
@@ -103,6 +114,73 @@ static double lenet_infer(int b, int iters) {
     cnn_net_free(net);
     free(x);
     return t;
+}
+
+static cnn_net *load_resnet20(int batch) {
+    cnn_net *net = NULL;
+    if (cnn_net_load("models/resnet20.cnn", &net) || cnn_net_init(net, 1) || cnn_net_reserve(net, batch)) {
+        fprintf(stderr, "bench_cnn: models/resnet20.cnn (run from the repository's root): %s\n", cnn_last_error());
+        exit(2);
+    }
+    return net;
+}
+
+/* Seconds for `iters` ResNet-20 training steps at batch b (SGD, momentum 0.9, weight decay 5e-4),
+ * after two warm-up steps. */
+static double resnet_train(int b, int iters) {
+    cnn_net *net = load_resnet20(b);
+    cnn_optim_config cfg = cnn_optim_defaults(CNN_OPTIM_SGD, 0.01);
+    cfg.momentum = 0.9;
+    cfg.weight_decay = 5e-4;
+    cnn_optim *opt = NULL;
+    if (cnn_optim_create(net, &cfg, &opt)) {
+        fprintf(stderr, "bench_cnn: %s\n", cnn_last_error());
+        exit(2);
+    }
+    cnn_net_set_input_grad(net, 0);
+    float *x = malloc((size_t)b * 3072 * sizeof *x), *dy = malloc((size_t)b * 10 * sizeof *dy);
+    int64_t *y = malloc((size_t)b * sizeof *y);
+    fill(x, (size_t)b * 3072, 8);
+    for (int i = 0; i < b; i++) y[i] = i % 10;
+    float loss;
+    double t0 = 0;
+    for (int it = -2; it < iters; it++) {
+        if (it == 0) t0 = now();
+        cnn_net_zero_grad(net);
+        cnn_net_forward(net, x, b);
+        cnn_loss_cross_entropy(cnn_net_output(net), y, b, 10, &loss, dy);
+        cnn_net_backward(net, dy);
+        cnn_optim_step(opt, 0.01);
+    }
+    const double t = now() - t0;
+    cnn_optim_free(opt);
+    cnn_net_free(net);
+    free(x), free(dy), free(y);
+    return t;
+}
+
+/* Seconds for `iters` eval-mode ResNet-20 forwards of b images, after three warm-up passes. */
+static double resnet_infer(int b, int iters) {
+    cnn_net *net = load_resnet20(b);
+    cnn_net_set_training(net, 0);
+    float *x = malloc((size_t)b * 3072 * sizeof *x);
+    fill(x, (size_t)b * 3072, 9);
+    double t0 = 0;
+    for (int it = -3; it < iters; it++) {
+        if (it == 0) t0 = now();
+        cnn_net_forward(net, x, b);
+    }
+    const double t = now() - t0;
+    cnn_net_free(net);
+    free(x);
+    return t;
+}
+
+/* The process's peak resident set in MiB (Linux reports ru_maxrss in KiB). */
+static double peak_rss_mib(void) {
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    return (double)ru.ru_maxrss / 1024.0;
 }
 
 /* One layer: forward only, or forward + backward (dX and the parameter gradients). */
@@ -197,6 +275,15 @@ static const struct {
     {"maxpool", "input 64 56 56\nmaxpool2d kernel_size=2\n", 64},
     {"avgpool", "input 64 56 56\navgpool2d kernel_size=2\n", 64},
     {"relu", "input 64 56 56\nrelu\n", 64},
+    /* ResNet-20's 3×3 convolutions at batch 128: its three stages and its two strided transitions */
+    {"conv_r16s2", "input 16 32 32\nconv2d out_channels=32 kernel_size=3 padding=1 stride=2 bias=false\n", 128},
+    {"conv_r32s2", "input 32 16 16\nconv2d out_channels=64 kernel_size=3 padding=1 stride=2 bias=false\n", 128},
+    {"conv_r16", "input 16 32 32\nconv2d out_channels=16 kernel_size=3 padding=1 bias=false\n", 128},
+    {"conv_r32", "input 32 16 16\nconv2d out_channels=32 kernel_size=3 padding=1 bias=false\n", 128},
+    {"conv_r64", "input 64 8 8\nconv2d out_channels=64 kernel_size=3 padding=1 bias=false\n", 128},
+    {"batchnorm", "input 16 32 32\nbatchnorm2d\n", 128},
+    /* x + x, then relu: the add reads two values, as a residual add does */
+    {"addrelu", "input 16 32 32\nadd from=input,input\nrelu\n", 128},
 };
 
 int main(int argc, char **argv) {
@@ -240,6 +327,19 @@ int main(int argc, char **argv) {
         } else if (!strcmp(w, "lenet_infer_256")) {
             const double t = lenet_infer(256, 40);
             printf("{\"workload\": \"%s\", \"threads\": %d, \"images_per_s\": %.1f}\n", w, threads, 40 * 256 / t);
+        } else if (!strcmp(w, "resnet20_train_128")) {
+            const int iters = 6;
+            const double t = resnet_train(128, iters);
+            printf("{\"workload\": \"%s\", \"threads\": %d, \"images_per_s\": %.1f}\n", w, threads, iters * 128 / t);
+        } else if (!strcmp(w, "resnet20_mem_128")) {
+            resnet_train(128, 1);   /* two warm-up steps and one more */
+            printf("{\"workload\": \"%s\", \"threads\": %d, \"rss_mib\": %.1f}\n", w, threads, peak_rss_mib());
+        } else if (!strcmp(w, "resnet20_infer_1")) {
+            const double t = resnet_infer(1, 200);
+            printf("{\"workload\": \"%s\", \"threads\": %d, \"latency_us\": %.2f}\n", w, threads, t / 200 * 1e6);
+        } else if (!strcmp(w, "resnet20_infer_256")) {
+            const double t = resnet_infer(256, 5);
+            printf("{\"workload\": \"%s\", \"threads\": %d, \"images_per_s\": %.1f}\n", w, threads, 5 * 256 / t);
         } else if (!strncmp(w, "gemm_", 5)) {
             size_t k = 0;
             while (k < sizeof gemms / sizeof gemms[0] && strcmp(w, gemms[k].name)) k++;

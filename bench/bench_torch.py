@@ -17,8 +17,17 @@ Iteration counts and warm-up match bench_cnn.c:
     lenet_infer_1     3 warm-up passes, then 2000: latency in µs
     lenet_infer_256   3 warm-up passes, then 40: images/s
     layers (_f, _fb)  2 warm-up passes, then 10: ms and GFLOP/s (GFLOP/s 0 for pools and relu)
+    resnet20_train_128   2 warm-up steps, then 6: images/s
+    resnet20_infer_1     3 warm-up passes, then 200: latency in µs
+    resnet20_infer_256   3 warm-up passes, then 5: images/s
+    resnet20_mem_128     peak resident memory after 3 training steps at batch 128: MiB
+
+ResNet-20 is written out here as torchvision-style code writes it (BasicBlock modules, option-B
+shortcuts), the same net as models/resnet20.cnn (272,474 parameters, checked), rather than built by
+tools/cnnmodel.py, whose line-by-line interpreter would add Python overhead that no PyTorch user has.
 """
 import json
+import resource
 import sys
 import time
 
@@ -35,7 +44,97 @@ LAYERS = {
     "maxpool": (lambda: nn.MaxPool2d(2), (64, 64, 56, 56)),
     "avgpool": (lambda: nn.AvgPool2d(2), (64, 64, 56, 56)),
     "relu": (lambda: nn.ReLU(), (64, 64, 56, 56)),
+    # ResNet-20's 3x3 convolutions at batch 128 (no bias, as in the net)
+    "conv_r16": (lambda: nn.Conv2d(16, 16, 3, padding=1, bias=False), (128, 16, 32, 32)),
+    "conv_r32": (lambda: nn.Conv2d(32, 32, 3, padding=1, bias=False), (128, 32, 16, 16)),
+    "conv_r64": (lambda: nn.Conv2d(64, 64, 3, padding=1, bias=False), (128, 64, 8, 8)),
+    "conv_r16s2": (lambda: nn.Conv2d(16, 32, 3, padding=1, stride=2, bias=False), (128, 16, 32, 32)),
+    "conv_r32s2": (lambda: nn.Conv2d(32, 64, 3, padding=1, stride=2, bias=False), (128, 32, 16, 16)),
+    "batchnorm": (lambda: nn.BatchNorm2d(16), (128, 16, 32, 32)),
+    "addrelu": (lambda: AddReLU(), (128, 16, 32, 32)),
 }
+
+
+class AddReLU(nn.Module):
+    """relu(a + b) of two inputs, as a residual block ends; the benchmark feeds it x and x."""
+
+    def forward(self, a, b):
+        return torch.relu(a + b)
+
+
+class BasicBlock(nn.Module):
+    def __init__(self, cin, cout, stride):
+        super().__init__()
+        self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(cout)
+        self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(cout)
+        self.downsample = None
+        if stride != 1 or cin != cout:
+            self.downsample = nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
+
+    def forward(self, x):
+        out = torch.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        return torch.relu(out + (x if self.downsample is None else self.downsample(x)))
+
+
+class ResNet20(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 16, 3, 1, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(16)
+        blocks = []
+        cin = 16
+        for cout, stride in ((16, 1), (32, 2), (64, 2)):
+            blocks.append(nn.Sequential(BasicBlock(cin, cout, stride), BasicBlock(cout, cout, 1),
+                                        BasicBlock(cout, cout, 1)))
+            cin = cout
+        self.layer1, self.layer2, self.layer3 = blocks
+        self.fc = nn.Linear(64, 10)
+
+    def forward(self, x):
+        x = torch.relu(self.bn1(self.conv1(x)))
+        x = self.layer3(self.layer2(self.layer1(x)))
+        return self.fc(torch.flatten(torch.mean(x, (2, 3)), 1))
+
+
+def resnet20():
+    net = ResNet20()
+    n = sum(p.numel() for p in net.parameters())
+    assert n == 272474, f"ResNet-20 has {n} parameters, models/resnet20.cnn 272,474"
+    return net
+
+
+def resnet_train(b, iters):
+    net = resnet20()
+    net.train()
+    opt = torch.optim.SGD(net.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4)
+    loss_fn = nn.CrossEntropyLoss()
+    x = torch.rand(b, 3, 32, 32) * 2 - 1
+    y = torch.arange(b) % 10
+    t0 = 0.0
+    for it in range(-2, iters):
+        if it == 0:
+            t0 = time.perf_counter()
+        opt.zero_grad(set_to_none=True)
+        loss = loss_fn(net(x), y)
+        loss.backward()
+        opt.step()
+    return time.perf_counter() - t0
+
+
+def resnet_infer(b, iters):
+    net = resnet20()
+    net.eval()
+    x = torch.rand(b, 3, 32, 32) * 2 - 1
+    t0 = 0.0
+    with torch.inference_mode():
+        for it in range(-3, iters):
+            if it == 0:
+                t0 = time.perf_counter()
+            net(x)
+    return time.perf_counter() - t0
 
 
 def lenet():
@@ -96,20 +195,22 @@ def layer(name, backward, iters):
     t0 = 0.0
     if backward:
         x.requires_grad_(True)
-        params = [x] + list(m.parameters())
+        xs = [x, x.detach().clone().requires_grad_(True)] if isinstance(m, AddReLU) else [x]
+        params = xs + list(m.parameters())
         with torch.no_grad():
-            dy = torch.randn_like(m(x))
+            dy = torch.randn_like(m(*xs))
         for it in range(-2, iters):
             if it == 0:
                 t0 = time.perf_counter()
-            y = m(x)
+            y = m(*xs)
             torch.autograd.grad(y, params, dy)
     else:
+        xs = [x, x.clone()] if isinstance(m, AddReLU) else [x]
         with torch.inference_mode():
             for it in range(-2, iters):
                 if it == 0:
                     t0 = time.perf_counter()
-                m(x)
+                m(*xs)
     return time.perf_counter() - t0, flops
 
 
@@ -126,6 +227,18 @@ def run_one(w, threads):
     elif w == "lenet_infer_1":
         t = lenet_infer(1, 2000)
         record(w, threads, latency_us=round(t / 2000 * 1e6, 2))
+    elif w == "resnet20_train_128":
+        t = resnet_train(128, 6)
+        record(w, threads, images_per_s=round(6 * 128 / t, 1))
+    elif w == "resnet20_mem_128":
+        resnet_train(128, 1)
+        record(w, threads, rss_mib=round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1))
+    elif w == "resnet20_infer_1":
+        t = resnet_infer(1, 200)
+        record(w, threads, latency_us=round(t / 200 * 1e6, 2))
+    elif w == "resnet20_infer_256":
+        t = resnet_infer(256, 5)
+        record(w, threads, images_per_s=round(5 * 256 / t, 1))
     elif w == "lenet_infer_256":
         t = lenet_infer(256, 40)
         record(w, threads, images_per_s=round(40 * 256 / t, 1))

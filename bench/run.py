@@ -43,10 +43,20 @@ WORKLOADS = [
     ("maxpool_fb", "ms", False),
     ("avgpool_fb", "ms", False),
     ("relu_fb", "ms", False),
+    ("resnet20_train_128", "images_per_s", True),
+    ("resnet20_infer_1", "latency_us", False),
+    ("resnet20_infer_256", "images_per_s", True),
+    ("resnet20_mem_128", "rss_mib", False),
+] + [(f"conv_{c}_{k}", "ms", False) for c in ("r16", "r32", "r64", "r16s2", "r32s2") for k in ("f", "fb")] + [
+    ("batchnorm_f", "ms", False),
+    ("batchnorm_fb", "ms", False),
+    ("addrelu_f", "ms", False),
+    ("addrelu_fb", "ms", False),
 ]
-QUICK = ["lenet_train_64", "lenet_infer_1", "lenet_infer_256", "conv_i_fb", "conv_iii_fb", "maxpool_fb"]
+QUICK = ["lenet_train_64", "lenet_infer_1", "lenet_infer_256", "conv_i_fb", "conv_iii_fb", "maxpool_fb",
+         "resnet20_train_128", "resnet20_infer_1", "conv_r16_fb", "batchnorm_fb"]
 
-UNITS = {"images_per_s": "images/s", "latency_us": "µs", "ms": "ms"}
+UNITS = {"images_per_s": "images/s", "latency_us": "µs", "ms": "ms", "rss_mib": "MiB"}
 
 SHAPES = {
     "lenet_train_64": "LeNet-5 on 28² inputs, batch 64, training step",
@@ -61,6 +71,17 @@ SHAPES = {
     "maxpool": "N64 C64 56², 2×2",
     "avgpool": "N64 C64 56², 2×2",
     "relu": "N64 C64 56²",
+    "resnet20_train_128": "ResNet-20 on 3×32², batch 128, training step (batch norm in training mode, SGD momentum)",
+    "resnet20_infer_1": "ResNet-20 on 3×32², batch 1, forward in eval mode",
+    "resnet20_infer_256": "ResNet-20 on 3×32², batch 256, forward in eval mode",
+    "resnet20_mem_128": "ResNet-20, batch 128: peak resident memory of a training process (lower is better)",
+    "conv_r16": "N128 C16 32² K16 3×3 pad 1, no bias",
+    "conv_r32": "N128 C32 16² K32 3×3 pad 1, no bias",
+    "conv_r64": "N128 C64 8² K64 3×3 pad 1, no bias",
+    "conv_r16s2": "N128 C16 32² K32 3×3 pad 1 stride 2, no bias",
+    "conv_r32s2": "N128 C32 16² K64 3×3 pad 1 stride 2, no bias",
+    "batchnorm": "batchnorm2d N128 C16 32², training mode",
+    "addrelu": "relu(a + b), a and b N128 C16 32²",
 }
 
 # The least memory traffic of the pooling and relu passes, in bytes: N64 C64 56×56 float32 is
@@ -72,6 +93,14 @@ TRAFFIC = {
     "avgpool_f": X + X / 4, "avgpool_fb": 2 * (X + X / 4),
     "relu_f": 2 * X, "relu_fb": 5 * X,
 }
+# N128 C16 32×32 float32. Batch norm: a channel (512 KiB) fits in cache, so its least traffic is
+# x in and y out forward, x and dy in and dx out backward. add+relu: a and b in, y out forward; dy
+# and y (for the mask) in, da and db out backward.
+R = 128 * 16 * 32 * 32 * 4
+TRAFFIC.update({
+    "batchnorm_f": 2 * R, "batchnorm_fb": 5 * R,
+    "addrelu_f": 3 * R, "addrelu_fb": 7 * R,
+})
 
 
 def sh(cmd):
@@ -81,10 +110,14 @@ def sh(cmd):
         return ""
 
 
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
 def run_json(cmd, env, timeout):
-    """Runs one benchmark process; returns its last JSON line, or {"error": ...}."""
+    """Runs one benchmark process in the repository's root (bench_cnn reads models/resnet20.cnn);
+    returns its last JSON line, or {"error": ...}."""
     try:
-        p = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=timeout)
+        p = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=timeout, cwd=ROOT)
     except subprocess.TimeoutExpired:
         return {"error": f"timed out after {timeout} s"}
     lines = [ln for ln in p.stdout.splitlines() if ln.startswith("{")]
@@ -147,6 +180,8 @@ def fmt(v, metric):
         return f"{v:,.0f}"
     if metric == "latency_us":
         return f"{v:.1f}"
+    if metric == "rss_mib":
+        return f"{v:.0f}"
     return f"{v:.2f}"
 
 
@@ -178,8 +213,8 @@ def main():
 
     here = os.path.dirname(os.path.abspath(__file__))
     root = os.path.dirname(here)
-    bench_cnn = os.path.join(args.build, "bench_cnn")
-    peak_bin = os.path.join(args.build, "peak")
+    bench_cnn = os.path.abspath(os.path.join(args.build, "bench_cnn"))
+    peak_bin = os.path.abspath(os.path.join(args.build, "peak"))
     bench_torch = [sys.executable, os.path.join(here, "bench_torch.py")]
     for b in (bench_cnn, peak_bin):
         if not os.access(b, os.X_OK):
@@ -324,7 +359,11 @@ def main():
         "% of peak: of the FMA peak for the convolutions (forward+backward counts 3× the forward flops: "
         "dX, dW and Y), of the memory bandwidth (the better of copy and triad) for pooling and relu, "
         "whose GB/s counts the least traffic "
-        "(x and y forward; dy and dx backward, and relu reads x again), at the row's thread count.",
+        "(x and y forward; dy and dx backward, and relu reads x again), and for batch norm (x and y forward; "
+        "x, dy and dx backward: a channel fits in cache) and add+relu (a, b and y forward; dy, y, da and db "
+        "backward), at the row's thread count. cnn's add+relu adds its input to itself (a net has one input), "
+        "PyTorch's two tensors. Peak memory: ru_maxrss of the whole process, PyTorch's interpreter and "
+        "libraries included, after three training steps.",
     ]
     if errors:
         notes.append("Failed runs: " + "; ".join(errors))
