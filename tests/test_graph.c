@@ -238,6 +238,26 @@ static void test_same_value_twice(void **state) {
                 "conv2d out_channels=2 kernel_size=2 name=out\n", 2, 1, &g);
 }
 
+/* Adds in a chain: the net shares an add's output gradient with the one input that only it reads
+ * (tanh's value, then s1, then relu's), and a's gradient still sums what its four readers send.
+ * The second net ends in an add, whose output gradient is the caller's array: no sharing there. */
+static void test_add_chain(void **state) {
+    (void)state;
+    graph g;
+    check_graph("chain of adds", "input 2 4 4\n"
+                "conv2d out_channels=3 kernel_size=3 padding=1 name=a\n"
+                "tanh\n"
+                "add from=a name=s1\n"
+                "add from=a name=s2\n"
+                "relu\n"
+                "add from=a\n"
+                "conv2d out_channels=2 kernel_size=2 name=out\n", 2, 1, &g);
+    check_graph("add last", "input 2 4 4\n"
+                "conv2d out_channels=3 kernel_size=3 padding=1 name=a\n"
+                "tanh\n"
+                "add from=a\n", 2, 1, &g);
+}
+
 /* add and concat reading the net's input, with its gradient on and off (off: the layers get a
  * NULL dx for it and the parameters' gradients stay right). */
 static void test_input_branches(void **state) {
@@ -504,6 +524,7 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_fork),        cmocka_unit_test(test_residual),
         cmocka_unit_test(test_dense),       cmocka_unit_test(test_same_value_twice),
+        cmocka_unit_test(test_add_chain),
         cmocka_unit_test(test_input_branches), cmocka_unit_test(test_threads),
         cmocka_unit_test(test_cycle),       cmocka_unit_test(test_names),
         cmocka_unit_test(test_shapes),      cmocka_unit_test(test_parses),

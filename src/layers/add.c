@@ -14,8 +14,6 @@
 #include <stdio.h>
 #include <string.h>
 
-#define CHUNK ((size_t)1 << 14)   /* floats per iteration of the parallel loops */
-
 /* Every input must have input 0's shape; the message lists each one that differs. */
 static cnn_status add_setup(layer *l) {
     char msg[640] = "", s0[48], sk[48];
@@ -70,9 +68,9 @@ CNN_CLONES static void accumulate(float *restrict y, const float *restrict a, si
  * same bits. */
 static void add_forward(const layer *l, int n, const float *const *xs, float *y, float *ws) {
     (void)ws;
-    const size_t count = (size_t)n * layer_out_elems(l), chunks = (count + CHUNK - 1) / CHUNK;
+    const size_t count = (size_t)n * layer_out_elems(l), chunks = (count + LAYER_CHUNK - 1) / LAYER_CHUNK;
     PARALLEL_FOR(c, chunks) {
-        const size_t at = (size_t)c * CHUNK, len = count - at < CHUNK ? count - at : CHUNK;
+        const size_t at = (size_t)c * LAYER_CHUNK, len = count - at < LAYER_CHUNK ? count - at : LAYER_CHUNK;
         sum2(y + at, xs[0] + at, xs[1] + at, len);
         for (int k = 2; k < l->nin; k++) accumulate(y + at, xs[k] + at, len);
     }
@@ -81,11 +79,11 @@ static void add_forward(const layer *l, int n, const float *const *xs, float *y,
 static void add_backward(const layer *l, int n, const float *const *xs, const float *y, const float *dy,
                          float *const *dxs, float *ws) {
     (void)xs, (void)y, (void)ws;
-    const size_t count = (size_t)n * layer_out_elems(l), chunks = (count + CHUNK - 1) / CHUNK;
+    const size_t count = (size_t)n * layer_out_elems(l), chunks = (count + LAYER_CHUNK - 1) / LAYER_CHUNK;
     PARALLEL_FOR(c, chunks) {
-        const size_t at = (size_t)c * CHUNK, len = count - at < CHUNK ? count - at : CHUNK;
+        const size_t at = (size_t)c * LAYER_CHUNK, len = count - at < LAYER_CHUNK ? count - at : LAYER_CHUNK;
         for (int k = 0; k < l->nin; k++)
-            if (dxs[k]) memcpy(dxs[k] + at, dy + at, len * sizeof *dy);
+            if (dxs[k] && dxs[k] != dy) memcpy(dxs[k] + at, dy + at, len * sizeof *dy);   /* the net may share dy */
     }
 }
 

@@ -19,6 +19,9 @@
 
 #define LAYER_MAX_INPUTS 64      /* from= lists: a DenseNet block concatenates up to ~50 values */
 #define LAYER_MAX_TENSORS 8      /* parameters and buffers of one layer */
+/* Floats per iteration of the elementwise layers' parallel loops (add, relu; the net's sums at
+ * forks): 64 KiB, large enough that waking the threads pays, small enough to balance. */
+#define LAYER_CHUNK ((size_t)1 << 14)
 
 typedef struct conv2d_opts {
     int out_channels;

@@ -1,5 +1,6 @@
 /* relu: y = max(0, x).  Backward (note 004): dx = dy where x > 0, else 0 (the derivative at 0 is 0). */
 #include "layers/layer.h"
+#include "base/threads.h"
 #include "kernels/kernels.h"
 
 static void relu_forward_ref(const layer *l, int n, const double *const *xs, double *const *p, double *y) {
@@ -18,22 +19,36 @@ static void relu_backward_ref(const layer *l, int n, const double *const *xs, do
     for (size_t i = 0; i < count; i++) dx[i] = x[i] > 0.0 ? dy[i] : 0.0;
 }
 
-CNN_CLONES static void relu_forward(const layer *l, int n, const float *const *xs, float *restrict y, float *ws) {
-    const float *restrict x = xs[0];
-    (void)ws;
-    const size_t count = (size_t)n * l->c * l->h * l->w;
-    for (size_t i = 0; i < count; i++) y[i] = x[i] > 0.0f ? x[i] : 0.0f;
+CNN_CLONES static void relu_span(const float *restrict x, float *restrict y, size_t len) {
+    for (size_t i = 0; i < len; i++) y[i] = x[i] > 0.0f ? x[i] : 0.0f;
 }
 
-CNN_CLONES static void relu_backward(const layer *l, int n, const float *const *xs, const float *y,
-                          const float *restrict dy, float *const *dxs, float *ws) {
-    const float *restrict x = xs[0];
-    float *restrict dx = dxs[0];
-    (void)y, (void)ws;
-    const size_t count = (size_t)n * l->c * l->h * l->w;
-    for (size_t i = 0; i < count; i++) {
+CNN_CLONES static void relu_grad_span(const float *restrict x, const float *restrict dy, float *restrict dx,
+                                      size_t len) {
+    for (size_t i = 0; i < len; i++) {
         const float g = dy[i];   /* loaded unconditionally, so the loop vectorises without branches */
         dx[i] = x[i] > 0.0f ? g : 0.0f;
+    }
+}
+
+/* Chunks of the whole batch in parallel: each element stands alone, so any split gives the same
+ * bits. */
+static void relu_forward(const layer *l, int n, const float *const *xs, float *y, float *ws) {
+    (void)ws;
+    const size_t count = (size_t)n * l->c * l->h * l->w, chunks = (count + LAYER_CHUNK - 1) / LAYER_CHUNK;
+    PARALLEL_FOR(c, chunks) {
+        const size_t at = (size_t)c * LAYER_CHUNK, len = count - at < LAYER_CHUNK ? count - at : LAYER_CHUNK;
+        relu_span(xs[0] + at, y + at, len);
+    }
+}
+
+static void relu_backward(const layer *l, int n, const float *const *xs, const float *y, const float *dy,
+                          float *const *dxs, float *ws) {
+    (void)y, (void)ws;
+    const size_t count = (size_t)n * l->c * l->h * l->w, chunks = (count + LAYER_CHUNK - 1) / LAYER_CHUNK;
+    PARALLEL_FOR(c, chunks) {
+        const size_t at = (size_t)c * LAYER_CHUNK, len = count - at < LAYER_CHUNK ? count - at : LAYER_CHUNK;
+        relu_grad_span(xs[0] + at, dy + at, dxs[0] + at, len);
     }
 }
 

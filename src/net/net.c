@@ -4,6 +4,8 @@
 #include "net/net.h"
 #include "base/error.h"
 #include "base/rng.h"
+#include "base/threads.h"
+#include "kernels/kernels.h"
 
 #include <ctype.h>
 #include <math.h>
@@ -621,6 +623,30 @@ static cnn_status reserve_ref(cnn_net *net, int max_batch) {
     return CNN_OK;
 }
 
+/* An add sends its output's gradient unchanged to each input (dx_k = dy). Where an input value is
+ * read by that add alone and the add writes its gradient in place, the value's gradient is the
+ * add's output gradient itself: the gradient arena's view is shared, and add's backward skips the
+ * copy. One input per add, so that no other gradient is summed into the shared view; nodes from
+ * the last one back, so that chains of adds share one view. The last node's output gradient is the
+ * caller's array, not a view of the arena: an add there keeps its copies. */
+static void alias_add_grads(cnn_net *net) {
+    int *readers = calloc((size_t)net->nlayers + 1, sizeof *readers);
+    if (!readers) return;   /* no sharing: every add copies, the same values */
+    for (int i = 0; i < net->nlayers; i++)
+        for (int k = 0; k < net->nodes[i].l.nin; k++) readers[net->nodes[i].from[k]]++;
+    for (int i = net->nlayers - 2; i >= 0; i--) {
+        const node *nd = &net->nodes[i];
+        if (nd->l.kind != CNN_LAYER_ADD) continue;
+        for (int k = 0; k < nd->l.nin; k++) {
+            const int v = nd->from[k];
+            if (v == 0 || readers[v] != 1 || !nd->direct[k]) continue;
+            net->values[v].grad = net->values[i + 1].grad;
+            break;
+        }
+    }
+    free(readers);
+}
+
 cnn_status cnn_net_reserve(cnn_net *net, int max_batch) {
     if (!net || max_batch < 1) return cnn_fail(CNN_ERR_ARG, "cnn_net_reserve: need a net and max_batch >= 1");
     if (net->path == CNN_PATH_REFERENCE) {
@@ -672,6 +698,7 @@ cnn_status cnn_net_reserve(cnn_net *net, int max_batch) {
         if (v) aoff += e;
         goff += e;
     }
+    alias_add_grads(net);
     net->cap = max_batch;
     net->n = 0;
     return CNN_OK;
@@ -793,6 +820,19 @@ cnn_status cnn_net_forward(cnn_net *net, const float *x, int n) {
     return CNN_OK;
 }
 
+CNN_CLONES static void accumulate_span(float *restrict g, const float *restrict s, size_t len) {
+    for (size_t j = 0; j < len; j++) g[j] += s[j];
+}
+
+/* g += s over e floats, in chunks on the threads (each element alone: the same bits for any split). */
+static void accumulate(float *g, const float *s, size_t e) {
+    const size_t chunks = (e + LAYER_CHUNK - 1) / LAYER_CHUNK;
+    PARALLEL_FOR(c, chunks) {
+        const size_t at = (size_t)c * LAYER_CHUNK, len = e - at < LAYER_CHUNK ? e - at : LAYER_CHUNK;
+        accumulate_span(g + at, s + at, len);
+    }
+}
+
 cnn_status cnn_net_backward(cnn_net *net, const float *dy) {
     if (!net || !dy) return cnn_fail(CNN_ERR_ARG, "cnn_net_backward: NULL argument");
     if (net->n < 1) return cnn_fail(CNN_ERR_ARG, "cnn_net_backward: no forward pass to go back through");
@@ -819,10 +859,7 @@ cnn_status cnn_net_backward(cnn_net *net, const float *dy) {
         for (int k = 0; k < nd->l.nin; k++) {   /* the gradients that meet at a fork add up */
             const value *v = &net->values[nd->from[k]];
             if (!dxs[k] || nd->direct[k]) continue;
-            const size_t e = layer_in_elems(&nd->l, k) * (size_t)n;
-            float *restrict g = v->grad;
-            const float *restrict s = dxs[k];
-            for (size_t j = 0; j < e; j++) g[j] += s[j];
+            accumulate(v->grad, dxs[k], layer_in_elems(&nd->l, k) * (size_t)n);
         }
     }
     return CNN_OK;
