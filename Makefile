@@ -54,13 +54,18 @@ LIB_OBJ  := $(LIB_SRC:%.c=$(BUILD)/obj/%.o)
 CLI_OBJ  := $(CLI_SRC:%.c=$(BUILD)/obj/%.o)
 TEST_BIN := $(TEST_SRC:tests/%.c=$(BUILD)/tests/%)
 
-.PHONY: all deps data test demo demo-resnet smoke-cifar bench bench-blas clean install uninstall
+.PHONY: all deps test-deps data test demo demo-resnet smoke-cifar bench bench-blas clean install uninstall
 .SECONDARY:
 SHLIB := $(BUILD)/libcnn.so.$(VERSION)
 all: deps $(BUILD)/libcnn.a $(SHLIB) $(BUILD)/libcnn.so.$(SOVERSION) $(BUILD)/libcnn.so $(BUILD)/cnn
 
-# Installs the Debian packages the build and tests need, if any is missing.
+# Installs the Debian packages the library and the CLI need, if any is missing; test-deps adds
+# what the tests need (cmocka, PyTorch, pkgconf), so that `make demo` on a bare machine installs
+# the library's few packages and not PyTorch.
 deps:
+	@sh tools/install-deps.sh lib $(BLAS_DEPS)
+
+test-deps: deps
 	@sh tools/install-deps.sh build $(BLAS_DEPS)
 
 # Every object waits for the packages (order-only), so that `make -j` on a bare machine does not
@@ -130,6 +135,11 @@ uninstall:
 $(BUILD)/cnn: $(CLI_OBJ) $(BUILD)/libcnn.a
 	$(CC) $(LDFLAGS) -o $@ $(CLI_OBJ) $(BUILD)/libcnn.a $(LDLIBS)
 
+# The tests' objects need cmocka's header: they wait for test-deps.
+$(BUILD)/obj/tests/%.o: tests/%.c | test-deps
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -c $< -o $@
+
 $(BUILD)/tests/%: $(BUILD)/obj/tests/%.o $(BUILD)/libcnn.a
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) -o $@ $< $(BUILD)/libcnn.a -lcmocka $(LDLIBS)
@@ -144,7 +154,7 @@ data:
 
 # test_header_example compiles the header's example with the build's own compiler and flags;
 # test_install runs `make install` of this same build: CNN_MAKEVARS says which one it is.
-test: all $(TEST_BIN)
+test: all test-deps $(TEST_BIN)
 	@CNN_CC="$(CC)" CNN_LDFLAGS="$(LDFLAGS)" CNN_LDLIBS="$(LDLIBS)" CNN_MAKEVARS="SANITIZE=$(SANITIZE) BLAS=$(BLAS)" \
 	    sh tests/run.sh $(BUILD)
 

