@@ -72,17 +72,22 @@ static cnn_net *make_net(const char *text, int batch) {
     return net;
 }
 
-/* Seconds for `iters` calls of one training step at batch b. */
-static double lenet_train(int b, int iters) {
-    cnn_net *net = make_net(LENET, b);
+/* Seconds for `iters` training steps of net at batch b (after two warm-up steps): SGD with
+ * momentum 0.9 and weight decay wd, cross-entropy over 10 classes, on inputs of `in` floats per
+ * sample filled from `seed`. Frees the net. */
+static double train_steps(cnn_net *net, size_t in, int b, int iters, double wd, unsigned seed) {
     cnn_optim_config cfg = cnn_optim_defaults(CNN_OPTIM_SGD, 0.01);
     cfg.momentum = 0.9;
+    cfg.weight_decay = wd;
     cnn_optim *opt = NULL;
-    cnn_optim_create(net, &cfg, &opt);
+    if (cnn_optim_create(net, &cfg, &opt)) {
+        fprintf(stderr, "bench_cnn: %s\n", cnn_last_error());
+        exit(2);
+    }
     cnn_net_set_input_grad(net, 0);
-    float *x = malloc((size_t)b * 784 * sizeof *x), *dy = malloc((size_t)b * 10 * sizeof *dy);
+    float *x = malloc((size_t)b * in * sizeof *x), *dy = malloc((size_t)b * 10 * sizeof *dy);
     int64_t *y = malloc((size_t)b * sizeof *y);
-    fill(x, (size_t)b * 784, 1);
+    fill(x, (size_t)b * in, seed);
     for (int i = 0; i < b; i++) y[i] = i % 10;
     float loss;
     double t0 = 0;
@@ -101,10 +106,14 @@ static double lenet_train(int b, int iters) {
     return t;
 }
 
-static double lenet_infer(int b, int iters) {
-    cnn_net *net = make_net(LENET, b);
-    float *x = malloc((size_t)b * 784 * sizeof *x);
-    fill(x, (size_t)b * 784, 2);
+/* Seconds for `iters` calls of one LeNet-5 training step at batch b. */
+static double lenet_train(int b, int iters) { return train_steps(make_net(LENET, b), 784, b, iters, 0.0, 1); }
+
+/* Seconds for `iters` forwards of b samples of `in` floats, filled from `seed`, after three warm-up
+ * passes, in the net's mode. Frees the net. */
+static double forward_passes(cnn_net *net, size_t in, int b, int iters, unsigned seed) {
+    float *x = malloc((size_t)b * in * sizeof *x);
+    fill(x, (size_t)b * in, seed);
     double t0 = 0;
     for (int it = -3; it < iters; it++) {
         if (it == 0) t0 = now();
@@ -115,6 +124,8 @@ static double lenet_infer(int b, int iters) {
     free(x);
     return t;
 }
+
+static double lenet_infer(int b, int iters) { return forward_passes(make_net(LENET, b), 784, b, iters, 2); }
 
 static cnn_net *load_resnet20(int batch) {
     cnn_net *net = NULL;
@@ -125,55 +136,14 @@ static cnn_net *load_resnet20(int batch) {
     return net;
 }
 
-/* Seconds for `iters` ResNet-20 training steps at batch b (SGD, momentum 0.9, weight decay 5e-4),
- * after two warm-up steps. */
-static double resnet_train(int b, int iters) {
-    cnn_net *net = load_resnet20(b);
-    cnn_optim_config cfg = cnn_optim_defaults(CNN_OPTIM_SGD, 0.01);
-    cfg.momentum = 0.9;
-    cfg.weight_decay = 5e-4;
-    cnn_optim *opt = NULL;
-    if (cnn_optim_create(net, &cfg, &opt)) {
-        fprintf(stderr, "bench_cnn: %s\n", cnn_last_error());
-        exit(2);
-    }
-    cnn_net_set_input_grad(net, 0);
-    float *x = malloc((size_t)b * 3072 * sizeof *x), *dy = malloc((size_t)b * 10 * sizeof *dy);
-    int64_t *y = malloc((size_t)b * sizeof *y);
-    fill(x, (size_t)b * 3072, 8);
-    for (int i = 0; i < b; i++) y[i] = i % 10;
-    float loss;
-    double t0 = 0;
-    for (int it = -2; it < iters; it++) {
-        if (it == 0) t0 = now();
-        cnn_net_zero_grad(net);
-        cnn_net_forward(net, x, b);
-        cnn_loss_cross_entropy(cnn_net_output(net), y, b, 10, &loss, dy);
-        cnn_net_backward(net, dy);
-        cnn_optim_step(opt, 0.01);
-    }
-    const double t = now() - t0;
-    cnn_optim_free(opt);
-    cnn_net_free(net);
-    free(x), free(dy), free(y);
-    return t;
-}
+/* Seconds for `iters` ResNet-20 training steps at batch b (weight decay 5e-4). */
+static double resnet_train(int b, int iters) { return train_steps(load_resnet20(b), 3072, b, iters, 5e-4, 8); }
 
 /* Seconds for `iters` eval-mode ResNet-20 forwards of b images, after three warm-up passes. */
 static double resnet_infer(int b, int iters) {
     cnn_net *net = load_resnet20(b);
     cnn_net_set_training(net, 0);
-    float *x = malloc((size_t)b * 3072 * sizeof *x);
-    fill(x, (size_t)b * 3072, 9);
-    double t0 = 0;
-    for (int it = -3; it < iters; it++) {
-        if (it == 0) t0 = now();
-        cnn_net_forward(net, x, b);
-    }
-    const double t = now() - t0;
-    cnn_net_free(net);
-    free(x);
-    return t;
+    return forward_passes(net, 3072, b, iters, 9);
 }
 
 /* The process's peak resident set in MiB (Linux reports ru_maxrss in KiB). */

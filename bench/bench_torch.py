@@ -107,34 +107,11 @@ def resnet20():
 
 
 def resnet_train(b, iters):
-    net = resnet20()
-    net.train()
-    opt = torch.optim.SGD(net.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4)
-    loss_fn = nn.CrossEntropyLoss()
-    x = torch.rand(b, 3, 32, 32) * 2 - 1
-    y = torch.arange(b) % 10
-    t0 = 0.0
-    for it in range(-2, iters):
-        if it == 0:
-            t0 = time.perf_counter()
-        opt.zero_grad(set_to_none=True)
-        loss = loss_fn(net(x), y)
-        loss.backward()
-        opt.step()
-    return time.perf_counter() - t0
+    return train_steps(resnet20(), torch.rand(b, 3, 32, 32) * 2 - 1, iters, 5e-4)
 
 
 def resnet_infer(b, iters):
-    net = resnet20()
-    net.eval()
-    x = torch.rand(b, 3, 32, 32) * 2 - 1
-    t0 = 0.0
-    with torch.inference_mode():
-        for it in range(-3, iters):
-            if it == 0:
-                t0 = time.perf_counter()
-            net(x)
-    return time.perf_counter() - t0
+    return forward_passes(resnet20(), torch.rand(b, 3, 32, 32) * 2 - 1, iters)
 
 
 def lenet():
@@ -147,14 +124,13 @@ def lenet():
         nn.Linear(84, 10))
 
 
-def lenet_train(b, iters):
-    """Seconds for `iters` training steps at batch b."""
-    net = lenet()
+def train_steps(net, x, iters, weight_decay):
+    """Seconds for `iters` training steps of net on the batch x (after two warm-up steps): SGD with
+    momentum 0.9, cross-entropy over 10 classes."""
     net.train()
-    opt = torch.optim.SGD(net.parameters(), lr=0.01, momentum=0.9)
+    opt = torch.optim.SGD(net.parameters(), lr=0.01, momentum=0.9, weight_decay=weight_decay)
     loss_fn = nn.CrossEntropyLoss()
-    x = torch.randn(b, 1, 28, 28)
-    y = torch.arange(b) % 10
+    y = torch.arange(x.shape[0]) % 10
     t0 = 0.0
     for it in range(-2, iters):   # two warm-up steps
         if it == 0:
@@ -166,10 +142,14 @@ def lenet_train(b, iters):
     return time.perf_counter() - t0
 
 
-def lenet_infer(b, iters):
-    net = lenet()
+def lenet_train(b, iters):
+    """Seconds for `iters` LeNet-5 training steps at batch b."""
+    return train_steps(lenet(), torch.randn(b, 1, 28, 28), iters, 0.0)
+
+
+def forward_passes(net, x, iters):
+    """Seconds for `iters` eval-mode forwards of x, after three warm-up passes, without autograd."""
     net.eval()
-    x = torch.randn(b, 1, 28, 28)
     t0 = 0.0
     with torch.inference_mode():
         for it in range(-3, iters):
@@ -177,6 +157,10 @@ def lenet_infer(b, iters):
                 t0 = time.perf_counter()
             net(x)
     return time.perf_counter() - t0
+
+
+def lenet_infer(b, iters):
+    return forward_passes(lenet(), torch.randn(b, 1, 28, 28), iters)
 
 
 def layer(name, backward, iters):
