@@ -2,6 +2,8 @@
 #ifndef CNN_KERNELS_H
 #define CNN_KERNELS_H
 
+#include <stddef.h>
+
 /* The library's symbol table names these cnn_i_<name>, so that they cannot collide with a
  * program's own (README: "Use from C"); the code calls them by the short names. */
 #define gemm             cnn_i_gemm
@@ -9,6 +11,7 @@
 #define gemm_use_kernel  cnn_i_gemm_use_kernel
 #define im2col           cnn_i_im2col
 #define col2im           cnn_i_col2im
+#define add_into         cnn_i_add_into
 
 /* Hot loops that the compiler vectorises are compiled for AVX-512, AVX2 and the baseline on x86-64
  * with GCC, and the CPU picks one when the library loads. */
@@ -17,6 +20,10 @@
 #else
 #define CNN_CLONES
 #endif
+
+/* y[i] += a[i] for i < n (elementwise.c): add's third and later inputs, and the net's sums at
+ * forks. y and a do not overlap. */
+void add_into(float *restrict y, const float *restrict a, size_t n);
 
 /* C[M,N] = beta·C + op(A)·op(B), where op(A) is A [M,K] (ta = 0) or Aᵀ with A stored [K,M]
  * (ta = 1), and op(B) is B [K,N] (tb = 0) or Bᵀ with B stored [N,K] (tb = 1). beta is 0 or 1.

@@ -60,28 +60,24 @@ CNN_CLONES static void sum2(float *restrict y, const float *restrict a, const fl
     for (size_t i = 0; i < n; i++) y[i] = a[i] + b[i];
 }
 
-CNN_CLONES static void accumulate(float *restrict y, const float *restrict a, size_t n) {
-    for (size_t i = 0; i < n; i++) y[i] += a[i];
-}
-
 /* Chunks of the whole batch in parallel: each element is summed alone, so any split gives the
  * same bits. */
 static void add_forward(const layer *l, int n, const float *const *xs, float *y, float *ws) {
     (void)ws;
-    const size_t count = (size_t)n * layer_out_elems(l), chunks = (count + LAYER_CHUNK - 1) / LAYER_CHUNK;
-    PARALLEL_FOR(c, chunks) {
-        const size_t at = (size_t)c * LAYER_CHUNK, len = count - at < LAYER_CHUNK ? count - at : LAYER_CHUNK;
+    const size_t count = (size_t)n * layer_out_elems(l);
+    PARALLEL_FOR(c, layer_chunks(count)) {
+        const size_t at = (size_t)c * LAYER_CHUNK, len = layer_chunk_len(c, count);
         sum2(y + at, xs[0] + at, xs[1] + at, len);
-        for (int k = 2; k < l->nin; k++) accumulate(y + at, xs[k] + at, len);
+        for (int k = 2; k < l->nin; k++) add_into(y + at, xs[k] + at, len);
     }
 }
 
 static void add_backward(const layer *l, int n, const float *const *xs, const float *y, const float *dy,
                          float *const *dxs, float *ws) {
     (void)xs, (void)y, (void)ws;
-    const size_t count = (size_t)n * layer_out_elems(l), chunks = (count + LAYER_CHUNK - 1) / LAYER_CHUNK;
-    PARALLEL_FOR(c, chunks) {
-        const size_t at = (size_t)c * LAYER_CHUNK, len = count - at < LAYER_CHUNK ? count - at : LAYER_CHUNK;
+    const size_t count = (size_t)n * layer_out_elems(l);
+    PARALLEL_FOR(c, layer_chunks(count)) {
+        const size_t at = (size_t)c * LAYER_CHUNK, len = layer_chunk_len(c, count);
         for (int k = 0; k < l->nin; k++)
             if (dxs[k] && dxs[k] != dy) memcpy(dxs[k] + at, dy + at, len * sizeof *dy);   /* the net may share dy */
     }

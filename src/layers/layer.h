@@ -22,6 +22,13 @@
 /* Floats per iteration of the elementwise layers' parallel loops (add, relu; the net's sums at
  * forks): 64 KiB, large enough that waking the threads pays, small enough to balance. */
 #define LAYER_CHUNK ((size_t)1 << 14)
+/* Such a loop over count floats has layer_chunks(count) iterations; iteration c starts at
+ * c·LAYER_CHUNK and runs layer_chunk_len(c, count) floats. */
+static inline size_t layer_chunks(size_t count) { return (count + LAYER_CHUNK - 1) / LAYER_CHUNK; }
+static inline size_t layer_chunk_len(long c, size_t count) {
+    const size_t at = (size_t)c * LAYER_CHUNK;
+    return count - at < LAYER_CHUNK ? count - at : LAYER_CHUNK;
+}
 
 typedef struct conv2d_opts {
     int out_channels;

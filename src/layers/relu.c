@@ -35,9 +35,9 @@ CNN_CLONES static void relu_grad_span(const float *restrict x, const float *rest
  * bits. */
 static void relu_forward(const layer *l, int n, const float *const *xs, float *y, float *ws) {
     (void)ws;
-    const size_t count = (size_t)n * l->c * l->h * l->w, chunks = (count + LAYER_CHUNK - 1) / LAYER_CHUNK;
-    PARALLEL_FOR(c, chunks) {
-        const size_t at = (size_t)c * LAYER_CHUNK, len = count - at < LAYER_CHUNK ? count - at : LAYER_CHUNK;
+    const size_t count = (size_t)n * l->c * l->h * l->w;
+    PARALLEL_FOR(c, layer_chunks(count)) {
+        const size_t at = (size_t)c * LAYER_CHUNK, len = layer_chunk_len(c, count);
         relu_span(xs[0] + at, y + at, len);
     }
 }
@@ -45,9 +45,9 @@ static void relu_forward(const layer *l, int n, const float *const *xs, float *y
 static void relu_backward(const layer *l, int n, const float *const *xs, const float *y, const float *dy,
                           float *const *dxs, float *ws) {
     (void)y, (void)ws;
-    const size_t count = (size_t)n * l->c * l->h * l->w, chunks = (count + LAYER_CHUNK - 1) / LAYER_CHUNK;
-    PARALLEL_FOR(c, chunks) {
-        const size_t at = (size_t)c * LAYER_CHUNK, len = count - at < LAYER_CHUNK ? count - at : LAYER_CHUNK;
+    const size_t count = (size_t)n * l->c * l->h * l->w;
+    PARALLEL_FOR(c, layer_chunks(count)) {
+        const size_t at = (size_t)c * LAYER_CHUNK, len = layer_chunk_len(c, count);
         relu_grad_span(xs[0] + at, dy + at, dxs[0] + at, len);
     }
 }

@@ -624,8 +624,8 @@ static cnn_status reserve_ref(cnn_net *net, int max_batch) {
 }
 
 /* An add sends its output's gradient unchanged to each input (dx_k = dy). Where an input value is
- * read by that add alone and the add writes its gradient in place, the value's gradient is the
- * add's output gradient itself: the gradient arena's view is shared, and add's backward skips the
+ * read by that add alone (so the add writes its gradient in place: direct), the value's gradient
+ * is the add's output gradient itself: the gradient arena's view is shared, and add's backward skips the
  * copy. One input per add, so that no other gradient is summed into the shared view; nodes from
  * the last one back, so that chains of adds share one view. The last node's output gradient is the
  * caller's array, not a view of the arena: an add there keeps its copies. */
@@ -639,7 +639,7 @@ static void alias_add_grads(cnn_net *net) {
         if (nd->l.kind != CNN_LAYER_ADD) continue;
         for (int k = 0; k < nd->l.nin; k++) {
             const int v = nd->from[k];
-            if (v == 0 || readers[v] != 1 || !nd->direct[k]) continue;
+            if (v == 0 || readers[v] != 1) continue;
             net->values[v].grad = net->values[i + 1].grad;
             break;
         }
@@ -820,16 +820,11 @@ cnn_status cnn_net_forward(cnn_net *net, const float *x, int n) {
     return CNN_OK;
 }
 
-CNN_CLONES static void accumulate_span(float *restrict g, const float *restrict s, size_t len) {
-    for (size_t j = 0; j < len; j++) g[j] += s[j];
-}
-
 /* g += s over e floats, in chunks on the threads (each element alone: the same bits for any split). */
 static void accumulate(float *g, const float *s, size_t e) {
-    const size_t chunks = (e + LAYER_CHUNK - 1) / LAYER_CHUNK;
-    PARALLEL_FOR(c, chunks) {
-        const size_t at = (size_t)c * LAYER_CHUNK, len = e - at < LAYER_CHUNK ? e - at : LAYER_CHUNK;
-        accumulate_span(g + at, s + at, len);
+    PARALLEL_FOR(c, layer_chunks(e)) {
+        const size_t at = (size_t)c * LAYER_CHUNK;
+        add_into(g + at, s + at, layer_chunk_len(c, e));
     }
 }
 
