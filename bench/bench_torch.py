@@ -22,17 +22,22 @@ Iteration counts and warm-up match bench_cnn.c:
     resnet20_infer_256   3 warm-up passes, then 5: images/s
     resnet20_mem_128     peak resident memory after 3 training steps at batch 128: MiB
 
-ResNet-20 is written out here as torchvision-style code writes it (BasicBlock modules, option-B
-shortcuts), the same net as models/resnet20.cnn (272,474 parameters, checked), rather than built by
-tools/cnnmodel.py, whose line-by-line interpreter would add Python overhead that no PyTorch user has.
+ResNet-20 is the torchvision-style module of tools/make_graph_fixtures.py (BasicBlock modules,
+option-B shortcuts), the same net as models/resnet20.cnn (272,474 parameters, checked), rather than
+one built by tools/cnnmodel.py, whose line-by-line interpreter would add Python overhead that no
+PyTorch user has.
 """
 import json
+import os
 import resource
 import sys
 import time
 
 import torch
 import torch.nn as nn
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tools"))
+import make_graph_fixtures  # noqa: E402  (its ResNet-20 module)
 
 LAYERS = {
     # name: (make layer, input shape N C H W)
@@ -62,45 +67,8 @@ class AddReLU(nn.Module):
         return torch.relu(a + b)
 
 
-class BasicBlock(nn.Module):
-    def __init__(self, cin, cout, stride):
-        super().__init__()
-        self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
-        self.bn1 = nn.BatchNorm2d(cout)
-        self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
-        self.bn2 = nn.BatchNorm2d(cout)
-        self.downsample = None
-        if stride != 1 or cin != cout:
-            self.downsample = nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
-
-    def forward(self, x):
-        out = torch.relu(self.bn1(self.conv1(x)))
-        out = self.bn2(self.conv2(out))
-        return torch.relu(out + (x if self.downsample is None else self.downsample(x)))
-
-
-class ResNet20(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.conv1 = nn.Conv2d(3, 16, 3, 1, 1, bias=False)
-        self.bn1 = nn.BatchNorm2d(16)
-        blocks = []
-        cin = 16
-        for cout, stride in ((16, 1), (32, 2), (64, 2)):
-            blocks.append(nn.Sequential(BasicBlock(cin, cout, stride), BasicBlock(cout, cout, 1),
-                                        BasicBlock(cout, cout, 1)))
-            cin = cout
-        self.layer1, self.layer2, self.layer3 = blocks
-        self.fc = nn.Linear(64, 10)
-
-    def forward(self, x):
-        x = torch.relu(self.bn1(self.conv1(x)))
-        x = self.layer3(self.layer2(self.layer1(x)))
-        return self.fc(torch.flatten(torch.mean(x, (2, 3)), 1))
-
-
 def resnet20():
-    net = ResNet20()
+    net = make_graph_fixtures.ResNet20()
     n = sum(p.numel() for p in net.parameters())
     assert n == 272474, f"ResNet-20 has {n} parameters, models/resnet20.cnn 272,474"
     return net
