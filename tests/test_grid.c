@@ -5,7 +5,7 @@
 #include "kernels/direct.h"
 #include "layers/loss.h"
 
-#define MAX_POINTS 1024
+#define MAX_POINTS 2048
 #define NUMERIC_TOL 1e-6     /* reference backward against central differences (double) */
 #define FAST_TOL 1e-5        /* fast float path against the double reference, relative L2 */
 
@@ -14,13 +14,17 @@ static char *names[MAX_POINTS];
 static int npoints;
 
 /* A point's spec is "n gemm eval\nmodel": gemm = 1 runs it with the direct convolution kernels
- * off, so that on a CPU with AVX-512 the im2col + GEMM path is held to the reference as well;
+ * off, so that on a CPU with AVX-512 the im2col + GEMM path is held to the reference as well, and
+ * gemm = 2 with them on and every stride-1 forward in wide rows (direct16_wide);
  * eval = 1 checks it in eval mode (cnn_net_set_training(net, 0)). */
 static void add_spec(int n, int gemm, int eval, const char *text) {
-    if (npoints == MAX_POINTS) return;
+    if (npoints == MAX_POINTS) {   /* never drop a point silently */
+        fprintf(stderr, "test_grid: more than %d grid points: raise MAX_POINTS\n", MAX_POINTS);
+        exit(1);
+    }
     char name[600];   /* "N=2 [eval] [2 3 4] tanh name=a / add from=a,a": the batch, the input, every layer line */
     const char *line = text + strlen("input ");
-    int at = snprintf(name, sizeof name, "N=%d %s%s[%.*s]", n, gemm ? "[im2col] " : "", eval ? "[eval] " : "",
+    int at = snprintf(name, sizeof name, "N=%d %s%s[%.*s]", n, gemm == 1 ? "[im2col] " : gemm == 2 ? "[wide] " : "", eval ? "[eval] " : "",
                       (int)strcspn(line, "\n"), line);
     for (const char *sep = " "; (line = strchr(line, '\n')) && *++line && at < (int)sizeof name; sep = " / ")
         at += snprintf(name + at, sizeof name - at, "%s%.*s", sep, (int)strcspn(line, "\n"), line);
@@ -36,7 +40,10 @@ static void add_point_v(int n, int eval, const char *fmt, va_list ap) {
     char text[512];
     vsnprintf(text, sizeof text, fmt, ap);
     add_spec(n, 0, eval, text);
-    if ((strstr(text, "conv2d") || strstr(text, "convtranspose2d")) && direct16_available()) add_spec(n, 1, eval, text);
+    if ((strstr(text, "conv2d") || strstr(text, "convtranspose2d")) && direct16_available()) {
+        add_spec(n, 1, eval, text);
+        add_spec(n, 2, eval, text);   /* the direct kernels with every stride-1 forward in wide rows */
+    }
 }
 
 static void add_point(int n, const char *fmt, ...) {
@@ -89,7 +96,8 @@ static void test_point(void **state) {
     int n, gemm, eval;
     assert_int_equal(sscanf(spec, "%d %d %d", &n, &gemm, &eval), 3);
     const char *text = strchr(spec, '\n') + 1;
-    direct16_enable(!gemm);
+    direct16_enable(gemm != 1);
+    direct16_wide(gemm == 2 ? 2 : 1);
     cnn_net *net = NULL;
     if (cnn_net_parse(text, &net) != CNN_OK) fail_msg("parse: %s\n%s", cnn_last_error(), text);
     assert_int_equal(cnn_net_init(net, 7), CNN_OK);
@@ -112,6 +120,7 @@ static void test_point(void **state) {
     }
     cnn_net_free(net);
     direct16_enable(1);
+    direct16_wide(1);
 }
 
 static void build_grid(void) {
@@ -433,6 +442,43 @@ static void test_whole_mixed(void **state) {
               "padding=1 ceil_mode=true\nflatten\nlinear out_features=7\nrelu\nlinear out_features=3 bias=false\n", 2);
 }
 
+/* direct16_forward's two ways of taking a stride-1 layer, in tiles of one output row and in wide
+ * rows, add each output's terms in the same order, so they give the same bits (direct16_wide):
+ * shapes with 1, 2 and 3 blocks of channels (the last part full), a dilation, a 1-wide kernel, no
+ * padding, and a plane of 2 cells. */
+static void test_direct_wide_same_bits(void **state) {
+    (void)state;
+    if (!direct16_available()) skip();
+    static const direct_geom shapes[] = {
+        {.c = 16, .h = 32, .w = 32, .kg = 16, .kh = 3, .kw = 3, .sh = 1, .sw = 1, .ph = 1, .pw = 1, .dh = 1, .dw = 1},
+        {.c = 3, .h = 9, .w = 11, .kg = 40, .kh = 3, .kw = 2, .sh = 1, .sw = 1, .ph = 2, .pw = 0, .dh = 2, .dw = 1},
+        {.c = 7, .h = 6, .w = 5, .kg = 9, .kh = 1, .kw = 3, .sh = 1, .sw = 1, .ph = 0, .pw = 1, .dh = 1, .dw = 2},
+        {.c = 5, .h = 1, .w = 2, .kg = 33, .kh = 1, .kw = 1, .sh = 1, .sw = 1, .ph = 0, .pw = 0, .dh = 1, .dw = 1},
+    };
+    for (size_t i = 0; i < sizeof shapes / sizeof *shapes; i++) {
+        direct_geom g = shapes[i];
+        g.oh = g.h + 2 * g.ph - g.dh * (g.kh - 1);
+        g.ow = g.w + 2 * g.pw - g.dw * (g.kw - 1);
+        const size_t nx = (size_t)g.c * g.h * g.w, nw = (size_t)g.kg * g.c * g.kh * g.kw, ny = (size_t)g.kg * g.oh * g.ow;
+        float *x = malloc(nx * sizeof *x), *w = malloc(nw * sizeof *w), *b = malloc((size_t)g.kg * sizeof *b);
+        float *y0 = malloc(ny * sizeof *y0), *y2 = malloc(ny * sizeof *y2);
+        float *wt = malloc(direct16_wt_floats(&g) * sizeof *wt);
+        const int was = direct16_wide(2);
+        float *ws = malloc(direct16_ws_floats(&g) * sizeof *ws);
+        assert_true(x && w && b && y0 && y2 && wt && ws);
+        for (size_t e = 0; e < nx; e++) x[e] = (float)sin(0.37 * (double)e + (double)i);
+        for (size_t e = 0; e < nw; e++) w[e] = (float)cos(0.91 * (double)e) / 3.0f;
+        for (int k = 0; k < g.kg; k++) b[k] = 0.1f * (float)k - 1.0f;
+        direct16_pack_weights(&g, w, b, wt);
+        direct16_forward(&g, x, wt, y2, ws);
+        direct16_wide(0);
+        direct16_forward(&g, x, wt, y0, ws);
+        direct16_wide(was);
+        if (memcmp(y0, y2, ny * sizeof *y0)) fail_msg("shape %zu: wide rows and row tiles differ", i);
+        free(x), free(w), free(b), free(y0), free(y2), free(wt), free(ws);
+    }
+}
+
 /* The strided input gradient overwrites all of dx, cells of phases that no tap reaches included:
  * a 2×2 kernel with stride 3 reaches no row or column h with h mod 3 = 2. dx starts as NaN; every
  * cell must come out as the full convolution of dy with the rotated kernels, those cells 0. */
@@ -588,6 +634,7 @@ int main(void) {
         cmocka_unit_test(test_cross_entropy), cmocka_unit_test(test_mse),
         cmocka_unit_test(test_whole_lenet5), cmocka_unit_test(test_whole_lenet5_batch21),
         cmocka_unit_test(test_whole_mixed), cmocka_unit_test(test_direct_input_grad_overwrites_dx),
+        cmocka_unit_test(test_direct_wide_same_bits),
         cmocka_unit_test(test_convtranspose2d_torch), cmocka_unit_test(test_conv2d_same_pads_after),
         cmocka_unit_test(test_convtranspose2d_init_bound), cmocka_unit_test(test_convtranspose2d_threads_same_bits),
     };

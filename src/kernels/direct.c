@@ -56,9 +56,35 @@ static direct_geom input_geom(const direct_geom *g) {
     return t;
 }
 
+/* The wide forward (see direct16_forward): at stride 1, output rows taken at the padded width wp,
+ * 16 consecutive cells to a vector. */
+static int wide_mode = 1;
+
+int direct16_wide(int mode) {
+    const int was = wide_mode;
+    wide_mode = mode;
+    return was;
+}
+
+/* Wide rows waste wp − ow cells of each row: they win where that is at most an eighth of it (in
+ * ResNet-20, 32 of 34 and 16 of 18, not 8 of 10, where the per-row tiles are as fast). */
+static int wide_forward(const direct_geom *g) {
+    return wide_mode && g->sh == 1 && g->sw == 1 && (wide_mode == 2 || 8 * g->ow >= 7 * (g->w + 2 * g->pw));
+}
+
+/* The wide rows of the output: oh rows of wp cells, in whole vectors. */
+static int wide_vectors(const direct_geom *g) { return (g->oh * (g->w + 2 * g->pw) + 15) / 16; }
+
+/* The wide forward's buffers: every padded plane, with room after the last for the last vector's
+ * taps, then kg wide output planes. */
+static size_t wide_forward_ws(const direct_geom *g) {
+    return (size_t)g->c * xp_plane(g) + 16 + (size_t)(g->kw - 1) * g->dw + (size_t)g->kg * 16 * wide_vectors(g);
+}
+
 static size_t forward_ws(const direct_geom *g) {
     const size_t xp = g->ph || g->pw ? (size_t)g->c * xp_plane(g) : 0;
-    return xp + (size_t)g->oh * g->ow * rounded16(g->kg);
+    const size_t n = xp + (size_t)g->oh * g->ow * rounded16(g->kg), w = wide_forward(g) ? wide_forward_ws(g) : 0;
+    return n > w ? n : w;
 }
 
 /* With a stride, dx splits into sh·sw phases: the cells h with (h + ph) mod sh = q, and likewise
@@ -193,16 +219,39 @@ size_t direct16_wt_floats(const direct_geom *g) {
     static void (*const NAME##_tab[4][5])(const ARGS *) = {{PTRS_5(NAME, 1)}, {PTRS_5(NAME, 2)}, \
         {PTRS_5(NAME, 3)}, {PTRS_5(NAME, 4)}};
 
-/* x as the kernels read it: padded into ws when the layer pads, else x itself. */
-static const float *padded_input(const direct_geom *g, const float *x, float *ws) {
-    if (!g->ph && !g->pw) return x;
-    const int wp = g->w + 2 * g->pw;
+/* dst[0 .. n) = src[0 .. n), in vectors: the rows copied here are a few dozen floats, too short
+ * for memcpy's call to pay. */
+TILE void copy_floats(float *dst, const float *src, int n) {
+    int i = 0;
+    for (; i + 16 <= n; i += 16) _mm512_storeu_ps(dst + i, _mm512_loadu_ps(src + i));
+    if (i < n) {
+        const __mmask16 m = (__mmask16)((1u << (n - i)) - 1);
+        _mm512_mask_storeu_ps(dst + i, m, _mm512_maskz_loadu_ps(m, src + i));
+    }
+}
+
+/* xp = every plane of x with ph rows and pw columns of zeros around it, row by row: each padded
+ * row written once, zeros and values together. */
+static T16 void pad_planes(const direct_geom *g, const float *x, float *xp) {
+    const int wp = g->w + 2 * g->pw, hp = g->h + 2 * g->ph;
     const size_t plane = xp_plane(g);
-    memset(ws, 0, (size_t)g->c * plane * sizeof *ws);
-    for (int c = 0; c < g->c; c++)
-        for (int i = 0; i < g->h; i++)
-            memcpy(ws + c * plane + (size_t)(i + g->ph) * wp + g->pw, x + ((size_t)c * g->h + i) * g->w,
-                   (size_t)g->w * sizeof *x);
+    for (int c = 0; c < g->c; c++) {
+        float *o = xp + c * plane;
+        const float *src = x + (size_t)c * g->h * g->w;
+        memset(o, 0, (size_t)g->ph * wp * sizeof *o);
+        for (int i = 0; i < g->h; i++) {
+            float *row = o + (size_t)(i + g->ph) * wp;
+            for (int j = 0; j < g->pw; j++) row[j] = row[g->pw + g->w + j] = 0.0f;
+            copy_floats(row + g->pw, src + (size_t)i * g->w, g->w);
+        }
+        memset(o + (size_t)(g->ph + g->h) * wp, 0, (size_t)(hp - g->ph - g->h) * wp * sizeof *o);
+    }
+}
+
+/* x as the kernels read it: padded into ws when the layer pads, else x itself. */
+static T16 const float *padded_input(const direct_geom *g, const float *x, float *ws) {
+    if (!g->ph && !g->pw) return x;
+    pad_planes(g, x, ws);
     return ws;
 }
 
@@ -355,7 +404,81 @@ TILE void fwd_tile(const fwd_args *a, const int KB, const int M) {
 
 INSTANCES_2x12(fwd, fwd_args)
 
+
+/* ---- the wide forward: J ≤ 8 output channels of one block × V vectors of 16 consecutive wide
+ * cells. Each tap is one unaligned load per vector and one broadcast weight per channel, and
+ * each cell's sum runs in the order of fwd_tile (bias, then channels, rows, columns of taps), so
+ * both give the same bits. ---- */
+
+typedef struct wfwd_args {
+    const float *x;         /* the padded planes at the tile's first cell */
+    const float *wt;        /* the block's packed weights at the tile's first channel; bias at [ck·16] */
+    size_t plane;           /* floats per padded input plane */
+    int c, kh, kw;
+    ptrdiff_t rstep, tstep; /* tap (r, t) reads x + r·rstep + t·tstep */
+    float *out;             /* output channel j at out + j·oplane */
+    size_t oplane;
+} wfwd_args;
+
+TILE void wfwd_tile(const wfwd_args *a, const int J, const int V) {
+    const int ck = a->c * a->kh * a->kw;
+    __m512 acc[8][3];
+    for (int j = 0; j < J; j++)
+        for (int v = 0; v < V; v++) acc[j][v] = _mm512_set1_ps(a->wt[(size_t)ck * 16 + j]);
+    const float *w = a->wt;
+    for (int c = 0; c < a->c; c++)
+        for (int r = 0; r < a->kh; r++) {
+            const float *src = a->x + c * a->plane + r * a->rstep;
+            for (int t = 0; t < a->kw; t++, w += 16) {
+                const float *s = src + t * a->tstep;
+                __m512 xv[3];
+                for (int v = 0; v < V; v++) xv[v] = _mm512_loadu_ps(s + 16 * v);
+                for (int j = 0; j < J; j++) {
+                    const __m512 wv = _mm512_set1_ps(w[j]);
+                    for (int v = 0; v < V; v++) acc[j][v] = _mm512_fmadd_ps(xv[v], wv, acc[j][v]);
+                }
+            }
+        }
+    for (int j = 0; j < J; j++)
+        for (int v = 0; v < V; v++) _mm512_storeu_ps(a->out + j * a->oplane + 16 * v, acc[j][v]);
+}
+
+#define ROW_OF_3(NAME, ARGS, A) INSTANCE(NAME, ARGS, A, 1) INSTANCE(NAME, ARGS, A, 2) INSTANCE(NAME, ARGS, A, 3)
+#define PTRS_3(NAME, A) NAME##_##A##_1, NAME##_##A##_2, NAME##_##A##_3
+ROW_OF_3(wfwd, wfwd_args, 1) ROW_OF_3(wfwd, wfwd_args, 2) ROW_OF_3(wfwd, wfwd_args, 3) ROW_OF_3(wfwd, wfwd_args, 4)
+ROW_OF_3(wfwd, wfwd_args, 5) ROW_OF_3(wfwd, wfwd_args, 6) ROW_OF_3(wfwd, wfwd_args, 7) ROW_OF_3(wfwd, wfwd_args, 8)
+static void (*const wfwd_tab[8][3])(const wfwd_args *) = {{PTRS_3(wfwd, 1)}, {PTRS_3(wfwd, 2)}, {PTRS_3(wfwd, 3)},
+    {PTRS_3(wfwd, 4)}, {PTRS_3(wfwd, 5)}, {PTRS_3(wfwd, 6)}, {PTRS_3(wfwd, 7)}, {PTRS_3(wfwd, 8)}};
+
+static T16 void forward_wide(const direct_geom *g, const float *x, const float *wt, float *y, float *ws) {
+    const int wp = g->w + 2 * g->pw, nv = wide_vectors(g), ck = g->c * g->kh * g->kw;
+    const size_t plane = xp_plane(g), slack = 16 + (size_t)(g->kw - 1) * g->dw, oplane = 16 * (size_t)nv;
+    float *xp = ws, *wide = ws + (size_t)g->c * plane + slack;
+    pad_planes(g, x, xp);
+    memset(xp + (size_t)g->c * plane, 0, slack * sizeof *xp);
+    wfwd_args a = {.plane = plane, .c = g->c, .kh = g->kh, .kw = g->kw, .rstep = (ptrdiff_t)g->dh * wp,
+                   .tstep = g->dw, .oplane = oplane};
+    const size_t wstride = (size_t)(ck + 1) * 16;
+    for (int v0 = 0; v0 < nv; v0 += 3) {
+        const int V = nv - v0 < 3 ? nv - v0 : 3;
+        a.x = xp + 16 * (size_t)v0;
+        for (int j0 = 0; j0 < g->kg; j0 += 8) {
+            const int J = g->kg - j0 < 8 ? g->kg - j0 : 8;
+            a.wt = wt + (size_t)(j0 / 16) * wstride + j0 % 16;
+            a.out = wide + j0 * oplane + 16 * (size_t)v0;
+            wfwd_tab[J - 1][V - 1](&a);
+        }
+    }
+    for (int k = 0; k < g->kg; k++)
+        for (int i = 0; i < g->oh; i++)
+            copy_floats(y + ((size_t)k * g->oh + i) * g->ow, wide + k * oplane + (size_t)i * wp, g->ow);
+}
+
 void direct16_forward(const direct_geom *g, const float *x, const float *wt, float *y, float *ws) {
+    if (wide_forward(g)) {
+        forward_wide(g, x, wt, y, ws);
+        return;
+    }
     const float *xp = padded_input(g, x, ws);
     const int ck = g->c * g->kh * g->kw, blocks = rounded16(g->kg) / 16, P = g->oh * g->ow;
     float out[12 * 32] __attribute__((aligned(64)));
@@ -594,9 +717,6 @@ void direct16_input_grad(const direct_geom *g, const float *dy, const float *w, 
 }
 
 /* ---- one input channel: forward through the wide tile, weight gradient as dot products ---- */
-
-/* The wide rows: oh rows of wp cells, in whole vectors. */
-static int wide_vectors(const direct_geom *g) { return (g->oh * (g->w + 2 * g->pw) + 15) / 16; }
 
 /* The padded plane, with room for the last vector of the last tap to read zeros. */
 static size_t wide_xplane(const direct_geom *g) {

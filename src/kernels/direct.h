@@ -12,6 +12,7 @@
  * program's own (README: "Use from C"); the code calls them by the short names. */
 #define direct16_available          cnn_i_direct16_available
 #define direct16_enable             cnn_i_direct16_enable
+#define direct16_wide               cnn_i_direct16_wide
 #define direct16_ws_floats          cnn_i_direct16_ws_floats
 #define direct16_wt_floats          cnn_i_direct16_wt_floats
 #define direct16_pack_weights       cnn_i_direct16_pack_weights
@@ -42,6 +43,13 @@ int direct16_available(void);
  * on this CPU too; on = 1 undoes it. Returns the previous setting. Change it only while no net
  * is built: a net's workspace is sized for the path it will take. */
 int direct16_enable(int on);
+
+/* For tests: how direct16_forward takes stride-1 layers: 0 always in tiles of one output row
+ * (each position's channels in a vector, then transposed), 2 always in "wide" rows (16 cells of a
+ * channel in a vector, rows at the padded width), 1 (the default) wide where a row wastes at most
+ * an eighth of its cells. Both give the same bits. Returns the previous setting; change it only
+ * while no net is built (the workspace is sized for the path). */
+int direct16_wide(int mode);
 
 /* Floats of workspace any one call below needs. */
 size_t direct16_ws_floats(const direct_geom *g);
