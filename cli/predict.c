@@ -386,7 +386,8 @@ int cmd_predict(int argc, char **argv) {
 
     const int batch = n < PREDICT_BATCH ? n : PREDICT_BATCH;
     if ((st = cnn_net_reserve(net, batch))) goto fail;
-    cnn_net_set_training(net, 0);   /* inference: batch norm's running statistics, no dropout */
+    /* Inference: batch norm's running statistics, folded into the convolutions; no dropout. */
+    if ((st = cnn_net_set_inference(net, 1))) goto fail;
     for (int i0 = 0; i0 < n; i0 += batch) {
         const int m = n - i0 < batch ? n - i0 : batch;
         if ((st = cnn_net_forward(net, x + (size_t)i0 * per, m))) goto fail;

@@ -369,7 +369,9 @@ static int argmax(const float *v, int n) {
 
 int evaluate(cnn_net *net, const cnn_dataset *d, int batch, int classes, int64_t *ybuf, double *loss, double *acc,
              int64_t *confusion) {
-    cnn_net_set_training(net, 0);   /* batch norm's running statistics, no dropout */
+    /* Eval mode (batch norm's running statistics, no dropout), with batch norm and relu folded
+     * into the convolutions; the next cnn_net_set_training(net, 1) leaves it. */
+    if (cnn_net_set_inference(net, 1) != CNN_OK) return 0;
     double total = 0.0;
     int64_t correct = 0;
     for (int64_t at = 0; at < d->n; at += batch) {

@@ -479,3 +479,13 @@ const layer_ops batchnorm1d_ops = {
     .forward_ref = bn_forward_ref,
     .backward_ref = bn_backward_ref,
 };
+
+void batchnorm_eval_affine(const layer *l, double *scale, double *shift) {
+    const norm_opts *o = &l->o.norm;
+    const int r = RM(l);
+    for (int c = 0; c < l->c; c++) {
+        const double g = o->affine ? l->param[0][c] : 1.0, b = o->affine ? l->param[1][c] : 0.0;
+        scale[c] = g / sqrt((double)l->param[r + 1][c] + o->eps);
+        shift[c] = b - (double)l->param[r][c] * scale[c];
+    }
+}

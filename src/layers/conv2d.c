@@ -503,6 +503,47 @@ static float *kept_col(const layer *l, int n, int s, int gr) {
 }
 
 /* y_g[Kg, P] = W_g[Kg, Cg·kh·kw] · col_g[Cg·kh·kw, P] + b, per sample and group. */
+/* A relu fused into the convolution (inference) on one sample and group's output, while it is
+ * in cache: relu's own expression, so the same bits. */
+CNN_CLONES static void relu_inplace(float *restrict y, size_t e) {
+    for (size_t i = 0; i < e; i++) y[i] = y[i] > 0.0f ? y[i] : 0.0f;
+}
+
+size_t conv2d_fold_floats(const layer *l, int bn) {
+    const conv2d_opts *o = &l->o.conv;
+    const size_t ck = (size_t)(l->c / o->groups) * o->kh * o->kw;
+    size_t n = bn ? (size_t)l->oc * ck + (size_t)l->oc : 0;
+    if (conv2d_is_direct16(l)) {
+        const direct_geom g = conv2d_direct_geom(l);
+        n += (size_t)o->groups * direct16_wt_floats(&g);
+    }
+    return n;
+}
+
+void conv2d_fold(layer *l, const double *scale, const double *shift, float *out) {
+    const conv2d_opts *o = &l->o.conv;
+    const int kg = l->oc / o->groups, ck = (l->c / o->groups) * o->kh * o->kw;
+    l->fold_w = l->fold_b = l->fold_wt = NULL;
+    if (scale) {
+        float *w = out, *b = out + (size_t)l->oc * ck;
+        for (int k = 0; k < l->oc; k++) {
+            for (int q = 0; q < ck; q++) w[(size_t)k * ck + q] = (float)((double)l->param[0][(size_t)k * ck + q] * scale[k]);
+            b[k] = (float)((o->bias ? (double)l->param[1][k] : 0.0) * scale[k] + shift[k]);
+        }
+        l->fold_w = w, l->fold_b = b;
+        out = b + l->oc;
+    }
+    if (conv2d_is_direct16(l)) {
+        const direct_geom g = conv2d_direct_geom(l);
+        const float *w = l->fold_w ? l->fold_w : l->param[0];
+        const float *b = l->fold_w ? l->fold_b : o->bias ? l->param[1] : NULL;
+        for (int gr = 0; gr < o->groups; gr++)
+            direct16_pack_weights(&g, w + (size_t)gr * kg * ck, b ? b + gr * kg : NULL,
+                                  out + gr * direct16_wt_floats(&g));
+        l->fold_wt = out;
+    }
+}
+
 static void conv2d_forward(const layer *l, int n, const float *const *xs, float *y, float *ws) {
     const float *x = xs[0];
     const conv2d_opts *o = &l->o.conv;
@@ -512,13 +553,18 @@ static void conv2d_forward(const layer *l, int n, const float *const *xs, float 
     const int chunks = chunks_of(n), pointwise = conv2d_is_pointwise(l), direct = conv2d_is_direct(l);
     const int direct16 = conv2d_is_direct16(l), direct1 = conv2d_is_direct1(l);
     const direct_geom dg = conv2d_direct_geom(l);
+    /* The weights and bias: the layer's own, or (inference) with a batch norm folded in. */
+    const float *W = l->fold_w ? l->fold_w : l->param[0];
+    const float *B = l->fold_w ? l->fold_b : o->bias ? l->param[1] : NULL;
     /* Sizes computed once: the chunks' slices, then each group's packed weights. */
     const size_t cf = chunk_floats(l), wtf = direct16 ? direct16_wt_floats(&dg) : 0;
     float *wt = ws + (size_t)chunks * cf;
-    if (direct16)
+    if (direct16 && l->fold_wt) {
+        wt = (float *)l->fold_wt;   /* packed once for inference; read only */
+    } else if (direct16) {
         for (int gr = 0; gr < o->groups; gr++)
-            direct16_pack_weights(&dg, l->param[0] + (size_t)gr * kg * ck, o->bias ? l->param[1] + gr * kg : NULL,
-                                  wt + gr * wtf);
+            direct16_pack_weights(&dg, W + (size_t)gr * kg * ck, B ? B + gr * kg : NULL, wt + gr * wtf);
+    }
     PARALLEL_FOR(ch, chunks) {
         float *col = ws + (size_t)ch * cf;
         for (int s = (int)(n * ch / chunks); s < (int)(n * (ch + 1) / chunks); s++)
@@ -527,27 +573,23 @@ static void conv2d_forward(const layer *l, int n, const float *const *xs, float 
                 float *ys = y + ((size_t)s * l->oc + (size_t)gr * kg) * P;
                 if (direct16) {
                     direct16_forward(&dg, xs, wt + gr * wtf, ys, col);
-                    continue;
-                }
-                if (direct1) {
-                    direct1_forward(&dg, xs, l->param[0] + (size_t)gr * kg * ck, o->bias ? l->param[1] + gr * kg : NULL,
-                                    ys, col);
-                    continue;
-                }
-                if (direct) {
+                } else if (direct1) {
+                    direct1_forward(&dg, xs, W + (size_t)gr * kg * ck, B ? B + gr * kg : NULL, ys, col);
+                } else if (direct) {
                     pad_plane(l, xs, col);
-                    direct_forward(l, col, l->param[0] + (size_t)gr * kg * ck, o->bias ? l->param[1] + gr * kg : NULL,
-                                   kg, ys, col + 2 * (padded_plane(l) + padded_slack(l)));
-                    continue;
+                    direct_forward(l, col, W + (size_t)gr * kg * ck, B ? B + gr * kg : NULL, kg, ys,
+                                   col + 2 * (padded_plane(l) + padded_slack(l)));
+                } else {
+                    float *c = pointwise ? (float *)xs : kept_col(l, n, s, gr);
+                    if (!pointwise) im2col(&g, xs, c = c ? c : col);
+                    gemm(0, 0, kg, P, ck, W + (size_t)gr * kg * ck, c, 0.0f, ys);
+                    if (B)
+                        for (int k = 0; k < kg; k++) {
+                            const float b = B[gr * kg + k];
+                            for (int i = 0; i < P; i++) ys[(size_t)k * P + i] += b;
+                        }
                 }
-                float *c = pointwise ? (float *)xs : kept_col(l, n, s, gr);
-                if (!pointwise) im2col(&g, xs, c = c ? c : col);
-                gemm(0, 0, kg, P, ck, l->param[0] + (size_t)gr * kg * ck, c, 0.0f, ys);
-                if (o->bias)
-                    for (int k = 0; k < kg; k++) {
-                        const float b = l->param[1][gr * kg + k];
-                        for (int i = 0; i < P; i++) ys[(size_t)k * P + i] += b;
-                    }
+                if (l->fold_relu) relu_inplace(ys, (size_t)kg * P);
             }
     }
 }

@@ -15,6 +15,8 @@
 #define conv2d_fast_input_grad  cnn_i_conv2d_fast_input_grad
 #define conv2d_fast_weight_grad cnn_i_conv2d_fast_weight_grad
 #define conv2d_plane_sum        cnn_i_conv2d_plane_sum
+#define conv2d_fold_floats      cnn_i_conv2d_fold_floats
+#define conv2d_fold             cnn_i_conv2d_fold
 
 /* Chooses l's fast path (direct kernels, im2col + GEMM, ...) from its options and shapes, once:
  * conv2d's plan hook, which the net calls when it builds the node; a layer that runs an equivalent
@@ -26,6 +28,14 @@ void conv2d_fast_input_grad(const layer *l, int n, const float *dy, float *dx, f
 
 /* l->grad[0] += dW (and l->grad[1] += db when o.conv.bias) of x [n, c, h, w] and dy; no dx. */
 void conv2d_fast_weight_grad(const layer *l, int n, const float *x, const float *dy, float *ws);
+
+/* Inference (src/net/inference.c). conv2d_fold_floats: the floats conv2d_fold writes for l, with
+ * a batch norm folded in (bn = 1) or not. conv2d_fold: the weights and bias of the convolution
+ * followed by y = scale·y + shift per output channel (scale, shift [oc]; NULL: none), W' = W·scale,
+ * b' = (b − 0)·scale + shift, rounded once from double, into out, then (direct kernels) the same
+ * packed; points l->fold_w, fold_b and fold_wt at them. */
+size_t conv2d_fold_floats(const layer *l, int bn);
+void conv2d_fold(layer *l, const double *scale, const double *shift, float *out);
 
 /* Σ d[0..n), in a fixed order: a bias gradient's sum over one plane. */
 float conv2d_plane_sum(const float *d, int n);

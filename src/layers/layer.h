@@ -119,6 +119,11 @@ typedef struct layer {
                                      * (keep_floats), for batches of up to keep_n; or NULL */
     int keep_n;
     int training;                   /* 1 in training mode (batch statistics, dropout), 0 in eval */
+    /* conv2d in inference mode (src/net/inference.c): the weights and bias to use instead of its
+     * own (the batch norm after it folded in; NULL: its own), the same packed for the direct
+     * kernels (NULL: packed on each call), and whether a relu after it runs on its output. */
+    const float *fold_w, *fold_b, *fold_wt;
+    int fold_relu;
     uint64_t seed;                  /* this node's random stream for the current pass (dropout) */
 } layer;
 
@@ -164,6 +169,12 @@ typedef struct layer_ops {
 
 /* The library's symbol table names these cnn_i_<name>, so that they cannot collide with a
  * program's own (README: "Use from C"); the code calls them by the short names. */
+/* batchnorm2d or batchnorm1d with running statistics, in eval mode, is y = scale·x + shift per
+ * channel: scale = γ/√(running_var + ε), shift = β − running_mean·scale (γ = 1, β = 0 without
+ * affine). Writes l->c of each. Only for a layer with track_running_stats. */
+#define batchnorm_eval_affine cnn_i_batchnorm_eval_affine
+void batchnorm_eval_affine(const layer *l, double *scale, double *shift);
+
 #define conv2d_ops            cnn_i_conv2d_ops
 #define maxpool2d_ops         cnn_i_maxpool2d_ops
 #define avgpool2d_ops         cnn_i_avgpool2d_ops

@@ -348,6 +348,7 @@ void cnn_net_free(cnn_net *net) {
     free(net->fbuf);
     free(net->ibuf);
     free(net->pool);
+    free(net->fold);
     free(net);
 }
 
@@ -401,7 +402,14 @@ void cnn_net_value_shape(const cnn_net *net, int v, int chw[3], int *flat) {
     if (flat) *flat = s->flat;
 }
 
-const float *cnn_net_value_data(const cnn_net *net, int v) { return net->n ? net->values[v].act : NULL; }
+/* Whether value v was left uncomputed by the last forward (inference mode's fused nodes). */
+static int not_computed(const cnn_net *net, int v) {
+    return net->inference && net->path == CNN_PATH_FAST && net->values[v].folded;
+}
+
+const float *cnn_net_value_data(const cnn_net *net, int v) {
+    return net->n && !not_computed(net, v) ? net->values[v].act : NULL;
+}
 const float *cnn_net_value_grad(const cnn_net *net, int v) {
     if (!net->cap || !net->values[v].needs_grad) return NULL;
     return v == net->nlayers ? net->dy : net->values[v].grad;
@@ -413,6 +421,7 @@ size_t net_state_total(const cnn_net *net) { return net->param_total + net->fbuf
 
 cnn_status cnn_net_init(cnn_net *net, uint64_t seed) {
     if (!net) return cnn_fail(CNN_ERR_ARG, "cnn_net_init: net is NULL");
+    inference_stale(net);
     uint64_t state = seed;
     for (int i = 0; i < net->nlayers; i++) {
         layer *l = &net->nodes[i].l;
@@ -510,6 +519,7 @@ static cnn_status load_tensor(cnn_net *net, int i, int k, const cnn_tensor *t, c
 
 cnn_status cnn_net_load_weights(cnn_net *net, const cnn_st *st, int allow_missing) {
     if (!net || !st) return cnn_fail(CNN_ERR_ARG, "cnn_net_load_weights: NULL argument");
+    inference_stale(net);
     for (int i = 0; i < cnn_st_count(st); i++) {
         const cnn_tensor *t = cnn_st_tensor(st, i);
         int k;
@@ -585,6 +595,7 @@ void cnn_net_set_input_grad(cnn_net *net, int on) {
 void cnn_net_zero_grad(cnn_net *net) { memset(net->gdata, 0, net->param_total * sizeof(float)); }
 
 void cnn_net_set_training(cnn_net *net, int on) {
+    if (on) inference_leave(net);
     net->training = on != 0;
     for (int i = 0; i < net->nlayers; i++) net->nodes[i].l.training = net->training;
 }
@@ -809,11 +820,13 @@ cnn_status cnn_net_forward(cnn_net *net, const float *x, int n) {
     if (net->path == CNN_PATH_REFERENCE) {
         forward_ref(net, x, n);
     } else {
+        if (net->inference) inference_refresh(net);
         for (int i = 0; i < net->nlayers; i++) {
             const node *nd = &net->nodes[i];
+            if (net->inference && nd->fused) continue;   /* it ran inside the conv2d before it */
             const float *xs[LAYER_MAX_INPUTS];
             for (int k = 0; k < nd->l.nin; k++) xs[k] = net->values[nd->from[k]].act;
-            ops_of(nd)->forward(&nd->l, n, xs, net->values[i + 1].act, net->ws);
+            ops_of(nd)->forward(&nd->l, n, xs, net->values[(net->inference ? nd->out : i) + 1].act, net->ws);
         }
     }
     net->n = n;
@@ -831,6 +844,9 @@ static void accumulate(float *g, const float *s, size_t e) {
 cnn_status cnn_net_backward(cnn_net *net, const float *dy) {
     if (!net || !dy) return cnn_fail(CNN_ERR_ARG, "cnn_net_backward: NULL argument");
     if (net->n < 1) return cnn_fail(CNN_ERR_ARG, "cnn_net_backward: no forward pass to go back through");
+    if (net->inference)
+        return cnn_fail(CNN_ERR_ARG, "cnn_net_backward: the net is in inference mode (cnn_net_set_inference), which "
+                                     "keeps no backward; cnn_net_set_inference(net, 0) or cnn_net_set_training(net, 1) first");
     const int n = net->n;
     if (net->path == CNN_PATH_REFERENCE) {
         backward_ref(net, dy, n);
@@ -862,4 +878,6 @@ cnn_status cnn_net_backward(cnn_net *net, const float *dy) {
 
 const float *cnn_net_output(const cnn_net *net) { return net->values[net->nlayers].act; }
 const float *cnn_net_grad_input(const cnn_net *net) { return net->values[0].grad; }
-const float *cnn_net_layer_output(const cnn_net *net, int i) { return net->values[i + 1].act; }
+const float *cnn_net_layer_output(const cnn_net *net, int i) {
+    return not_computed(net, i + 1) ? NULL : net->values[i + 1].act;
+}

@@ -22,6 +22,10 @@
 #define net_finish      cnn_i_net_finish
 #define net_state_total cnn_i_net_state_total
 #define optim_net       cnn_i_optim_net
+#define inference_plan    cnn_i_inference_plan
+#define inference_refresh cnn_i_inference_refresh
+#define inference_leave   cnn_i_inference_leave
+#define inference_stale   cnn_i_inference_stale
 
 #include "cnn.h"
 #include "layers/layer.h"
@@ -36,12 +40,19 @@ typedef struct node {
     unsigned char direct[LAYER_MAX_INPUTS];   /* backward writes input k's gradient in place */
     size_t scratch[LAYER_MAX_INPUTS];   /* else: per-sample offset of its slot in the scratch arena */
     size_t toff[LAYER_MAX_TENSORS];     /* tensor k's offset in the state layout (see below) */
+    /* Inference mode (src/net/inference.c), planned once: */
+    int fused;                          /* a batch norm or relu that runs inside the conv2d before it */
+    int out;                            /* the node whose value this node's forward writes: itself,
+                                         * or (a conv2d) the last node fused into it */
+    int fold_bn;                        /* a conv2d: the batch norm folded into it, or −1 */
+    size_t fold_at;                     /* a conv2d: its folded form in net->fold */
 } node;
 
 typedef struct value {
     value_shape s;
     int consumers;                      /* input slots that read it */
     int needs_grad;                     /* some parameter or the net's input lies upstream */
+    int folded;                         /* not computed in inference mode (a fused node's input) */
     float *act, *grad;                  /* views of the batch arenas (act of value 0: the caller's x) */
     double *ract, *rgrad;               /* the reference path's */
 } value;
@@ -81,6 +92,10 @@ struct cnn_net {
     int finished;                       /* net_finish has run */
     int no_input_grad;                  /* backward skips dL/dinput (cnn_net_set_input_grad) */
     int training;                       /* training mode (the default) or eval */
+    int inference;                      /* inference mode (cnn_net_set_inference) */
+    float *fold;                        /* its arena: per conv2d, its folded form (NULL before) */
+    int fold_made;                      /* the folded forms are made (reset when they must be again) */
+    size_t fold_scratch;                /* floats from net->fold to its scale and shift doubles */
     uint64_t seed, passes;              /* dropout's stream: the seed, and training forwards so far */
     int n;                              /* the batch of the last forward; 0 before any */
     const float *dy;                    /* the output's gradient in the last backward (the caller's) */
@@ -106,6 +121,17 @@ cnn_status net_finish(cnn_net *net);
 /* A node's tensor k in the float state (parameters or F32 buffers), and in a double copy laid out
  * like the state layout. */
 size_t net_state_total(const cnn_net *net);
+
+/* Inference mode (src/net/inference.c). inference_plan: chooses the nodes to fuse and lays out and
+ * allocates net->fold (once; CNN_ERR_NOMEM). inference_refresh: before a forward in inference mode,
+ * makes the conv2d's folded forms when they are not made yet (first forward, or stale). */
+cnn_status inference_plan(cnn_net *net);
+void inference_refresh(cnn_net *net);
+/* Back to plain eval or training mode: every conv2d on its own weights again. */
+void inference_leave(cnn_net *net);
+/* The parameters or buffers changed (init, load, an optimizer step): fold again before the next
+ * inference forward. */
+void inference_stale(cnn_net *net);
 
 /* The net an optimizer was created over (src/net/optim.c). */
 const cnn_net *optim_net(const cnn_optim *opt);

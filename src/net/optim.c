@@ -203,6 +203,7 @@ void cnn_optim_step(cnn_optim *opt, double lr) {
         if (opt->cfg.kind == CNN_OPTIM_SGD) sgd_run(opt, lr, lo, hi, decay);
         else adam_run(opt, lr, lo, hi, decay);
     }
+    inference_stale(opt->net);
     opt->steps++;
 }
 
