@@ -85,6 +85,7 @@
 #include "kernels/kernels.h"
 
 #include <math.h>
+#include <stdint.h>
 #include <string.h>
 #include <strings.h>
 
@@ -484,13 +485,23 @@ CNN_CLONES static void sum_dy_shifted(const float *restrict x, const float *rest
     *sdy2 = combine_fl(dq) + tq;
 }
 
+/* How many of a row's first values the writing passes do one by one, so that the vector loop's
+ * stores start on a 64-byte line (the arena's buffers start 16 bytes into one, and a store
+ * that splits two lines costs two). Per-element results do not depend on it. */
+static size_t head(const float *q, size_t hw) {
+    const size_t h = (64 - (size_t)((uintptr_t)q % 64)) % 64 / sizeof *q;
+    return h < hw ? h : hw;
+}
+
 /* y = (x − sh)·scale + shift over one channel's rows, in float. */
 CNN_CLONES static void normalise_f(const float *restrict x, float *restrict y, size_t stride, int n, size_t hw,
                                    float sh, float scale, float shift) {
     for (int s = 0; s < n; s++) {
         const float *restrict p = x + (size_t)s * stride;
         float *restrict q = y + (size_t)s * stride;
-        for (size_t i = 0; i < hw; i++) q[i] = (p[i] - sh) * scale + shift;
+        size_t i = 0;
+        for (const size_t h = head(q, hw); i < h; i++) q[i] = (p[i] - sh) * scale + shift;
+        for (; i < hw; i++) q[i] = (p[i] - sh) * scale + shift;
     }
 }
 
@@ -501,7 +512,9 @@ CNN_CLONES static void input_grad_f(const float *restrict x, const float *restri
     for (int s = 0; s < n; s++) {
         const float *restrict p = x + (size_t)s * stride, *restrict g = dy + (size_t)s * stride;
         float *restrict q = dx + (size_t)s * stride;
-        for (size_t i = 0; i < hw; i++) q[i] = ca * g[i] + (cb * (p[i] - sh) + cc);
+        size_t i = 0;
+        for (const size_t h = head(q, hw); i < h; i++) q[i] = ca * g[i] + (cb * (p[i] - sh) + cc);
+        for (; i < hw; i++) q[i] = ca * g[i] + (cb * (p[i] - sh) + cc);
     }
 }
 
