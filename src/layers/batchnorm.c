@@ -60,9 +60,11 @@
  *     channel's first few values): μ = sh + Σd/m, σ² = Σd²/m − (Σd/m)². Without the shift, a
  *     large mean (x ~ 1000 + N(0, 1)) would leave σ² to the rounding of Σx² − (Σx)²/m; with it,
  *     x − sh is even exact there (Sterbenz). The sums run in float, in 32 partial sums per
- *     quantity (two AVX-512 vectors), added into doubles every few hundred values so that no
- *     float partial takes more than ~32 terms. Then one pass y = (x − sh)·γs + (β − γs(μ − sh)),
- *     in float with the per-channel coefficients computed in double.
+ *     quantity (two AVX-512 vectors), added into doubles after every 512 values of a row (or
+ *     every few rows of fewer), so that no float partial takes more than 16 terms; those are
+ *     combined in double in one fixed order. Then one pass y = (x − sh)·γs + (β − γs(μ − sh)),
+ *     in float with the per-channel coefficients computed in double (in eval mode too, with the
+ *     running statistics' μ and σ²).
  *   backward: one pass for Σdy, Σdy·(x − sh) and Σdy², in float partials as above (Σdy·x̂ is
  *     s·(Σdy·(x − sh) − (μ − sh)Σdy)), and one pass dx = a·dy + b·(x − sh) + c in float, with a, b
  *     and c from the folded formula, in double.
@@ -486,8 +488,9 @@ CNN_CLONES static void sum_dy_shifted(const float *restrict x, const float *rest
 }
 
 /* How many of a row's first values the writing passes do one by one, so that the vector loop's
- * stores start on a 64-byte line (the arena's buffers start 16 bytes into one, and a store
- * that splits two lines costs two). Per-element results do not depend on it. */
+ * stores start on a 64-byte line (large malloc'd buffers, the arena's among them, start 16 bytes
+ * into one, and a store that splits two lines costs two). Per-element results do not depend on
+ * it. */
 static size_t head(const float *q, size_t hw) {
     const size_t h = (64 - (size_t)((uintptr_t)q % 64)) % 64 / sizeof *q;
     return h < hw ? h : hw;
