@@ -479,6 +479,81 @@ static void test_fast_matches_reference(void **state) {
     cnn_net_free(nets[1]);
 }
 
+/* A deterministic N(0, 1)-like value: the sum of four uniforms from an LCG, centred and scaled. */
+static double noise(uint32_t *state) {
+    double t = 0.0;
+    for (int k = 0; k < 4; k++) {
+        *state = *state * 1664525u + 1013904223u;
+        t += (*state >> 8) / 16777216.0;
+    }
+    return (t - 2.0) * sqrt(3.0);
+}
+
+/* The fast path against the reference, one training forward and backward, where float sums are
+ * most at risk: channels of a large mean and a small spread (x ~ 1000 + N(0, 1), −500 + 0.01·N),
+ * whose variance a one-pass Σx² − (Σx)²/m in float would lose entirely, next to plain ones; and
+ * m = 2, where the input gradient is a small difference of nearly equal terms (the header comment
+ * of batchnorm.c). Held to the grid's tolerance for one layer, 1e-5 relative L2, in each channel. */
+static void check_fast_offsets(const char *text, int n, int c, int hw) {
+    static const double offset[4] = {1000.0, 0.0, -500.0, 3.0}, spread[4] = {1.0, 1.0, 0.01, 2.0};
+    cnn_net *nets[2];
+    const int count = n * c * hw;
+    float *x = malloc((size_t)count * sizeof *x), *dy = malloc((size_t)count * sizeof *dy);
+    double *want = malloc((size_t)count * sizeof *want);
+    uint32_t st = 12345u;
+    for (int k = 0; k < n; k++)
+        for (int ch = 0; ch < c; ch++)
+            for (int i = 0; i < hw; i++) {
+                const int e = (k * c + ch) * hw + i;
+                x[e] = (float)(offset[ch % 4] + spread[ch % 4] * noise(&st));
+                dy[e] = (float)noise(&st);
+            }
+    for (int path = 0; path < 2; path++) {
+        nets[path] = tu_net(text, n, (cnn_path)path);
+        assert_int_equal(cnn_net_init(nets[path], 7), CNN_OK);
+        tu_run(nets[path], x, n, dy);
+    }
+    /* channel by channel: the tensor's relative L2 would be the largest channel's alone */
+    float *got = malloc((size_t)n * hw * sizeof *got);
+    for (int which = 0; which < 2; which++)
+        for (int ch = 0; ch < c; ch++) {
+            const float *fast = which ? cnn_net_grad_input(nets[0]) : cnn_net_output(nets[0]);
+            const float *ref = which ? cnn_net_grad_input(nets[1]) : cnn_net_output(nets[1]);
+            for (int k = 0; k < n; k++)
+                for (int i = 0; i < hw; i++) {
+                    const int e = (k * c + ch) * hw + i;
+                    got[k * hw + i] = fast[e];
+                    want[k * hw + i] = ref[e];
+                }
+            assert_rel_l2(which ? "grad_input" : "output", got, want, n * hw, 1e-5);
+        }
+    free(got);
+    for (int p = 0; p < cnn_net_param_count(nets[0]); p++) {
+        const cnn_param a = cnn_net_param(nets[0], p), r = cnn_net_param(nets[1], p);
+        for (int64_t i = 0; i < r.numel; i++) want[i] = r.grad[i];
+        assert_rel_l2(a.name, a.grad, want, (int)a.numel, 1e-5);
+    }
+    for (int i = 0; i < cnn_net_buffer_count(nets[0]); i++) {
+        const cnn_tensor a = cnn_net_buffer(nets[0], i), r = cnn_net_buffer(nets[1], i);
+        if (a.dtype == CNN_I64) continue;
+        for (int64_t e = 0; e < a.shape[0]; e++) want[e] = ((const float *)r.data)[e];
+        tu_close(a.name, a.data, want, (int)a.shape[0], 1e-5);
+    }
+    free(x), free(dy), free(want);
+    cnn_net_free(nets[0]);
+    cnn_net_free(nets[1]);
+}
+
+static void test_fast_offsets_and_two_values(void **state) {
+    (void)state;
+    check_fast_offsets("input 4 32 32\nbatchnorm2d\n", 8, 4, 1024);      /* m = 8192, rows of 32 lanes */
+    check_fast_offsets("input 4 5 7\nbatchnorm2d\n", 16, 4, 35);         /* rows with a tail */
+    check_fast_offsets("input 4 1 2\nbatchnorm2d\n", 1, 4, 2);           /* m = 2 in one row */
+    check_fast_offsets("input 4 1 1\nbatchnorm2d\n", 2, 4, 1);           /* m = 2 in two rows */
+    check_fast_offsets("input 4 1 1\nflatten\nbatchnorm1d\n", 2, 4, 1);  /* m = 2 */
+    check_fast_offsets("input 4 1 1\nflatten\nbatchnorm1d\n", 3, 4, 1);  /* m = 3 */
+}
+
 /* The buffers are listed by name and dtype in state_dict order, and a weights file round-trips
  * them with the parameters. */
 static void test_buffers_save_load(void **state) {
@@ -562,6 +637,7 @@ int main(void) {
         cmocka_unit_test(test_shape_and_option_errors),
         cmocka_unit_test(test_threads_same_bits),
         cmocka_unit_test(test_fast_matches_reference),
+        cmocka_unit_test(test_fast_offsets_and_two_values),
         cmocka_unit_test(test_buffers_save_load),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
