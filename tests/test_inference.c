@@ -9,7 +9,8 @@
  * parameters written in place are folded in by the next cnn_net_set_inference, and loaded ones
  * (cnn_net_load_weights) by the next forward by themselves; cnn_net_set_training(net, 1) and
  * cnn_net_set_inference(net, 0) leave the mode; a convolution whose output has a second reader is
- * not folded.
+ * not folded. A batch of one gives the same bits on 1 and 2 threads (its convolutions' tiles
+ * go to the threads).
  */
 #include "testutil.h"
 #include "testdata.h"
@@ -180,6 +181,36 @@ static void test_small_paths(void **state) {
     cnn_net_free(net);
 }
 
+/* A batch of one splits each large convolution's tiles among the threads (direct16_forward_par):
+ * 1 and 2 threads give the same bits, in training, eval and inference mode. */
+static void test_batch_of_one_threads(void **state) {
+    (void)state;
+    size_t len;
+    char *text = (char *)tu_slurp("models/resnet20.cnn", &len);
+    enum { IN = 3 * 32 * 32, OUT = 10 };
+    cnn_net *net = tu_net(text, 4, CNN_PATH_FAST);
+    free(text);
+    assert_int_equal(cnn_net_init(net, 3), CNN_OK);
+    static float x[4 * IN], one[OUT], two[OUT];
+    fill(x, 4 * IN, 1.1);
+    prepare(net, x, 4);
+    const int threads = cnn_get_threads();
+    for (int mode = 0; mode < 3; mode++) {   /* training, eval, inference */
+        if (mode == 0) cnn_net_set_training(net, 1);
+        if (mode == 1) cnn_net_set_training(net, 0);
+        if (mode == 2) assert_int_equal(cnn_net_set_inference(net, 1), CNN_OK);
+        assert_int_equal(cnn_set_threads(1), CNN_OK);
+        assert_int_equal(cnn_net_forward(net, x + IN, 1), CNN_OK);
+        memcpy(one, cnn_net_output(net), sizeof one);
+        assert_int_equal(cnn_set_threads(2), CNN_OK);
+        assert_int_equal(cnn_net_forward(net, x + IN, 1), CNN_OK);
+        memcpy(two, cnn_net_output(net), sizeof two);
+        if (memcmp(one, two, sizeof one)) fail_msg("mode %d: 1 and 2 threads differ at batch 1", mode);
+    }
+    assert_int_equal(cnn_set_threads(threads), CNN_OK);
+    cnn_net_free(net);
+}
+
 static void test_errors(void **state) {
     (void)state;
     assert_int_equal(cnn_net_set_inference(NULL, 1), CNN_ERR_ARG);
@@ -189,6 +220,7 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_resnet20),
         cmocka_unit_test(test_small_paths),
+        cmocka_unit_test(test_batch_of_one_threads),
         cmocka_unit_test(test_errors),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

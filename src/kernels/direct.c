@@ -18,6 +18,7 @@
  * Each kernel is written once as an always-inline tile and instantiated for the small register
  * blocks it is called with, so the accumulators stay in registers. */
 #include "kernels/direct.h"
+#include "base/threads.h"
 
 #include <stddef.h>
 #include <string.h>
@@ -453,47 +454,47 @@ ROW_OF_3(wfwd, wfwd_args, 5) ROW_OF_3(wfwd, wfwd_args, 6) ROW_OF_3(wfwd, wfwd_ar
 static void (*const wfwd_tab[8][3])(const wfwd_args *) = {{PTRS_3(wfwd, 1)}, {PTRS_3(wfwd, 2)}, {PTRS_3(wfwd, 3)},
     {PTRS_3(wfwd, 4)}, {PTRS_3(wfwd, 5)}, {PTRS_3(wfwd, 6)}, {PTRS_3(wfwd, 7)}, {PTRS_3(wfwd, 8)}};
 
-static T16 void forward_wide(const direct_geom *g, const float *x, const float *wt, float *y, float *ws) {
+/* par = 1 spreads the tiles over the threads (direct16_forward_par); each output element is still
+ * one tile's sum in the order above, so the bits are those of par = 0. */
+static T16 void forward_wide(const direct_geom *g, const float *x, const float *wt, float *y, float *ws, int par) {
     const int wp = g->w + 2 * g->pw, nv = wide_vectors(g), ck = g->c * g->kh * g->kw;
     const size_t plane = xp_plane(g), slack = 16 + (size_t)(g->kw - 1) * g->dw, oplane = 16 * (size_t)nv;
     float *xp = ws, *wide = ws + (size_t)g->c * plane + slack;
     pad_planes(g, x, xp);
     memset(xp + (size_t)g->c * plane, 0, slack * sizeof *xp);
-    wfwd_args a = {.plane = plane, .c = g->c, .kh = g->kh, .kw = g->kw, .rstep = (ptrdiff_t)g->dh * wp,
-                   .tstep = g->dw, .oplane = oplane};
     const size_t wstride = (size_t)(ck + 1) * 16;
-    for (int v0 = 0; v0 < nv; v0 += 3) {
-        const int V = nv - v0 < 3 ? nv - v0 : 3;
-        a.x = xp + 16 * (size_t)v0;
-        for (int j0 = 0; j0 < g->kg; j0 += 8) {
-            const int J = g->kg - j0 < 8 ? g->kg - j0 : 8;
-            a.wt = wt + (size_t)(j0 / 16) * wstride + j0 % 16;
-            a.out = wide + j0 * oplane + 16 * (size_t)v0;
+    const int vt = (nv + 2) / 3, jt = (g->kg + 7) / 8;   /* tiles of 3 vectors × 8 channels */
+    PARALLEL_FOR(tile, par ? (long)vt * jt : 1)
+        for (long q = par ? tile : 0; q < (par ? tile + 1 : (long)vt * jt); q++) {
+            const int v0 = (int)(q / jt) * 3, j0 = (int)(q % jt) * 8;
+            const int V = nv - v0 < 3 ? nv - v0 : 3, J = g->kg - j0 < 8 ? g->kg - j0 : 8;
+            const wfwd_args a = {.x = xp + 16 * (size_t)v0, .wt = wt + (size_t)(j0 / 16) * wstride + j0 % 16,
+                                 .plane = plane, .c = g->c, .kh = g->kh, .kw = g->kw, .rstep = (ptrdiff_t)g->dh * wp,
+                                 .tstep = g->dw, .out = wide + j0 * oplane + 16 * (size_t)v0, .oplane = oplane};
             wfwd_tab[J - 1][V - 1](&a);
         }
-    }
-    for (int k = 0; k < g->kg; k++)
-        for (int i = 0; i < g->oh; i++)
-            copy_floats(y + ((size_t)k * g->oh + i) * g->ow, wide + k * oplane + (size_t)i * wp, g->ow);
+    PARALLEL_FOR(k, par ? g->kg : 1)
+        for (long kk = par ? k : 0; kk < (par ? k + 1 : g->kg); kk++)
+            for (int i = 0; i < g->oh; i++)
+                copy_floats(y + ((size_t)kk * g->oh + i) * g->ow, wide + kk * oplane + (size_t)i * wp, g->ow);
 }
 
-void direct16_forward(const direct_geom *g, const float *x, const float *wt, float *y, float *ws) {
-    if (wide_forward(g)) {
-        forward_wide(g, x, wt, y, ws);
-        return;
-    }
+static T16 void forward_rows(const direct_geom *g, const float *x, const float *wt, float *y, float *ws, int par) {
     const float *xp = padded_input(g, x, ws);
     const int ck = g->c * g->kh * g->kw, blocks = rounded16(g->kg) / 16, P = g->oh * g->ow;
-    float out[12 * 32] __attribute__((aligned(64)));
-    fwd_args a = {.wstride = (size_t)(ck + 1) * 16, .plane = xp_plane(g), .c = g->c, .kh = g->kh, .kw = g->kw,
-                  .dh = g->dh, .dw = g->dw, .wp = g->w + 2 * g->pw, .sw = g->sw, .out = out};
-    for (int kb0 = 0; kb0 < blocks; kb0 += 2) {
-        const int KB = blocks - kb0 >= 2 ? 2 : 1;
-        const int k0 = kb0 * 16, kn = g->kg - k0 < KB * 16 ? g->kg - k0 : KB * 16;
-        a.wt = wt + (size_t)kb0 * a.wstride;
-        /* A row in tiles of at most 12 positions, as even as can be: 14 = 7 + 7, not 12 + 2. */
-        const int tiles = (g->ow + 11) / 12;
-        for (int oy = 0; oy < g->oh; oy++)
+    const size_t wstride = (size_t)(ck + 1) * 16;
+    const int kbs = (blocks + 1) / 2;   /* pairs of blocks of 16 channels, each × every output row */
+    PARALLEL_FOR(task, par ? (long)kbs * g->oh : 1)
+        for (long q = par ? task : 0; q < (par ? task + 1 : (long)kbs * g->oh); q++) {
+            const int kb0 = (int)(q / g->oh) * 2, oy = (int)(q % g->oh);
+            const int KB = blocks - kb0 >= 2 ? 2 : 1;
+            const int k0 = kb0 * 16, kn = g->kg - k0 < KB * 16 ? g->kg - k0 : KB * 16;
+            float out[12 * 32] __attribute__((aligned(64)));
+            fwd_args a = {.wt = wt + (size_t)kb0 * wstride, .wstride = wstride, .plane = xp_plane(g), .c = g->c,
+                          .kh = g->kh, .kw = g->kw, .dh = g->dh, .dw = g->dw, .wp = g->w + 2 * g->pw, .sw = g->sw,
+                          .out = out};
+            /* A row in tiles of at most 12 positions, as even as can be: 14 = 7 + 7, not 12 + 2. */
+            const int tiles = (g->ow + 11) / 12;
             for (int ti = 0, ox = 0; ti < tiles; ti++) {
                 const int M = g->ow / tiles + (ti < g->ow % tiles);
                 a.x = xp + (size_t)oy * g->sh * a.wp + (size_t)ox * g->sw;
@@ -505,7 +506,17 @@ void direct16_forward(const direct_geom *g, const float *x, const float *wt, flo
                                     yk + (size_t)kb * 16 * P, (size_t)P);
                 ox += M;
             }
-    }
+        }
+}
+
+void direct16_forward(const direct_geom *g, const float *x, const float *wt, float *y, float *ws) {
+    if (wide_forward(g)) forward_wide(g, x, wt, y, ws, 0);
+    else forward_rows(g, x, wt, y, ws, 0);
+}
+
+void direct16_forward_par(const direct_geom *g, const float *x, const float *wt, float *y, float *ws) {
+    if (wide_forward(g)) forward_wide(g, x, wt, y, ws, 1);
+    else forward_rows(g, x, wt, y, ws, 1);
 }
 
 /* ---- weight gradient: KB blocks of 16 output channels × TB taps of one input channel ---- */
@@ -832,6 +843,9 @@ void direct16_pack_weights(const direct_geom *g, const float *w, const float *b,
     (void)g, (void)w, (void)b, (void)wt;
 }
 void direct16_forward(const direct_geom *g, const float *x, const float *wt, float *y, float *ws) {
+    (void)g, (void)x, (void)wt, (void)y, (void)ws;
+}
+void direct16_forward_par(const direct_geom *g, const float *x, const float *wt, float *y, float *ws) {
     (void)g, (void)x, (void)wt, (void)y, (void)ws;
 }
 void direct16_weight_grad(const direct_geom *g, const float *x, const float *dy, float *dwt, float *ws) {

@@ -17,6 +17,7 @@
 #define direct16_wt_floats          cnn_i_direct16_wt_floats
 #define direct16_pack_weights       cnn_i_direct16_pack_weights
 #define direct16_forward            cnn_i_direct16_forward
+#define direct16_forward_par        cnn_i_direct16_forward_par
 #define direct16_weight_grad        cnn_i_direct16_weight_grad
 #define direct16_wti_floats         cnn_i_direct16_wti_floats
 #define direct16_pack_input_weights cnn_i_direct16_pack_input_weights
@@ -63,6 +64,10 @@ void direct16_pack_weights(const direct_geom *g, const float *w, const float *b,
 
 /* y [kg, oh, ow] = b + Σ w · xp, with weights and bias from direct16_pack_weights. */
 void direct16_forward(const direct_geom *g, const float *x, const float *wt, float *y, float *ws);
+
+/* As direct16_forward, with its tiles on the threads (cnn_get_threads()): for a batch of one,
+ * where a layer's samples cannot be. Call it outside any parallel region. The same bits. */
+void direct16_forward_par(const direct_geom *g, const float *x, const float *wt, float *y, float *ws);
 
 /* dwt [c·kh·kw, kg] += Σ_{i,j} xp[c][i + r·dh][j + t·dw] · dy[k][i][j]: the weight gradient,
  * transposed, as the GEMM path keeps it. Each element is summed over (i, j) in order. */
