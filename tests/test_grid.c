@@ -40,9 +40,10 @@ static void add_point_v(int n, int eval, const char *fmt, va_list ap) {
     char text[512];
     vsnprintf(text, sizeof text, fmt, ap);
     add_spec(n, 0, eval, text);
-    if ((strstr(text, "conv2d") || strstr(text, "convtranspose2d")) && direct16_available()) {
-        add_spec(n, 1, eval, text);
-        add_spec(n, 2, eval, text);   /* the direct kernels with every stride-1 forward in wide rows */
+    const int conv = strstr(text, "conv2d") || strstr(text, "convtranspose2d");
+    if ((conv || strstr(text, "maxpool2d")) && direct16_available()) {
+        add_spec(n, 1, eval, text);   /* also maxpool2d's plain rows, which its AVX-512 rows replace */
+        if (conv) add_spec(n, 2, eval, text);   /* the direct kernels with every stride-1 forward in wide rows */
     }
 }
 
@@ -243,6 +244,11 @@ static void build_grid(void) {
                           avg ? "avgpool2d" : "maxpool2d", ceil ? "true" : "false",
                           avg ? (n == 1 ? " count_include_pad=false" : " count_include_pad=true") : "");
     add_point(2, "input 2 5 7\nmaxpool2d kernel_size=3\n");   /* stride defaults to kernel_size */
+    /* 2×2 windows in rows of 14 (LeNet-5's), 9 and 5 windows: one and two vectors of 8, a partial
+     * one, and a column and row that no window covers; after relu, ties at 0 */
+    add_point(3, "input 3 12 28\nmaxpool2d kernel_size=2\n");
+    add_point(2, "input 2 11 19\nmaxpool2d kernel_size=2\n");
+    add_point(2, "input 2 10 10\nrelu\nmaxpool2d kernel_size=2\n");
     add_point(2, "input 2 5 7\navgpool2d kernel_size=2,3 padding=1,1 ceil_mode=true\n");
     static const char *acts[] = {"relu", "leakyrelu", "leakyrelu negative_slope=0.3", "sigmoid", "tanh", "flatten"};
     for (int a = 0; a < 6; a++)
