@@ -31,6 +31,7 @@
  *                        x·Wᵀ, dy·W and dyᵀ·x (beta 1), as linear.c makes them
  */
 #include "cnn.h"
+#include "base/omp_spin.h"
 #include "kernels/kernels.h"
 
 #ifdef CNN_BLAS_OPENBLAS
@@ -265,6 +266,7 @@ static const struct {
 };
 
 int main(int argc, char **argv) {
+    cnn_omp_spin(argv);   /* as the cnn command: OpenMP's threads spin briefly, then sleep */
     if (argc < 2) {
         fprintf(stderr, "usage: bench_cnn WORKLOAD [--threads T] [--runs R] | --info\n");
         return 2;

@@ -1,6 +1,7 @@
 /* cnn: the command-line tool. */
 #include "args.h"
 #include "cli.h"
+#include "base/omp_spin.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -154,6 +155,7 @@ static int finish(const char *cmd, int rc) {
 
 int main(int argc, char **argv) {
     open_std_descriptors();
+    cnn_omp_spin(argv);   /* OpenMP's threads spin briefly, then sleep (may start the program again) */
     if (argc < 2) {
         fputs(usage(), stderr);
         return EXIT_BAD_INPUT;

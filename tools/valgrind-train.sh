@@ -10,6 +10,9 @@ set -e
 build=${1:-build}
 command -v valgrind >/dev/null || { echo "valgrind is missing: sh tools/install-deps.sh fuzz" >&2; exit 2; }
 dir=$(mktemp -d /tmp/cnn_valgrind_XXXXXX)
+# Set, so that cnn does not start itself again with it (src/base/omp_spin.h): valgrind does not
+# follow an exec, and the run would escape it.
+export GOMP_SPINCOUNT=10000
 trap 'rm -rf "$dir"' EXIT INT TERM
 fx=tests/train_fixtures/adam
 vg() {
