@@ -149,7 +149,8 @@ static void test_resnet20(void **state) {
 }
 
 /* Convolutions on the im2col path (5 output channels), with a bias, one with two readers (not
- * folded), batch norm without affine, a relu directly after a convolution, and a strided one. */
+ * folded), batch norm without affine, a relu directly after a convolution, a strided one, a
+ * grouped one and a depthwise one. */
 static void test_small_paths(void **state) {
     (void)state;
     static const char *text =
@@ -162,6 +163,11 @@ static void test_small_paths(void **state) {
         "conv2d out_channels=6 kernel_size=1 name=c\n"
         "batchnorm2d name=cbn\n"
         "add from=c,cbn\n"
+        "conv2d out_channels=6 kernel_size=3 padding=1 groups=3 name=g\n"
+        "batchnorm2d name=gbn\n"
+        "conv2d out_channels=6 kernel_size=3 padding=1 groups=6 name=dw\n"
+        "batchnorm2d name=dwbn\n"
+        "relu name=dwr\n"
         "flatten\nlinear out_features=4\n";
     enum { N = 3, IN = 3 * 9 * 9, OUT = 4 };
     cnn_net *net = tu_net(text, N, CNN_PATH_FAST);
@@ -178,6 +184,10 @@ static void test_small_paths(void **state) {
     assert_null(cnn_net_value_data(net, cnn_net_value_find(net, "b")));
     assert_non_null(cnn_net_value_data(net, cnn_net_value_find(net, "c")));   /* two readers */
     assert_non_null(cnn_net_value_data(net, cnn_net_value_find(net, "cbn")));
+    assert_null(cnn_net_value_data(net, cnn_net_value_find(net, "g")));
+    assert_non_null(cnn_net_value_data(net, cnn_net_value_find(net, "gbn")));
+    assert_null(cnn_net_value_data(net, cnn_net_value_find(net, "dwbn")));
+    assert_non_null(cnn_net_value_data(net, cnn_net_value_find(net, "dwr")));
     cnn_net_free(net);
 }
 
