@@ -366,6 +366,33 @@ static void test_version(void **state) {
     USAGE_ERROR(ARGV("--version", "train"), "cnn: unexpected argument 'train'");
 }
 
+/* The GOMP_SPINCOUNT that libgomp's threads run with, from its OMP_DISPLAY_ENV=verbose report on
+ * stderr (the last one: cnn starts itself again once to set it, src/base/omp_spin.h). */
+static long spin_count_of_run(const char *const *env) {
+    char dir[] = "/tmp/cnn_test_spin_XXXXXX", out[128], err[128];
+    assert_non_null(mkdtemp(dir));
+    snprintf(out, sizeof out, "%s/out", dir);
+    snprintf(err, sizeof err, "%s/err", dir);
+    const char *argv[] = {cli_bin(), "--version", NULL};
+    const int ws = cli_run_program(argv, NULL, out, err, env, "cnn --version");
+    assert_true(WIFEXITED(ws) && WEXITSTATUS(ws) == 0);
+    static char buf[1 << 16];
+    const char *text = cli_read_file(err, buf, sizeof buf), *last = NULL;
+    for (const char *p = text; (p = strstr(p, "GOMP_SPINCOUNT = '")); p++) last = p;
+    unlink(out), unlink(err), rmdir(dir);
+    if (!last) fail_msg("no GOMP_SPINCOUNT in libgomp's report:\n%.2000s", text);
+    return strtol(last + strlen("GOMP_SPINCOUNT = '"), NULL, 10);
+}
+
+/* OpenMP's threads spin 10,000 rounds at a barrier, not libgomp's 300,000, unless the user chose. */
+static void test_omp_spin(void **state) {
+    (void)state;
+    const char *plain[] = {"OMP_DISPLAY_ENV", "verbose", "OMP_WAIT_POLICY", "", "GOMP_SPINCOUNT", "", NULL};
+    assert_int_equal(spin_count_of_run(plain), 10000);
+    const char *own[] = {"OMP_DISPLAY_ENV", "verbose", "OMP_WAIT_POLICY", "", "GOMP_SPINCOUNT", "5000", NULL};
+    assert_int_equal(spin_count_of_run(own), 5000);
+}
+
 static void test_help(void **state) {
     (void)state;
     const char *commands[] = {"grad", "gradcheck", "train", "eval", "predict", "explain"};
@@ -413,7 +440,7 @@ int main(void) {
         cmocka_unit_test(test_option_typo),       cmocka_unit_test(test_command_typo),
         cmocka_unit_test(test_ambiguous_prefix),  cmocka_unit_test(test_repeated_option),
         cmocka_unit_test(test_values_and_arguments), cmocka_unit_test(test_version),
-        cmocka_unit_test(test_help),
+        cmocka_unit_test(test_help), cmocka_unit_test(test_omp_spin),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

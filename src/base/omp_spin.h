@@ -21,8 +21,13 @@
 
 #define CNN_GOMP_SPINCOUNT "10000"
 
+static inline int cnn_omp_env_set(const char *name) {
+    const char *v = getenv(name);
+    return v && *v;   /* libgomp ignores an empty value */
+}
+
 static inline void cnn_omp_spin(char **argv) {
-    if (getenv("OMP_WAIT_POLICY") || getenv("GOMP_SPINCOUNT")) return;
+    if (cnn_omp_env_set("OMP_WAIT_POLICY") || cnn_omp_env_set("GOMP_SPINCOUNT")) return;
     if (setenv("GOMP_SPINCOUNT", CNN_GOMP_SPINCOUNT, 1)) return;
     execv("/proc/self/exe", argv);   /* returns only on failure: go on as we are */
 }
