@@ -340,21 +340,21 @@ cnn_tensor cnn_net_buffer(const cnn_net *net, int i);
 void cnn_net_set_training(cnn_net *net, int on);
 int cnn_net_training(const cnn_net *net);
 /* Inference mode (on = 1): eval mode, and forward passes that fold what a deployed net does not
- * need to run separately. A batchnorm2d with running statistics whose input is a conv2d's output,
- * read by it alone and on the line after it, is folded into the convolution (W' = W·γ/√(σ²+ε),
- * b' = (b − μ)·γ/√(σ²+ε) + β); a relu that alone reads such a convolution's (or batch norm's)
- * output, on the next line, runs inside the convolution; and every convolution's weights are
- * packed for its kernels once. That work is done on the first forward after this call, and again
- * after cnn_net_init, cnn_net_load_weights or cnn_optim_step; it is a snapshot, as PyTorch's
+ * need to run separately. Each conv2d absorbs the nodes that follow it on the next lines and alone
+ * read what it makes: a batchnorm2d with running statistics (folded into its weights and bias:
+ * W' = W·γ/√(σ²+ε), b' = (b − μ)·γ/√(σ²+ε) + β), then an add of two inputs (a residual block's
+ * shortcut, added as the convolution writes its output), then a relu. Every convolution's weights
+ * are packed for its kernels once. That work is done on the first forward after this call, and
+ * again after cnn_net_init, cnn_net_load_weights or cnn_optim_step; it is a snapshot, as PyTorch's
  * fuse_conv_bn_eval: a program that writes a parameter's or buffer's data itself (cnn_net_param)
- * calls cnn_net_set_inference(net, 1) again before the next forward. The outputs agree with eval mode's to
- * float rounding (relative 1e-6, test_inference), not bit for bit. The values of folded nodes (the
- * convolution's output, and the batch norm's when a relu is fused) are not computed:
- * cnn_net_value_data and cnn_net_layer_output return NULL for them. cnn_net_backward is refused
- * (CNN_ERR_ARG). The reference path (cnn_net_set_path) folds nothing. on = 0 leaves inference
- * mode for plain eval mode; cnn_net_set_training(net, 1) leaves it too. The first call allocates
- * the folded weights, once per net (about the size of the convolutions' parameters, twice).
- * Errors: CNN_ERR_ARG (NULL net), CNN_ERR_NOMEM. */
+ * calls cnn_net_set_inference(net, 1) again before the next forward. The outputs agree with eval
+ * mode's to float rounding (relative 1e-6, test_inference), not bit for bit. The values that the
+ * absorbed nodes read (the convolution's output, and the batch norm's or the add's before the
+ * last absorbed node) are not computed: cnn_net_value_data and cnn_net_layer_output return NULL
+ * for them. cnn_net_backward is refused (CNN_ERR_ARG). The reference path (cnn_net_set_path)
+ * folds nothing. on = 0 leaves inference mode for plain eval mode; cnn_net_set_training(net, 1)
+ * leaves it too. The first call allocates the folded weights, once per net (about the size of the
+ * convolutions' parameters, twice). Errors: CNN_ERR_ARG (NULL net), CNN_ERR_NOMEM. */
 cnn_status cnn_net_set_inference(cnn_net *net, int on);
 int cnn_net_inference(const cnn_net *net);
 /* Seeds dropout's random numbers (0 by default) and restarts their stream. Each training forward

@@ -89,8 +89,10 @@ static void test_resnet20(void **state) {
     assert_null(cnn_net_value_data(net, conv1));
     assert_null(cnn_net_value_data(net, bn1));
     assert_non_null(cnn_net_value_data(net, stem));
-    assert_non_null(cnn_net_value_data(net, bn2));   /* read by add: computed, with its conv folded in */
+    assert_null(cnn_net_value_data(net, bn2));       /* conv2 + bn2 + the add + relu: one node */
     assert_null(cnn_net_value_data(net, bn2 - 1));
+    assert_null(cnn_net_value_data(net, bn2 + 1));   /* the add */
+    assert_non_null(cnn_net_value_data(net, cnn_net_value_find(net, "layer1.0")));   /* the block */
     assert_null(cnn_net_layer_output(net, conv1 - 1));
 
     /* No backward in inference mode. */

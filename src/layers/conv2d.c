@@ -575,6 +575,7 @@ static void conv2d_forward(const layer *l, int n, const float *const *xs, float 
     if (n == 1 && direct16 && o->groups == 1 && cnn_get_threads() > 1 &&
         (double)kg * ck * P >= PAR_ONE_MACS) {
         direct16_forward_par(&dg, x, wt, y, ws);
+        if (l->fold_add) add_into(y, l->fold_add, (size_t)kg * P);
         if (l->fold_relu) relu_inplace(y, (size_t)kg * P);
         return;
     }
@@ -602,6 +603,7 @@ static void conv2d_forward(const layer *l, int n, const float *const *xs, float 
                             for (int i = 0; i < P; i++) ys[(size_t)k * P + i] += b;
                         }
                 }
+                if (l->fold_add) add_into(ys, l->fold_add + ((size_t)s * l->oc + (size_t)gr * kg) * P, (size_t)kg * P);
                 if (l->fold_relu) relu_inplace(ys, (size_t)kg * P);
             }
     }

@@ -121,8 +121,11 @@ typedef struct layer {
     int training;                   /* 1 in training mode (batch statistics, dropout), 0 in eval */
     /* conv2d in inference mode (src/net/inference.c): the weights and bias to use instead of its
      * own (the batch norm after it folded in; NULL: its own), the same packed for the direct
-     * kernels (NULL: packed on each call), and whether a relu after it runs on its output. */
+     * kernels (NULL: packed on each call), an add after it, and whether a relu after that runs on
+     * its output. */
     const float *fold_w, *fold_b, *fold_wt;
+    const float *fold_add;          /* a value [n, oc, oh, ow] added to the output before the relu
+                                     * (an add fused in), set by the net before each forward; or NULL */
     int fold_relu;
     uint64_t seed;                  /* this node's random stream for the current pass (dropout) */
 } layer;

@@ -1,10 +1,11 @@
 /* Inference mode (cnn_net_set_inference): eval mode with batch norm folded into the convolution
- * before it, a relu after it run inside the convolution, and the convolutions' weights packed once.
+ * before it, a residual add and a relu after it run inside the convolution, and the convolutions'
+ * weights packed once.
  *
  * In eval mode batch norm is an affine map per channel, y = scale·x + shift (scale = γ/√(σ²+ε),
  * shift = β − μ·scale, from the running statistics), and a convolution is linear in its weights,
  * so the two are one convolution: W' = W·scale (each output channel's kernel scaled), b' =
- * b·scale + shift. That saves batch norm's pass over memory, and the fused relu saves relu's; what
+ * b·scale + shift. That saves batch norm's pass over memory, and the fused add and relu theirs; what
  * remains is the convolution, whose weights are also packed for the direct kernels only when they
  * change instead of on every call.
  *
@@ -31,6 +32,19 @@ static int sole_next_reader(const cnn_net *net, int i, cnn_layer_kind kind) {
                                                                                                            : -1;
 }
 
+/* Node i + 1, when it is an add of two inputs of which value i + 1 is one (read by it alone) and
+ * the other is computed (not folded away) and another value; else −1. The residual add after a
+ * block's second convolution: the convolution adds the shortcut as it writes its output. */
+static int fusable_add(const cnn_net *net, int i) {
+    if (i + 1 >= net->nlayers) return -1;
+    const node *nx = &net->nodes[i + 1];
+    if (nx->l.kind != CNN_LAYER_ADD || nx->l.nin != 2 || net->values[i + 1].consumers != 1) return -1;
+    const int mine = nx->from[0] == i + 1 ? 0 : nx->from[1] == i + 1 ? 1 : -1;
+    if (mine < 0) return -1;
+    const int other = nx->from[1 - mine];
+    return other != i + 1 && !net->values[other].folded ? i + 1 : -1;
+}
+
 static size_t max_channels(const cnn_net *net) {
     size_t m = 0;
     for (int i = 0; i < net->nlayers; i++)
@@ -43,7 +57,7 @@ cnn_status inference_plan(cnn_net *net) {
     size_t total = 0;
     for (int i = 0; i < net->nlayers; i++) {
         node *nd = &net->nodes[i];
-        nd->fused = 0, nd->out = i, nd->fold_bn = -1, nd->fold_at = 0;
+        nd->fused = 0, nd->out = i, nd->fold_bn = -1, nd->fold_add_from = -1, nd->fold_at = 0;
     }
     for (int i = 0; i < net->nlayers; i++) {
         node *nd = &net->nodes[i];
@@ -54,6 +68,14 @@ cnn_status inference_plan(cnn_net *net) {
             net->nodes[bn].fused = 1;
             net->values[i + 1].folded = 1;
             nd->out = bn;
+        }
+        const int add = fusable_add(net, nd->out);
+        if (add >= 0) {
+            const node *a = &net->nodes[add];
+            nd->fold_add_from = a->from[0] == nd->out + 1 ? a->from[1] : a->from[0];
+            net->nodes[add].fused = 1;
+            net->values[nd->out + 1].folded = 1;
+            nd->out = add;
         }
         const int relu = sole_next_reader(net, nd->out, CNN_LAYER_RELU);
         if (relu >= 0) {
@@ -97,7 +119,7 @@ void inference_stale(cnn_net *net) { net->fold_made = 0; }
 static void unfold(cnn_net *net) {
     for (int i = 0; i < net->nlayers; i++) {
         layer *l = &net->nodes[i].l;
-        l->fold_w = l->fold_b = l->fold_wt = NULL;
+        l->fold_w = l->fold_b = l->fold_wt = l->fold_add = NULL;
         l->fold_relu = 0;
     }
     net->inference = 0;

@@ -824,6 +824,8 @@ cnn_status cnn_net_forward(cnn_net *net, const float *x, int n) {
         for (int i = 0; i < net->nlayers; i++) {
             const node *nd = &net->nodes[i];
             if (net->inference && nd->fused) continue;   /* it ran inside the conv2d before it */
+            if (net->inference && nd->fold_add_from >= 0)
+                net->nodes[i].l.fold_add = net->values[nd->fold_add_from].act;
             const float *xs[LAYER_MAX_INPUTS];
             for (int k = 0; k < nd->l.nin; k++) xs[k] = net->values[nd->from[k]].act;
             ops_of(nd)->forward(&nd->l, n, xs, net->values[(net->inference ? nd->out : i) + 1].act, net->ws);

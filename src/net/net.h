@@ -45,6 +45,7 @@ typedef struct node {
     int out;                            /* the node whose value this node's forward writes: itself,
                                          * or (a conv2d) the last node fused into it */
     int fold_bn;                        /* a conv2d: the batch norm folded into it, or −1 */
+    int fold_add_from;                  /* a conv2d: the other input of the add fused into it, or −1 */
     size_t fold_at;                     /* a conv2d: its folded form in net->fold */
 } node;
 
