@@ -544,6 +544,57 @@ TILE void dw_tile(const dw_args *a, const int KB, const int TB) {
 
 INSTANCES_2x12(dw, dw_args)
 
+/* dw_tile at unit column stride and dilation with 3 taps to a kernel row (R rows, TB = 3·R): the
+ * tap t + 1 of position ox is tap t of ox + 1, so each row's three broadcasts roll along with ox
+ * and one new broadcast a row per position feeds 3·KB FMAs (with KB = 1, 1 + R loads for 3·R
+ * FMAs instead of 1 + 3·R). The same products are added in the same order as dw_tile's. */
+TILE void dwr_tile(const dw_args *a, const int KB, const int R) {
+    __m512 acc[2][9];
+    _Pragma("GCC unroll 9") for (int j = 0; j < 3 * R; j++) acc[0][j] = acc[1][j] = _mm512_setzero_ps();
+    const float *d = a->dyt;
+    for (int oy = 0; oy < a->oh; oy++) {
+        const float *row[3];
+        __m512 b0[3], b1[3], b2[3];
+        _Pragma("GCC unroll 3") for (int r = 0; r < R; r++) {
+            row[r] = a->x + a->off[3 * r] + (size_t)oy * a->sh * a->wp;
+            b0[r] = _mm512_set1_ps(row[r][0]);
+            b1[r] = _mm512_set1_ps(row[r][1]);
+        }
+        int ox = 0;
+#define DWR_STEP(B0, B1, B2)                                                                   \
+    do {                                                                                       \
+        const __m512 d0 = _mm512_loadu_ps(d), d1 = _mm512_loadu_ps(d + (KB > 1 ? 16 : 0));     \
+        _Pragma("GCC unroll 3") for (int r = 0; r < R; r++) {                                                          \
+            B2[r] = _mm512_set1_ps(row[r][ox + 2]);                                            \
+            acc[0][3 * r] = _mm512_fmadd_ps(B0[r], d0, acc[0][3 * r]);                         \
+            acc[0][3 * r + 1] = _mm512_fmadd_ps(B1[r], d0, acc[0][3 * r + 1]);                 \
+            acc[0][3 * r + 2] = _mm512_fmadd_ps(B2[r], d0, acc[0][3 * r + 2]);                 \
+            if (KB > 1) {                                                                      \
+                acc[1][3 * r] = _mm512_fmadd_ps(B0[r], d1, acc[1][3 * r]);                     \
+                acc[1][3 * r + 1] = _mm512_fmadd_ps(B1[r], d1, acc[1][3 * r + 1]);             \
+                acc[1][3 * r + 2] = _mm512_fmadd_ps(B2[r], d1, acc[1][3 * r + 2]);             \
+            }                                                                                  \
+        }                                                                                      \
+        d += a->ldd;                                                                           \
+        ox++;                                                                                  \
+    } while (0)
+        while (ox + 3 <= a->ow) {   /* three steps, so that the window rolls through the names */
+            DWR_STEP(b0, b1, b2);
+            DWR_STEP(b1, b2, b0);
+            DWR_STEP(b2, b0, b1);
+        }
+        if (ox < a->ow) DWR_STEP(b0, b1, b2);
+        if (ox < a->ow) DWR_STEP(b1, b2, b0);
+#undef DWR_STEP
+    }
+    _Pragma("GCC unroll 9") for (int j = 0; j < 3 * R; j++)
+        for (int kb = 0; kb < KB; kb++) _mm512_storeu_ps(a->out + (size_t)(j * KB + kb) * 16, acc[kb][j]);
+}
+
+#define DWR_INSTANCE(KB, R) static T16 void dwr_##KB##_##R(const dw_args *a) { dwr_tile(a, KB, R); }
+DWR_INSTANCE(1, 1) DWR_INSTANCE(1, 2) DWR_INSTANCE(1, 3) DWR_INSTANCE(2, 1) DWR_INSTANCE(2, 2) DWR_INSTANCE(2, 3)
+static void (*const dwr_tab[2][3])(const dw_args *) = {{dwr_1_1, dwr_1_2, dwr_1_3}, {dwr_2_1, dwr_2_2, dwr_2_3}};
+
 void direct16_weight_grad(const direct_geom *g, const float *x, const float *dy, float *dwt, float *ws) {
     const float *xp = padded_input(g, x, ws);
     float *dyt = ws + (g->ph || g->pw ? (size_t)g->c * xp_plane(g) : 0);
@@ -558,6 +609,8 @@ void direct16_weight_grad(const direct_geom *g, const float *x, const float *dy,
                 for (int j = 0; j < cols; j++)
                     for (int i = rows; i < 16; i++) dyt[(size_t)(p0 + j) * ldd + k0 + i] = 0.0f;
         }
+    /* Rows of 3 taps at unit column stride and dilation: the broadcasts roll (dwr_tile). */
+    const int rolling = g->kw == 3 && g->sw == 1 && g->dw == 1;
     float out[12 * 32] __attribute__((aligned(64)));
     int off[12];
     dw_args a = {.dyt = NULL, .off = off, .ldd = ldd, .oh = g->oh, .ow = g->ow, .wp = wp, .sh = g->sh, .sw = g->sw,
@@ -568,13 +621,16 @@ void direct16_weight_grad(const direct_geom *g, const float *x, const float *dy,
         a.dyt = dyt + k0;
         for (int c = 0; c < g->c; c++) {
             a.x = xp + c * xp_plane(g);
-            for (int q0 = 0; q0 < taps; q0 += 12) {
-                const int TB = taps - q0 < 12 ? taps - q0 : 12;
+            for (int q0 = 0; q0 < taps; q0 += rolling ? 9 : 12) {
+                const int TB = taps - q0 < (rolling ? 9 : 12) ? taps - q0 : rolling ? 9 : 12;
                 for (int j = 0; j < TB; j++) {
                     const int r = (q0 + j) / g->kw, t = (q0 + j) % g->kw;
                     off[j] = r * g->dh * wp + t * g->dw;
                 }
-                dw_tab[KB - 1][TB - 1](&a);
+                if (rolling)
+                    dwr_tab[KB - 1][TB / 3 - 1](&a);
+                else
+                    dw_tab[KB - 1][TB - 1](&a);
                 for (int j = 0; j < TB; j++) {
                     float *row = dwt + ((size_t)c * taps + q0 + j) * g->kg + k0;
                     for (int k = 0; k < kn; k++) row[k] += out[j * KB * 16 + k];
