@@ -166,6 +166,11 @@ static void build_grid(void) {
     add_point(17, "input 64 5 7\nconv2d out_channels=64 kernel_size=3 padding=1 bias=false\n");
     add_point(3, "input 16 7 9\nconv2d out_channels=48 kernel_size=5,3 padding=2,1\n");
     add_point(2, "input 8 9 5\nconv2d out_channels=32 kernel_size=4,3 padding=0,2 dilation=2,1\n");
+    /* rows of 3 taps with a row stride or dilation, no padding, and one padding row only */
+    add_point(3, "input 16 9 7\nconv2d out_channels=16 kernel_size=3 stride=2,1 padding=1\n");
+    add_point(2, "input 16 9 7\nconv2d out_channels=32 kernel_size=3 dilation=2,1 padding=2,1 bias=false\n");
+    add_point(3, "input 16 6 5\nconv2d out_channels=16 kernel_size=3\n");
+    add_point(2, "input 16 6 5\nconv2d out_channels=24 kernel_size=3 padding=1,0\n");
     /* strided, 16 or more input channels: the input gradient phase by phase, including phases no
      * tap reaches (kernel 2, stride 3), strides that share a factor with the dilation, and 24 */
     add_point(3, "input 16 7 9\nconv2d out_channels=16 kernel_size=3 stride=2 padding=1\n");
