@@ -159,6 +159,19 @@ static void build_grid(void) {
     add_point(3, "input 16 6 7\nconv2d out_channels=16 kernel_size=3 padding=1\n");
     add_point(2, "input 48 5 6\nconv2d out_channels=48 kernel_size=3,2 padding=2,0 dilation=2,1 groups=2\n");
     add_point(2, "input 16 4 5\nconv2d out_channels=16 kernel_size=2 padding=2\n");
+    /* ResNet-20's 3×3 at stride 1, 16, 32 and 64 channels on odd planes, several samples per
+     * chunk: the weight gradient's rolling broadcasts (one and two blocks of 16, then 2 + 1 with
+     * 48), and kernels of 5 and 4 rows (rows of taps in blocks of 3 + 2 and 3 + 1) */
+    add_point(17, "input 16 7 9\nconv2d out_channels=16 kernel_size=3 padding=1 bias=false\n");
+    add_point(19, "input 32 7 9\nconv2d out_channels=32 kernel_size=3 padding=1\n");
+    add_point(17, "input 64 5 7\nconv2d out_channels=64 kernel_size=3 padding=1 bias=false\n");
+    add_point(3, "input 16 7 9\nconv2d out_channels=48 kernel_size=5,3 padding=2,1\n");
+    add_point(2, "input 8 9 5\nconv2d out_channels=32 kernel_size=4,3 padding=0,2 dilation=2,1\n");
+    /* rows of 3 taps with a row stride or dilation, no padding, and one padding row only */
+    add_point(3, "input 16 9 7\nconv2d out_channels=16 kernel_size=3 stride=2,1 padding=1\n");
+    add_point(2, "input 16 9 7\nconv2d out_channels=32 kernel_size=3 dilation=2,1 padding=2,1 bias=false\n");
+    add_point(3, "input 16 6 5\nconv2d out_channels=16 kernel_size=3\n");
+    add_point(2, "input 16 6 5\nconv2d out_channels=24 kernel_size=3 padding=1,0\n");
     /* strided, 16 or more input channels: the input gradient phase by phase, including phases no
      * tap reaches (kernel 2, stride 3), strides that share a factor with the dilation, and 24 */
     add_point(3, "input 16 7 9\nconv2d out_channels=16 kernel_size=3 stride=2 padding=1\n");

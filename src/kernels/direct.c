@@ -527,6 +527,9 @@ typedef struct dw_args {
     const int *off;         /* the TB taps' offsets into the plane: r·dh·wp + t·dw */
     int ldd, oh, ow, wp, sh, sw;
     float *out;             /* [TB][KB·16] */
+    /* dwr_tile only: x is the unpadded plane; kernel rows r0 .. r0 + R − 1 */
+    const float *zero;      /* w zeros: the rows that fall in the padding */
+    int h, w, ph, pw, dh, r0;
 } dw_args;
 
 TILE void dw_tile(const dw_args *a, const int KB, const int TB) {
@@ -555,8 +558,71 @@ TILE void dw_tile(const dw_args *a, const int KB, const int TB) {
 
 INSTANCES_2x12(dw, dw_args)
 
+/* dw_tile at unit column stride and dilation with 3 taps to a kernel row (R rows, TB = 3·R): the
+ * tap t + 1 of position ox is tap t of ox + 1, so each row's three broadcasts roll along with ox
+ * and one new broadcast a row per position feeds 3·KB FMAs (with KB = 1, 1 + R loads for 3·R
+ * FMAs instead of 1 + 3·R). The same products are added in the same order as dw_tile's. */
+TILE void dwr_tile(const dw_args *a, const int KB, const int R) {
+    __m512 acc[2][9];
+    _Pragma("GCC unroll 9") for (int j = 0; j < 3 * R; j++) acc[0][j] = acc[1][j] = _mm512_setzero_ps();
+    const float *d = a->dyt;
+    const int pw = a->pw;
+    for (int oy = 0; oy < a->oh; oy++) {
+        const float *row[3];
+        __m512 b0[3], b1[3], b2[3];
+        _Pragma("GCC unroll 3") for (int r = 0; r < R; r++) {
+            const int iy = oy * a->sh + (a->r0 + r) * a->dh - a->ph;
+            row[r] = iy >= 0 && iy < a->h ? a->x + (size_t)iy * a->w : a->zero;
+            b0[r] = pw ? _mm512_setzero_ps() : _mm512_set1_ps(row[r][0]);   /* column −pw */
+            b1[r] = _mm512_set1_ps(row[r][1 - pw]);
+        }
+        int ox = 0;
+        /* one position: tap 2 reads column ox + 2 − pw, past the row (zero) at the last one when
+         * pw = 1 */
+#define DWR_STEP(B0, B1, B2, LAST)                                                             \
+    do {                                                                                       \
+        const __m512 d0 = _mm512_loadu_ps(d), d1 = _mm512_loadu_ps(d + (KB > 1 ? 16 : 0));     \
+        _Pragma("GCC unroll 3") for (int r = 0; r < R; r++) {                                  \
+            B2[r] = (LAST) && pw ? _mm512_setzero_ps() : _mm512_set1_ps(row[r][ox + 2 - pw]);  \
+            acc[0][3 * r] = _mm512_fmadd_ps(B0[r], d0, acc[0][3 * r]);                         \
+            acc[0][3 * r + 1] = _mm512_fmadd_ps(B1[r], d0, acc[0][3 * r + 1]);                 \
+            acc[0][3 * r + 2] = _mm512_fmadd_ps(B2[r], d0, acc[0][3 * r + 2]);                 \
+            if (KB > 1) {                                                                      \
+                acc[1][3 * r] = _mm512_fmadd_ps(B0[r], d1, acc[1][3 * r]);                     \
+                acc[1][3 * r + 1] = _mm512_fmadd_ps(B1[r], d1, acc[1][3 * r + 1]);             \
+                acc[1][3 * r + 2] = _mm512_fmadd_ps(B2[r], d1, acc[1][3 * r + 2]);             \
+            }                                                                                  \
+        }                                                                                      \
+        d += a->ldd;                                                                           \
+        ox++;                                                                                  \
+    } while (0)
+        while (ox + 4 <= a->ow) {   /* three steps, so that the window rolls through the names */
+            DWR_STEP(b0, b1, b2, 0);
+            DWR_STEP(b1, b2, b0, 0);
+            DWR_STEP(b2, b0, b1, 0);
+        }
+        switch (a->ow - ox) {       /* the last one to three positions */
+        case 1: DWR_STEP(b0, b1, b2, 1); break;
+        case 2: DWR_STEP(b0, b1, b2, 0); DWR_STEP(b1, b2, b0, 1); break;
+        default: DWR_STEP(b0, b1, b2, 0); DWR_STEP(b1, b2, b0, 0); DWR_STEP(b2, b0, b1, 1); break;
+        }
+#undef DWR_STEP
+    }
+    _Pragma("GCC unroll 9") for (int j = 0; j < 3 * R; j++)
+        for (int kb = 0; kb < KB; kb++) _mm512_storeu_ps(a->out + (size_t)(j * KB + kb) * 16, acc[kb][j]);
+}
+
+#define DWR_INSTANCE(KB, R) static T16 void dwr_##KB##_##R(const dw_args *a) { dwr_tile(a, KB, R); }
+DWR_INSTANCE(1, 1) DWR_INSTANCE(1, 2) DWR_INSTANCE(1, 3) DWR_INSTANCE(2, 1) DWR_INSTANCE(2, 2) DWR_INSTANCE(2, 3)
+static void (*const dwr_tab[2][3])(const dw_args *) = {{dwr_1_1, dwr_1_2, dwr_1_3}, {dwr_2_1, dwr_2_2, dwr_2_3}};
+
 void direct16_weight_grad(const direct_geom *g, const float *x, const float *dy, float *dwt, float *ws) {
-    const float *xp = padded_input(g, x, ws);
+    /* Rows of 3 taps at unit column stride and dilation, at most one column of padding: the
+     * broadcasts roll (dwr_tile), from x itself, with a row of zeros for the padding rows. */
+    const int rolling = g->kw == 3 && g->sw == 1 && g->dw == 1 && g->pw <= 1;
+    float *zero = ws;
+    const float *xp = rolling ? x : padded_input(g, x, ws);
+    if (rolling && g->ph) memset(zero, 0, (size_t)g->w * sizeof *zero);
     float *dyt = ws + (g->ph || g->pw ? (size_t)g->c * xp_plane(g) : 0);
     const int P = g->oh * g->ow, ldd = rounded16(g->kg), taps = g->kh * g->kw, blocks = ldd / 16;
     const int wp = g->w + 2 * g->pw;
@@ -572,20 +638,25 @@ void direct16_weight_grad(const direct_geom *g, const float *x, const float *dy,
     float out[12 * 32] __attribute__((aligned(64)));
     int off[12];
     dw_args a = {.dyt = NULL, .off = off, .ldd = ldd, .oh = g->oh, .ow = g->ow, .wp = wp, .sh = g->sh, .sw = g->sw,
-                 .out = out};
+                 .out = out, .zero = zero, .h = g->h, .w = g->w, .ph = g->ph, .pw = g->pw, .dh = g->dh};
     for (int kb0 = 0; kb0 < blocks; kb0 += 2) {
         const int KB = blocks - kb0 >= 2 ? 2 : 1;
         const int k0 = kb0 * 16, kn = g->kg - k0 < KB * 16 ? g->kg - k0 : KB * 16;
         a.dyt = dyt + k0;
         for (int c = 0; c < g->c; c++) {
-            a.x = xp + c * xp_plane(g);
-            for (int q0 = 0; q0 < taps; q0 += 12) {
-                const int TB = taps - q0 < 12 ? taps - q0 : 12;
+            a.x = rolling ? x + (size_t)c * g->h * g->w : xp + c * xp_plane(g);
+            for (int q0 = 0; q0 < taps; q0 += rolling ? 9 : 12) {
+                const int TB = taps - q0 < (rolling ? 9 : 12) ? taps - q0 : rolling ? 9 : 12;
                 for (int j = 0; j < TB; j++) {
                     const int r = (q0 + j) / g->kw, t = (q0 + j) % g->kw;
                     off[j] = r * g->dh * wp + t * g->dw;
                 }
-                dw_tab[KB - 1][TB - 1](&a);
+                if (rolling) {
+                    a.r0 = q0 / 3;
+                    dwr_tab[KB - 1][TB / 3 - 1](&a);
+                }
+                else
+                    dw_tab[KB - 1][TB - 1](&a);
                 for (int j = 0; j < TB; j++) {
                     float *row = dwt + ((size_t)c * taps + q0 + j) * g->kg + k0;
                     for (int k = 0; k < kn; k++) row[k] += out[j * KB * 16 + k];
