@@ -242,6 +242,13 @@ def main():
     torch_info = run_json(bench_torch + ["--info"], env, 120)
     if "error" in torch_info:
         sys.exit(f"run.py: PyTorch: {torch_info['error']} (sh tools/install-deps.sh bench installs it)")
+    if not torch_info.get("openblas"):
+        # Debian's reference BLAS makes PyTorch's linear layers about 20 times slower: a comparison
+        # against it is not honest, so there is none.
+        libs = ", ".join(torch_info.get("blas_libs") or []) or "unknown"
+        sys.exit(f"run.py: PyTorch's libblas.so.3 is not OpenBLAS ({libs}): the reference BLAS would make "
+                 "PyTorch's linear layers about 20 times slower. Install libopenblas0-pthread "
+                 "(sh tools/install-deps.sh bench, which `make bench` runs) and run again.")
 
     results = []   # (workload, threads, side, record)
     rows = []
