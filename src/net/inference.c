@@ -1,4 +1,4 @@
-/* Inference mode (cnn_net_set_inference): eval mode with batch norm folded into the convolution
+/* Inference mode (cnn_net_set_inference, in net.c, which calls the functions here): eval mode with batch norm folded into the convolution
  * before it, a residual add and a relu after it run inside the convolution, and the convolutions'
  * weights packed once.
  *
@@ -115,8 +115,8 @@ void inference_refresh(cnn_net *net) {
 
 void inference_stale(cnn_net *net) { net->fold_made = 0; }
 
-/* Every convolution back to its own weights, packed per call, and no fused relu. */
-static void unfold(cnn_net *net) {
+/* Every convolution back to its own weights, packed per call, and no fused add or relu. */
+void inference_leave(cnn_net *net) {
     for (int i = 0; i < net->nlayers; i++) {
         layer *l = &net->nodes[i].l;
         l->fold_w = l->fold_b = l->fold_wt = l->fold_add = NULL;
@@ -125,21 +125,3 @@ static void unfold(cnn_net *net) {
     net->inference = 0;
     net->fold_made = 0;
 }
-
-cnn_status cnn_net_set_inference(cnn_net *net, int on) {
-    if (!net) return cnn_fail(CNN_ERR_ARG, "cnn_net_set_inference: NULL net");
-    if (!on) {
-        unfold(net);
-        return CNN_OK;
-    }
-    cnn_status st = inference_plan(net);
-    if (st) return st;
-    cnn_net_set_training(net, 0);
-    net->inference = 1;
-    net->fold_made = 0;   /* made on the next forward */
-    return CNN_OK;
-}
-
-int cnn_net_inference(const cnn_net *net) { return net->inference; }
-
-void inference_leave(cnn_net *net) { unfold(net); }

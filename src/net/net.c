@@ -602,6 +602,22 @@ void cnn_net_set_training(cnn_net *net, int on) {
 
 int cnn_net_training(const cnn_net *net) { return net->training; }
 
+cnn_status cnn_net_set_inference(cnn_net *net, int on) {
+    if (!net) return cnn_fail(CNN_ERR_ARG, "cnn_net_set_inference: NULL net");
+    if (!on) {
+        inference_leave(net);
+        return CNN_OK;
+    }
+    cnn_status st = inference_plan(net);   /* src/net/inference.c */
+    if (st) return st;
+    cnn_net_set_training(net, 0);
+    net->inference = 1;
+    inference_stale(net);   /* folded on the next forward */
+    return CNN_OK;
+}
+
+int cnn_net_inference(const cnn_net *net) { return net->inference; }
+
 void cnn_net_set_seed(cnn_net *net, uint64_t seed) {
     net->seed = seed;
     net->passes = 0;
