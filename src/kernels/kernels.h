@@ -12,6 +12,7 @@
 #define im2col           cnn_i_im2col
 #define col2im           cnn_i_col2im
 #define add_into         cnn_i_add_into
+#define relu_into        cnn_i_relu_into
 
 /* Hot loops that the compiler vectorises are compiled for AVX-512, AVX2 and the baseline on x86-64
  * with GCC, and the CPU picks one when the library loads. */
@@ -24,6 +25,10 @@
 /* y[i] += a[i] for i < n (elementwise.c): add's third and later inputs, and the net's sums at
  * forks. y and a do not overlap. */
 void add_into(float *restrict y, const float *restrict a, size_t n);
+
+/* y[i] = x[i] > 0 ? x[i] : 0 (NaN gives 0) for i < n: relu's forward, and a relu fused into a
+ * convolution (x = y, in place). */
+void relu_into(float *y, const float *x, size_t n);
 
 /* C[M,N] = beta·C + op(A)·op(B), where op(A) is A [M,K] (ta = 0) or Aᵀ with A stored [K,M]
  * (ta = 1), and op(B) is B [K,N] (tb = 0) or Bᵀ with B stored [N,K] (tb = 1). beta is 0 or 1.

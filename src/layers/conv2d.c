@@ -508,12 +508,6 @@ static float *kept_col(const layer *l, int n, int s, int gr) {
  * much as 30,000. */
 #define PAR_ONE_MACS 300000.0
 
-/* A relu fused into the convolution (inference) on one sample and group's output, while it is
- * in cache: relu's own expression, so the same bits. */
-CNN_CLONES static void relu_inplace(float *restrict y, size_t e) {
-    for (size_t i = 0; i < e; i++) y[i] = y[i] > 0.0f ? y[i] : 0.0f;
-}
-
 size_t conv2d_fold_floats(const layer *l, int bn) {
     const conv2d_opts *o = &l->o.conv;
     const size_t ck = (size_t)(l->c / o->groups) * o->kh * o->kw;
@@ -576,7 +570,7 @@ static void conv2d_forward(const layer *l, int n, const float *const *xs, float 
         (double)kg * ck * P >= PAR_ONE_MACS) {
         direct16_forward_par(&dg, x, wt, y, ws);
         if (l->fold_add) add_into(y, l->fold_add, (size_t)kg * P);
-        if (l->fold_relu) relu_inplace(y, (size_t)kg * P);
+        if (l->fold_relu) relu_into(y, y, (size_t)kg * P);
         return;
     }
     PARALLEL_FOR(ch, chunks) {
@@ -604,7 +598,7 @@ static void conv2d_forward(const layer *l, int n, const float *const *xs, float 
                         }
                 }
                 if (l->fold_add) add_into(ys, l->fold_add + ((size_t)s * l->oc + (size_t)gr * kg) * P, (size_t)kg * P);
-                if (l->fold_relu) relu_inplace(ys, (size_t)kg * P);
+                if (l->fold_relu) relu_into(ys, ys, (size_t)kg * P);   /* while the output is in cache */
             }
     }
 }

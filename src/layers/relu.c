@@ -19,10 +19,6 @@ static void relu_backward_ref(const layer *l, int n, const double *const *xs, do
     for (size_t i = 0; i < count; i++) dx[i] = x[i] > 0.0 ? dy[i] : 0.0;
 }
 
-CNN_CLONES static void relu_span(const float *restrict x, float *restrict y, size_t len) {
-    for (size_t i = 0; i < len; i++) y[i] = x[i] > 0.0f ? x[i] : 0.0f;
-}
-
 CNN_CLONES static void relu_grad_span(const float *restrict x, const float *restrict dy, float *restrict dx,
                                       size_t len) {
     for (size_t i = 0; i < len; i++) {
@@ -38,7 +34,7 @@ static void relu_forward(const layer *l, int n, const float *const *xs, float *y
     const size_t count = (size_t)n * l->c * l->h * l->w;
     PARALLEL_FOR(c, layer_chunks(count)) {
         const size_t at = (size_t)c * LAYER_CHUNK, len = layer_chunk_len(c, count);
-        relu_span(xs[0] + at, y + at, len);
+        relu_into(y + at, xs[0] + at, len);
     }
 }
 
